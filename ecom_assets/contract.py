@@ -1,0 +1,200 @@
+"""The schema contract of the vendor API, declared once.
+
+Every field of `OrderPayment` and `Product` in the vendor's OpenAPI document is listed here with
+its type and nullability. This one declaration drives the dlt column hints (DuckDB types and
+NOT NULL), the Dagster column schema shown in the UI, the record validation that quarantines
+defective records, and the asset checks. No Dagster imports: the dlt source uses it too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from enum import Enum
+from typing import Any
+
+MONEY_PRECISION = 18
+MONEY_SCALE = 2
+_CENT = Decimal("0.01")
+
+
+class FieldType(Enum):
+    """A contract type: its dlt data type and the DuckDB type the column must end up with."""
+
+    TEXT = ("text", "VARCHAR")
+    MONEY = ("decimal", f"DECIMAL({MONEY_PRECISION},{MONEY_SCALE})")
+    TIMESTAMP = ("timestamp", "TIMESTAMP WITH TIME ZONE")
+    BOOLEAN = ("bool", "BOOLEAN")
+    TEXT_LIST = ("json", "JSON")
+
+    def __init__(self, dlt_type: str, duckdb_type: str) -> None:
+        self.dlt_type = dlt_type
+        self.duckdb_type = duckdb_type
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: FieldType
+    nullable: bool
+    description: str
+
+
+@dataclass(frozen=True)
+class ResourceContract:
+    """One API resource: where it lives, its fields, and the table it lands in."""
+
+    name: str
+    path: str
+    description: str
+    fields: tuple[Field, ...]
+    primary_key: str = "id"
+    cursor: str = "updated_at"
+
+    @property
+    def quarantine_table(self) -> str:
+        return f"{self.name}_quarantine"
+
+    @property
+    def field_names(self) -> frozenset[str]:
+        return frozenset(f.name for f in self.fields)
+
+    @property
+    def required_fields(self) -> tuple[Field, ...]:
+        return tuple(f for f in self.fields if not f.nullable)
+
+    def dlt_columns(self) -> dict[str, dict[str, Any]]:
+        """dlt column hints: exact types, and NOT NULL where the contract requires a value."""
+        columns: dict[str, dict[str, Any]] = {}
+        for field in self.fields:
+            column: dict[str, Any] = {
+                "name": field.name,
+                "data_type": field.type.dlt_type,
+                "nullable": field.nullable,
+                "description": field.description,
+            }
+            if field.type is FieldType.MONEY:
+                column.update(precision=MONEY_PRECISION, scale=MONEY_SCALE)
+            if field.type is FieldType.TIMESTAMP:
+                column.update(timezone=True)
+            columns[field.name] = column
+        return columns
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _money(value: Any) -> Decimal:
+    # Parsed from the JSON text of a number or from a decimal string, never through a float:
+    # the sandbox and real vendors send "12.50" and 12.5 for the same amount.
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+        raise ValueError(f"expected a decimal number or decimal string, got {type(value).__name__}")
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ValueError(f"not a decimal: {str(value)[:40]!r}") from None
+    if not amount.is_finite() or amount != amount.quantize(_CENT):
+        raise ValueError(f"not a decimal with at most {MONEY_SCALE} fractional digits: {amount}")
+    if abs(amount) >= Decimal(10) ** (MONEY_PRECISION - MONEY_SCALE):
+        raise ValueError(f"out of range for DECIMAL({MONEY_PRECISION},{MONEY_SCALE})")
+    return amount.quantize(_CENT)
+
+
+def _timestamp(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError(f"expected an RFC 3339 timestamp string, got {type(value).__name__}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"not an RFC 3339 timestamp: {value[:40]!r}") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"timestamp without a UTC offset: {value[:40]!r}")
+    return parsed.astimezone(timezone.utc)
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected a boolean, got {type(value).__name__}")
+    return value
+
+
+def _text_list(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError("expected a list of strings")
+    return value
+
+
+_PARSERS = {
+    FieldType.TEXT: _text,
+    FieldType.MONEY: _money,
+    FieldType.TIMESTAMP: _timestamp,
+    FieldType.BOOLEAN: _boolean,
+    FieldType.TEXT_LIST: _text_list,
+}
+
+
+def conform(
+    contract: ResourceContract, record: dict[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """Convert a raw vendor record to contract types.
+
+    Returns the converted record (unknown fields kept as they came) and the list of violations,
+    each `{"field": ..., "reason": ...}`. A record with any violation must not be loaded.
+    """
+    converted = dict(record)
+    violations: list[dict[str, str]] = []
+    for field in contract.fields:
+        value = record.get(field.name)
+        if value is None:
+            if not field.nullable:
+                reason = "missing" if field.name not in record else "null"
+                violations.append({"field": field.name, "reason": f"required field is {reason}"})
+            continue
+        try:
+            converted[field.name] = _PARSERS[field.type](value)
+        except ValueError as exc:
+            violations.append({"field": field.name, "reason": str(exc)})
+    return converted, violations
+
+
+ORDER_PAYMENTS = ResourceContract(
+    name="order_payments",
+    path="/v1/order_payments",
+    description="Payments made against orders, one row per payment, as the vendor reports them.",
+    fields=(
+        Field("id", FieldType.TEXT, False, "Primary key of the payment, e.g. pay_00000042."),
+        Field("order_id", FieldType.TEXT, False, "The order this payment belongs to."),
+        Field("customer_id", FieldType.TEXT, False, "The paying customer."),
+        Field("amount", FieldType.MONEY, False, "Amount paid, exact decimal with 2 digits."),
+        Field("currency", FieldType.TEXT, False, "ISO 4217 currency code, e.g. EUR."),
+        Field("status", FieldType.TEXT, False, "pending, succeeded, failed or refunded."),
+        Field("payment_method", FieldType.TEXT, True, "card, paypal, bank_transfer, ..."),
+        Field("created_at", FieldType.TIMESTAMP, False, "When the payment was created (UTC)."),
+        Field("updated_at", FieldType.TIMESTAMP, False, "Last change at the vendor (UTC)."),
+    ),
+)
+
+PRODUCTS = ResourceContract(
+    name="products",
+    path="/v1/products",
+    description="The merchant's product catalogue, one row per product.",
+    fields=(
+        Field("id", FieldType.TEXT, False, "Primary key of the product, e.g. prd_0000042."),
+        Field("product_id", FieldType.TEXT, False, "The merchant's own product code (SKU)."),
+        Field("name", FieldType.TEXT, False, "Product name."),
+        Field("price", FieldType.MONEY, False, "Unit price, exact decimal with 2 digits."),
+        Field("currency", FieldType.TEXT, False, "ISO 4217 currency code of the price."),
+        Field("description", FieldType.TEXT, True, "Free-text description."),
+        Field("category", FieldType.TEXT, True, "Catalogue category."),
+        Field("active", FieldType.BOOLEAN, False, "Whether the product is on sale."),
+        Field("tags", FieldType.TEXT_LIST, True, "Tags, a JSON list of strings."),
+        Field("created_at", FieldType.TIMESTAMP, False, "When the product was created (UTC)."),
+        Field("updated_at", FieldType.TIMESTAMP, False, "Last change at the vendor (UTC)."),
+    ),
+)
+
+CONTRACTS: dict[str, ResourceContract] = {c.name: c for c in (ORDER_PAYMENTS, PRODUCTS)}

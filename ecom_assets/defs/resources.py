@@ -1,0 +1,49 @@
+"""Configurable resources: the vendor API and the warehouse, resolved at run time."""
+
+
+import os
+from pathlib import Path
+
+import dlt
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from ecom_assets.ingest import DEFAULT_DUCKDB_PATH, RetryPolicy, ecom_pipeline
+
+
+class VendorApiResource(ConfigurableResource):
+    """Where the vendor API is and how hard to retry it. Bind `api_key` to an EnvVar."""
+
+    base_url: str = Field(description="Base URL of the vendor API, e.g. https://api.example.com")
+    api_key: str = Field(description="The vendor API key, sent as the `api_key` query parameter")
+    retry_backoff_factor: float = Field(
+        default=2.0, description="Exponential backoff factor between retries, in seconds"
+    )
+    max_retry_after_seconds: float = Field(
+        default=120.0, description="Fail fast when the vendor's Retry-After exceeds this"
+    )
+    request_timeout_seconds: float = Field(default=30.0, description="Per-request timeout")
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            backoff_factor=self.retry_backoff_factor,
+            max_retry_after=self.max_retry_after_seconds,
+            timeout=self.request_timeout_seconds,
+        )
+
+
+class DuckDBWarehouseResource(ConfigurableResource):
+    """The embedded DuckDB warehouse; tables land in its schema `ecom`."""
+
+    path: str | None = Field(
+        default=None,
+        description=f"DuckDB file; default: $ECOM_DUCKDB_PATH, else {DEFAULT_DUCKDB_PATH}",
+    )
+
+    @property
+    def database_path(self) -> Path:
+        # Read when a run uses the warehouse, never at import time.
+        return Path(self.path or os.environ.get("ECOM_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH)
+
+    def pipeline(self) -> dlt.Pipeline:
+        return ecom_pipeline(self.database_path)

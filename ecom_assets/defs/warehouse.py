@@ -1,0 +1,103 @@
+"""SQL run inside the destination, for run metadata and asset checks.
+
+Everything is a query through the dlt pipeline's own SQL client: nothing pulls a table into
+Python, and the same code serves any SQL destination dlt supports.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import dlt
+from dagster import Failure
+from dlt.destinations.exceptions import DatabaseUndefinedRelation
+
+from ecom_assets.contract import ResourceContract
+from ecom_assets.ingest import SyncReport, Window
+from ecom_assets.ingest.report import ResourceReport
+
+
+def query(
+    pipeline: dlt.Pipeline,
+    table: str,
+    select: str,
+    where: str = "",
+    params: Sequence[Any] = (),
+    *,
+    fetch_all: bool = False,
+) -> Any:
+    """`{select} from <dataset>.<table> {where}`: the first row (or all rows), None if the
+    table does not exist yet (an empty first load creates no table)."""
+    with pipeline.sql_client() as client:
+        name = client.make_qualified_table_name(table)
+        try:
+            rows = client.execute_sql(f"{select} from {name} {where}", *params)
+        except DatabaseUndefinedRelation:
+            return None
+    if fetch_all:
+        return rows
+    return rows[0] if rows else None
+
+
+def table_columns(pipeline: dlt.Pipeline, table: str) -> dict[str, tuple[str, bool]]:
+    """Column name -> (data type as the destination reports it, nullable)."""
+    with pipeline.sql_client() as client:
+        rows = client.execute_sql(
+            "select column_name, data_type, is_nullable from information_schema.columns "
+            "where table_schema = %s and table_name = %s",
+            client.dataset_name,
+            table,
+        )
+    return {name: (data_type.upper(), nullable == "YES") for name, data_type, nullable in rows}
+
+
+def window_filter(contract: ResourceContract, window: Window | None) -> tuple[str, tuple]:
+    """A where clause selecting the rows whose cursor lies in `window` (all rows if None)."""
+    if window is None:
+        return "", ()
+    return f"where {contract.cursor} >= %s and {contract.cursor} < %s", (window.start, window.end)
+
+
+def count_rows(
+    pipeline: dlt.Pipeline, contract: ResourceContract, window: Window | None = None
+) -> int:
+    where, params = window_filter(contract, window)
+    row = query(pipeline, contract.name, "select count(*)", where, params)
+    return int(row[0]) if row else 0
+
+
+def verify_nothing_lost(
+    pipeline: dlt.Pipeline, contracts: Sequence[ResourceContract], report: SyncReport
+) -> None:
+    """Fail unless every received record was normalized into its table or its quarantine."""
+    normalize_info = pipeline.last_trace.last_normalize_info
+    row_counts = normalize_info.row_counts if normalize_info else {}
+    for contract in contracts:
+        received = report[contract.name]
+        loaded = row_counts.get(contract.name, 0)
+        quarantined = row_counts.get(contract.quarantine_table, 0)
+        if loaded != received.valid or quarantined != received.quarantined:
+            raise Failure(
+                description=(
+                    f"{contract.name}: received {received.received} records from the vendor but "
+                    f"dlt normalized {loaded} rows and {quarantined} quarantined rows"
+                )
+            )
+
+
+def sync_metadata(
+    pipeline: dlt.Pipeline,
+    contract: ResourceContract,
+    window: Window | None,
+    received: ResourceReport,
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "window": str(window) if window else "full refresh",
+        "vendor_total": received.vendor_total or 0,
+        "records_received": received.received,
+        "records_loaded": received.valid,
+        "records_quarantined": received.quarantined,
+        "dagster/row_count": count_rows(pipeline, contract),
+    }
+    if window:
+        metadata["dagster/partition_row_count"] = count_rows(pipeline, contract, window)
+    return metadata

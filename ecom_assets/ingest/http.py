@@ -1,0 +1,149 @@
+"""The HTTP session every vendor request goes through: retries, Retry-After, scrubbed errors.
+
+dlt's REST client accepts any `requests.Session`; this one implements the integration's retry
+rules exactly (429/500/502/503/504 and timeouts, at most 3 retries, exponential backoff with
+factor 2, `Retry-After` honoured up to a ceiling) and raises errors whose messages never carry
+the API key: not in the URL, not in an error body that echoes the URL, not in a chained cause.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+
+logger = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_KEY_IN_QUERY = re.compile(r"(api_key=)[^&\s\"'#]+", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try. Defaults are the integration's specification."""
+
+    max_retries: int = 3
+    backoff_factor: float = 2.0
+    max_retry_after: float = 120.0
+    timeout: float = 30.0
+
+    def backoff(self, retry_number: int) -> float:
+        """Seconds before retry `retry_number` (1-based): factor, 2*factor, 4*factor, ..."""
+        return self.backoff_factor * 2 ** (retry_number - 1)
+
+
+class VendorAPIError(Exception):
+    """The vendor could not be read. The message is safe to show: it never contains the key."""
+
+    retryable = True
+
+
+class VendorRequestRejected(VendorAPIError):
+    """A 4xx other than 429: wrong key, bad request. Retrying cannot help."""
+
+    retryable = False
+
+
+class VendorRateLimited(VendorAPIError):
+    """The vendor asked us to wait longer than the configured ceiling."""
+
+
+class VendorResponseError(VendorAPIError):
+    """A 200 response that breaks the contract (no `data` list, no `total`, bad JSON)."""
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """Remove the key from text: by value, and any `api_key=` query parameter by name."""
+    if secret:
+        text = text.replace(secret, "***")
+    return _KEY_IN_QUERY.sub(r"\1***", text)
+
+
+def describe_request(url: str) -> str:
+    """`order_payments offset 300`: where a request was, without its query string."""
+    parts = urlsplit(url)
+    resource = parts.path.rstrip("/").rsplit("/", 1)[-1]
+    offset = parse_qs(parts.query).get("offset", ["0"])[0]
+    return f"{resource} offset {offset}"
+
+
+def _error_detail(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(body, dict):
+        return ": ".join(str(body[k]) for k in ("error", "message") if body.get(k))
+    return str(body)[:200]
+
+
+def _retry_after_seconds(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+class VendorSession(requests.Session):
+    """A `requests.Session` with the vendor's retry rules and key-free errors."""
+
+    def __init__(self, api_key: str, policy: RetryPolicy | None = None) -> None:
+        super().__init__()
+        self._api_key = api_key
+        self.policy = policy or RetryPolicy()
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", self.policy.timeout)
+        where = describe_request(request.url or "")
+        retry_number = 0
+        while True:
+            retry_number += 1
+            try:
+                response = super().send(request, **kwargs)
+            except requests.HTTPError as exc:
+                # dlt's raise-for-status response hook fires inside send(); take its response.
+                response = exc.response
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                response = None
+                failure, wait = type(exc).__name__, self.policy.backoff(retry_number)
+            if response is not None:
+                status = response.status_code
+                if status < 400:
+                    return response
+                failure = f"HTTP {status} ({self._safe_detail(response)})"
+                if status not in RETRY_STATUSES:
+                    raise VendorRequestRejected(
+                        f"{where}: the vendor rejected the request with {failure}; not retried"
+                    ) from None
+                wait = _retry_after_seconds(response) or self.policy.backoff(retry_number)
+                if wait > self.policy.max_retry_after:
+                    raise VendorRateLimited(
+                        f"{where}: the vendor asked to wait {wait:.0f} s, more than the "
+                        f"{self.policy.max_retry_after:.0f} s ceiling; giving up ({failure})"
+                    ) from None
+            if retry_number > self.policy.max_retries:
+                raise VendorAPIError(
+                    f"{where}: still failing after {self.policy.max_retries} retries: {failure}"
+                ) from None
+            logger.warning(
+                "%s: %s; retry %d of %d in %.2f s",
+                where, failure, retry_number, self.policy.max_retries, wait,
+            )
+            time.sleep(wait)
+
+    def _safe_detail(self, response: requests.Response) -> str:
+        return scrub(_error_detail(response), self._api_key)

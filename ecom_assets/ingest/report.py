@@ -1,0 +1,41 @@
+"""What a sync received, per resource: the numbers reconciliation and run metadata are built on."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ResourceReport:
+    resource: str
+    vendor_total: int | None = None
+    pages: int = 0
+    received: int = 0
+    quarantined: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def __deepcopy__(self, memo: dict) -> ResourceReport:
+        # dlt deep-copies the REST API config; the copies must count into this same report.
+        return self
+
+    @property
+    def valid(self) -> int:
+        return self.received - self.quarantined
+
+    def add_page(self, records: int) -> None:
+        with self._lock:
+            self.pages += 1
+            self.received += records
+
+    def add_quarantined(self) -> None:
+        with self._lock:
+            self.quarantined += 1
+
+
+class SyncReport(dict[str, ResourceReport]):
+    """Reports by resource name, created on first use."""
+
+    def __missing__(self, resource: str) -> ResourceReport:
+        report = self[resource] = ResourceReport(resource)
+        return report

@@ -1,0 +1,356 @@
+"""A local HTTP server that honours the vendor API contract (shared/vendor-api/openapi.yaml).
+
+It serves the deterministic `Dataset` and, through a `FaultPlan`, misbehaves on demand the way
+the contract says real vendors do (rate limits, 5xx, broken bodies, slow answers), so clients
+can be tested end to end against real sockets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import re
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Literal, NamedTuple
+from urllib.parse import parse_qsl, urlsplit
+
+from .data import DEFAULT_SPEC, RESOURCES, Dataset, SandboxSpec, parse_timestamp_ms
+
+DEFAULT_API_KEY = "sandbox-key"
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+_ROUTES = {f"/v1/{resource}": resource for resource in RESOURCES}
+_CONTENT_TYPE = "application/json; charset=utf-8"
+_DIGITS = re.compile(r"[0-9]{1,18}")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A complete HTTP answer."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _error_reply(
+    status: int, error: str, message: str, headers: tuple[tuple[str, str], ...] = ()
+) -> Reply:
+    """An error in the contract's shape: `{"error": <code>, "message": <text>}`."""
+    return Reply(status, _json_bytes({"error": error, "message": message}), headers)
+
+
+def _status_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:  # a status code without a standard phrase, e.g. 599
+        return "Error"
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One misbehaviour, consumed by a single request. Build it with the constructors below.
+
+    Every fault is "wait `delay_s`, then either serve the real page or send `reply(...)`
+    instead"; a new kind needs a constructor and, if it replaces the answer, a case in `reply`.
+    """
+
+    kind: Literal["status", "body", "raw", "stall"]
+    http_status: int = 200
+    payload: bytes = b""
+    retry_after: str | None = None
+    echo_url: bool = False
+    delay_s: float = 0.0
+
+    @classmethod
+    def status(cls, code: int, retry_after: str | None = None, echo_url: bool = False) -> Fault:
+        """Answer `code` with a JSON error body, a `Retry-After` header if given, and with
+        `echo_url` the request target in the message: api_key included, as real vendors do."""
+        return cls("status", http_status=code, retry_after=retry_after, echo_url=echo_url)
+
+    @classmethod
+    def body(cls, obj: Any) -> Fault:
+        """Answer 200 with exactly this JSON value instead of the page."""
+        return cls("body", payload=_json_bytes(obj))
+
+    @classmethod
+    def raw(cls, status: int, text: str) -> Fault:
+        """Answer `status` with these bytes, still labelled JSON (malformed, truncated...)."""
+        return cls("raw", http_status=status, payload=text.encode())
+
+    @classmethod
+    def stall(cls, seconds: float) -> Fault:
+        """Wait, then serve the page normally: trips client read timeouts."""
+        return cls("stall", delay_s=seconds)
+
+    def reply(self, request_target: str) -> Reply | None:
+        """The answer to send instead of the page, or None to serve the page."""
+        match self.kind:
+            case "status":
+                phrase = _status_phrase(self.http_status)
+                error = phrase.lower().replace(" ", "_").replace("-", "_")  # too_many_requests
+                message = f"{phrase} for GET {request_target}" if self.echo_url else phrase
+                headers = (("Retry-After", self.retry_after),) if self.retry_after else ()
+                return _error_reply(self.http_status, error, message, headers)
+            case "body" | "raw":
+                return Reply(self.http_status, self.payload)
+            case "stall":
+                return None
+
+
+class FaultPlan:
+    """Per-resource FIFO queues of faults; each is taken by the next authorised, well-formed
+    request to its resource. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._queues: dict[str, deque[Fault]] = {resource: deque() for resource in RESOURCES}
+        self._lock = threading.Lock()
+
+    def add(self, resource: str, fault: Fault, times: int = 1) -> None:
+        """Queue `fault` for the next `times` requests to `resource` (after those queued)."""
+        if resource not in self._queues:
+            raise ValueError(f"unknown resource {resource!r}, expected one of {RESOURCES}")
+        if times < 1:
+            raise ValueError("times must be at least 1")
+        with self._lock:
+            self._queues[resource].extend([fault] * times)
+
+    def take(self, resource: str) -> Fault | None:
+        with self._lock:
+            queue = self._queues.get(resource)
+            return queue.popleft() if queue else None
+
+    def pending(self, resource: str | None = None) -> int:
+        """How many faults are still queued, for one resource or all."""
+        with self._lock:
+            if resource is not None:
+                return len(self._queues[resource])
+            return sum(len(queue) for queue in self._queues.values())
+
+    def clear(self) -> None:
+        with self._lock:
+            for queue in self._queues.values():
+                queue.clear()
+
+
+class RequestRecord(NamedTuple):
+    """One served request. `resource` is the raw path for unknown routes; `offset` and `limit`
+    are None when the request was rejected before they were validated. Never holds the key."""
+
+    resource: str
+    offset: int | None
+    limit: int | None
+    status: int
+
+
+class _PageQuery(NamedTuple):
+    offset: int
+    limit: int
+    since: str | None
+    before: str | None
+
+
+def _parse_page_query(query: dict[str, str]) -> _PageQuery:
+    """Validate the list parameters; ValueError carries the message for a 400."""
+    offset_text = query.get("offset", "0")
+    if not _DIGITS.fullmatch(offset_text):
+        raise ValueError(f"offset must be an integer >= 0, got {offset_text!r}")
+    limit_text = query.get("limit", str(DEFAULT_LIMIT))
+    if not _DIGITS.fullmatch(limit_text) or not 1 <= int(limit_text) <= MAX_LIMIT:
+        raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit_text!r}")
+    since, before = query.get("updated_since"), query.get("updated_before")
+    for name, value in (("updated_since", since), ("updated_before", before)):
+        if value is not None:
+            try:
+                parse_timestamp_ms(value)
+            except ValueError:
+                raise ValueError(f"{name} must be an RFC 3339 timestamp, got {value!r}") from None
+    return _PageQuery(int(offset_text), int(limit_text), since, before)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: clients reuse one connection for many pages
+    # Headers and body go out in separate writes; with Nagle on, the second one can wait
+    # for the client's delayed ACK (~40 ms per request).
+    disable_nagle_algorithm = True
+    timeout = 120  # seconds an idle keep-alive connection may hold a handler thread
+    server: _HTTPServer
+
+    def do_GET(self) -> None:
+        reply = self.server.sandbox.respond(self.path)
+        self.send_response(reply.status)
+        self.send_header("Content-Type", _CONTENT_TYPE)
+        self.send_header("Content-Length", str(len(reply.body)))
+        for name, value in reply.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(reply.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silenced: one stderr line per request is noise, and request lines hold the key."""
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], sandbox: SandboxServer) -> None:
+        self.sandbox = sandbox
+        self._open_connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._open_connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._open_connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Cut open keep-alive connections, whose handler threads outlive `shutdown()`."""
+        with self._connections_lock:
+            connections = list(self._open_connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):  # already closed by the peer
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hung up (e.g. timed out during a stall) is expected, not a bug.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
+class SandboxServer:
+    """The vendor API on a local port, serving `Dataset(spec)` to callers with `api_key`.
+
+    Use as a context manager, or `start()` / `stop()`. Port 0 picks a free port; read the
+    address from `base_url` once started.
+    """
+
+    def __init__(
+        self,
+        spec: SandboxSpec = DEFAULT_SPEC,
+        api_key: str = DEFAULT_API_KEY,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.spec = spec
+        self._dataset = Dataset(spec)
+        self._api_key = api_key.encode()
+        self._address = (host, port)
+        self._faults = FaultPlan()
+        self._log: list[RequestRecord] = []
+        self._log_lock = threading.Lock()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> SandboxServer:
+        """Bind and serve in a daemon thread; a no-op if already running, so that
+        `with SandboxServer(...).start() as server:` works too."""
+        if self._httpd is not None:
+            return self
+        self._httpd = _HTTPServer(self._address, self)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},  # how long stop() may wait for the serving loop
+            name="sandbox-server",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and drop open connections; a no-op if not running."""
+        if self._httpd is None or self._thread is None:
+            return
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._httpd.close_connections()
+        self._thread.join()
+        self._httpd = self._thread = None
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("sandbox server not started")
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def dataset(self) -> Dataset:
+        return self._dataset
+
+    @property
+    def faults(self) -> FaultPlan:
+        return self._faults
+
+    @property
+    def request_log(self) -> list[RequestRecord]:
+        """A snapshot of every request served so far, oldest first."""
+        with self._log_lock:
+            return list(self._log)
+
+    def respond(self, target: str) -> Reply:
+        """Answer one GET for `target` (path and query string) and log it."""
+        if self.spec.latency_ms:
+            time.sleep(self.spec.latency_ms / 1000)
+        url = urlsplit(target)
+        resource = _ROUTES.get(url.path)
+        if resource is None:
+            message = f"no such endpoint: {url.path}"
+            return self._logged(url.path, None, _error_reply(404, "not_found", message))
+        query = dict(parse_qsl(url.query, keep_blank_values=True))
+        if not hmac.compare_digest(query.get("api_key", "").encode(), self._api_key):
+            message = "invalid or missing api_key"
+            return self._logged(resource, None, _error_reply(401, "unauthorized", message))
+        try:
+            page = _parse_page_query(query)
+            lo, hi = self._dataset.window_bounds(resource, page.since, page.before)
+        except ValueError as exc:
+            return self._logged(resource, None, _error_reply(400, "bad_request", str(exc)))
+        fault = self._faults.take(resource)
+        if fault is not None:
+            time.sleep(fault.delay_s)
+            replacement = fault.reply(target)
+            if replacement is not None:
+                return self._logged(resource, page, replacement)
+        start = min(lo + page.offset, hi)
+        data = self._dataset.slice(resource, start, min(start + page.limit, hi))
+        body = {"data": data, "total": hi - lo, "offset": page.offset, "limit": page.limit}
+        return self._logged(resource, page, Reply(200, _json_bytes(body)))
+
+    def _logged(self, resource: str, page: _PageQuery | None, reply: Reply) -> Reply:
+        offset, limit = (page.offset, page.limit) if page else (None, None)
+        with self._log_lock:
+            self._log.append(RequestRecord(resource, offset, limit, reply.status))
+        return reply

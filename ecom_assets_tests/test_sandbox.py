@@ -1,0 +1,399 @@
+"""The sandbox vendor API over real HTTP: the contract, its data set and its faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from ecom_assets.sandbox.data import RESOURCES, Dataset, SandboxSpec
+from ecom_assets.sandbox.server import Fault, SandboxServer
+
+KEY = "test-key-5f1d"
+# About a thousand records a day over five days: each day spans many pages.
+SPEC = SandboxSpec(size=5000, days=5)
+DAY = timedelta(days=1)
+TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
+MONEY_STRING = re.compile(r"-?[0-9]+\.[0-9]{2}")
+MONEY_FIELD = {"order_payments": "amount", "products": "price"}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[SandboxServer]:
+    with SandboxServer(SPEC, api_key=KEY) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_faults(server: SandboxServer) -> Iterator[None]:
+    yield
+    server.faults.clear()
+
+
+@pytest.fixture
+def session() -> Iterator[requests.Session]:
+    with requests.Session() as http:
+        yield http
+
+
+def get(
+    session: requests.Session, server: SandboxServer, resource: str, **params: Any
+) -> requests.Response:
+    params.setdefault("api_key", KEY)
+    return session.get(f"{server.base_url}/v1/{resource}", params=params, timeout=5)
+
+
+def fetch_window(
+    session: requests.Session, server: SandboxServer, resource: str, **params: Any
+) -> tuple[list[dict], set[int]]:
+    """Every page of a window, concatenated, and the `total`s the pages reported."""
+    records: list[dict] = []
+    totals: set[int] = set()
+    while True:
+        response = get(session, server, resource, offset=len(records), **params)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        totals.add(page["total"])
+        if not page["data"]:
+            return records, totals
+        records += page["data"]
+
+
+def test_rejects_a_missing_or_wrong_key_without_echoing_it(server, session):
+    for params in ({"api_key": ""}, {"api_key": "not-the-key"}):
+        response = get(session, server, "products", **params)
+        assert response.status_code == 401
+        assert response.json() == {
+            "error": "unauthorized",
+            "message": "invalid or missing api_key",
+        }
+        assert "not-the-key" not in response.text
+    response = session.get(f"{server.base_url}/v1/products", timeout=5)
+    assert response.status_code == 401
+
+
+def test_unknown_path_is_a_json_404(server, session):
+    response = get(session, server, "customers")
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
+
+
+@pytest.mark.parametrize("resource", RESOURCES)
+def test_pages_cover_the_window_exactly_once_in_order(server, session, resource):
+    since, before = SPEC.start + DAY, SPEC.start + 3 * DAY
+    expected = server.dataset.records(resource, since, before)
+    assert 0 < len(expected) < SPEC.size
+
+    records, totals = fetch_window(
+        session,
+        server,
+        resource,
+        limit=97,  # pages that do not divide the window evenly
+        updated_since=since.isoformat(),
+        updated_before=before.isoformat(),
+    )
+
+    assert records == expected
+    assert totals == {len(expected)}
+    assert len({record["id"] for record in records}) == len(records)
+    assert [(r["updated_at"], r["id"]) for r in records] == sorted(
+        (r["updated_at"], r["id"]) for r in records
+    )
+
+
+def test_page_fields_and_a_page_past_the_end(server, session):
+    response = get(session, server, "products", offset=0, limit=3)
+    assert response.headers["Content-Length"] == str(len(response.content))
+    page = response.json()
+    assert (page["total"], page["offset"], page["limit"]) == (SPEC.size, 0, 3)
+    assert page["data"] == server.dataset.all("products")[:3]
+
+    past_end = get(session, server, "products", offset=SPEC.size + 10).json()
+    assert past_end["data"] == []
+    assert past_end["total"] == SPEC.size
+
+
+@pytest.mark.parametrize("resource", RESOURCES)
+def test_whole_data_set_is_in_updated_at_id_order_with_ties(server, resource):
+    records = server.dataset.all(resource)
+    keys = [(r["updated_at"], r["id"]) for r in records]
+    assert keys == sorted(keys)
+    # The pinned boundary records include two with the same updated_at.
+    assert len({r["updated_at"] for r in records}) < len(records)
+
+
+@pytest.mark.parametrize("resource", RESOURCES)
+def test_since_is_inclusive_and_before_exclusive_at_exact_boundaries(server, session, resource):
+    midnight = "2026-01-02T00:00:00.000Z"
+    last_ms_before = "2026-01-01T23:59:59.999Z"
+    at_midnight = [r for r in server.dataset.all(resource) if r["updated_at"] == midnight]
+    assert len(at_midnight) == 2  # a tie, ordered by id
+    assert any(r["updated_at"] == last_ms_before for r in server.dataset.all(resource))
+
+    # The same instant in every accepted spelling.
+    for spelling in (
+        "2026-01-02T00:00:00Z",
+        "2026-01-02T00:00:00.000Z",
+        "2026-01-02T00:00:00+00:00",
+        "2026-01-02T01:00:00.000000+01:00",
+    ):
+        after = get(session, server, resource, updated_since=spelling, limit=3).json()
+        assert after["data"][:2] == at_midnight
+        until = get(session, server, resource, updated_before=spelling).json()
+        last = get(session, server, resource, updated_before=spelling, offset=until["total"] - 1)
+        assert last.json()["data"][0]["updated_at"] == last_ms_before
+        assert after["total"] + until["total"] == SPEC.size
+
+    # Sub-millisecond bounds: .9985 still includes .999, and before .0001 includes .000.
+    inside = get(
+        session,
+        server,
+        resource,
+        updated_since="2026-01-01T23:59:59.9985Z",
+        updated_before="2026-01-02T00:00:00.0001Z",
+    ).json()
+    assert [r["updated_at"] for r in inside["data"]] == [last_ms_before, midnight, midnight]
+
+
+def test_empty_and_inverted_windows(server, session):
+    empty = get(session, server, "products", updated_since="2030-01-01T00:00:00Z").json()
+    assert empty == {"data": [], "total": 0, "offset": 0, "limit": 100}
+    inverted = get(
+        session,
+        server,
+        "products",
+        updated_since="2026-01-03T00:00:00Z",
+        updated_before="2026-01-02T00:00:00Z",
+    ).json()
+    assert inverted["total"] == 0
+
+
+@pytest.mark.parametrize("resource", RESOURCES)
+def test_records_have_the_contract_shape_plus_an_unknown_field(server, resource):
+    records = server.dataset.all(resource)
+    if resource == "order_payments":
+        required = {"id", "order_id", "customer_id", "amount", "currency", "status"}
+        extra = "gateway_reference"
+        assert {r["status"] for r in records} == {"pending", "succeeded", "failed", "refunded"}
+        assert None in {r["payment_method"] for r in records}
+    else:
+        required = {"id", "product_id", "name", "price", "currency", "active", "tags"}
+        extra = "warehouse_code"
+        assert all(isinstance(r["active"], bool) for r in records)
+        assert all(len(r["tags"]) <= 3 for r in records)
+        assert None in {r["description"] for r in records}
+        names = {r["name"] for r in records}
+        assert "Café crème 250 g" in names
+        assert any(ord(char) > 0xFFFF for name in names for char in name)  # an emoji
+    for record in records:
+        assert required | {"created_at", "updated_at", extra} <= record.keys()
+        assert TIMESTAMP.fullmatch(record["updated_at"])
+        assert TIMESTAMP.fullmatch(record["created_at"])
+        assert record["created_at"] <= record["updated_at"]
+        assert "2026-01-01" <= record["updated_at"] < "2026-01-06"
+
+
+def test_non_ascii_text_survives_the_wire(server, session):
+    records, _ = fetch_window(session, server, "products", limit=1000)
+    assert records == server.dataset.all("products")
+
+
+@pytest.mark.parametrize("resource", RESOURCES)
+def test_money_is_exact_with_two_decimals_and_sometimes_a_string(server, session, resource):
+    field = MONEY_FIELD[resource]
+    # Parse the wire text with Decimal so float conversion cannot hide extra digits.
+    response = get(session, server, resource, limit=1000)
+    page = json.loads(response.text, parse_float=Decimal)["data"]
+    values = [record[field] for record in page]
+    strings = [value for value in values if isinstance(value, str)]
+    assert 0 < len(strings) < len(values)
+    assert all(MONEY_STRING.fullmatch(value) for value in strings)
+    for value in values:
+        amount = Decimal(value) if isinstance(value, str) else Decimal(str(value))
+        assert amount == amount.quantize(Decimal("0.01"))
+        assert amount > 0
+
+
+def test_same_seed_same_data_other_seed_other_data():
+    spec = SandboxSpec(size=1500, seed=7)
+    assert Dataset(spec) == Dataset(spec)
+    assert Dataset(spec) != Dataset(SandboxSpec(size=1500, seed=8))
+
+
+def test_dataset_bounds_accept_strings_and_aware_datetimes():
+    dataset = Dataset(SandboxSpec(size=300, days=3))
+    since = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    assert dataset.records("products", since) == dataset.records("products", "2026-01-02T00:00:00Z")
+    with pytest.raises(ValueError, match="unknown resource"):
+        dataset.records("customers")
+    with pytest.raises(ValueError):
+        dataset.records("products", datetime(2026, 1, 2))  # naive: ambiguous
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": "0"},
+        {"limit": "1001"},
+        {"limit": "ten"},
+        {"offset": "-1"},
+        {"offset": "1.5"},
+        {"updated_since": "2026-01-01"},
+        {"updated_since": "2026-01-01T00:00:00"},  # no offset
+        {"updated_before": "2026-13-01T00:00:00Z"},
+        {"updated_before": "yesterday"},
+    ],
+)
+def test_invalid_parameters_are_400(server, session, params):
+    response = get(session, server, "order_payments", **params)
+    assert response.status_code == 400
+    assert response.json()["error"] == "bad_request"
+
+
+def test_status_fault_with_retry_after_is_consumed_once(server, session):
+    server.faults.add("order_payments", Fault.status(429, retry_after="2"))
+
+    # Another resource and an unauthorised request do not consume it.
+    assert get(session, server, "products").status_code == 200
+    assert get(session, server, "order_payments", api_key="wrong").status_code == 401
+    assert server.faults.pending("order_payments") == 1
+
+    limited = get(session, server, "order_payments")
+    assert limited.status_code == 429
+    assert limited.headers["Retry-After"] == "2"
+    assert limited.json() == {"error": "too_many_requests", "message": "Too Many Requests"}
+    assert get(session, server, "order_payments").status_code == 200
+    assert server.faults.pending() == 0
+
+
+def test_faults_are_served_in_order_and_repeat_as_asked(server, session):
+    server.faults.add("products", Fault.status(503), times=2)
+    server.faults.add("products", Fault.status(502))
+    statuses = [get(session, server, "products").status_code for _ in range(4)]
+    assert statuses == [503, 503, 502, 200]
+
+
+def test_echo_url_fault_leaks_the_key_like_real_vendors_do(server, session):
+    # The point of this fault: error bodies may echo the URL, api_key included, so clients
+    # must scrub the key before logging or raising.
+    server.faults.add("order_payments", Fault.status(400, echo_url=True))
+    response = get(session, server, "order_payments", limit=5)
+    assert response.status_code == 400
+    message = response.json()["message"]
+    assert "/v1/order_payments?" in message
+    assert f"api_key={KEY}" in message
+    # Ordinary errors never echo it.
+    assert KEY not in get(session, server, "order_payments", limit=0).text
+
+
+def test_body_faults_replace_the_page(server, session):
+    server.faults.add("products", Fault.body({"total": 5}))
+    server.faults.add("products", Fault.body({"data": None, "total": 5}))
+    first, second = get(session, server, "products"), get(session, server, "products")
+    assert (first.status_code, first.json()) == (200, {"total": 5})
+    assert (second.status_code, second.json()) == (200, {"data": None, "total": 5})
+    assert len(get(session, server, "products").json()["data"]) == 100
+
+
+def test_raw_fault_sends_malformed_json(server, session):
+    server.faults.add("products", Fault.raw(200, '{"data": [{"id": "prd_'))
+    response = get(session, server, "products")
+    assert response.status_code == 200
+    assert response.text == '{"data": [{"id": "prd_'
+    with pytest.raises(requests.JSONDecodeError):
+        response.json()
+    assert get(session, server, "products").json()["total"] == SPEC.size
+
+
+def test_stall_fault_trips_a_client_timeout_then_serves_normally(server, session):
+    url = f"{server.base_url}/v1/products"
+    server.faults.add("products", Fault.stall(0.6))
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        session.get(url, params={"api_key": KEY}, timeout=0.2)
+    assert get(session, server, "products").status_code == 200
+
+    server.faults.add("products", Fault.stall(0.1))
+    started = time.monotonic()
+    stalled = get(session, server, "products", limit=10)
+    assert time.monotonic() - started >= 0.1
+    assert stalled.json()["data"] == server.dataset.all("products")[:10]
+
+
+def test_request_log_records_requests_but_never_the_key(server, session):
+    get(session, server, "order_payments", offset=200, limit=50)
+    get(session, server, "order_payments", api_key="wrong")
+    log = server.request_log
+    assert log[-2:] == [("order_payments", 200, 50, 200), ("order_payments", None, None, 401)]
+    assert KEY not in repr(log) and "wrong" not in repr(log)
+
+
+def test_keep_alive_session_pages_through_20k_records():
+    # A smoke check, not a benchmark: 200 pages on one connection, every id arrives.
+    spec = SandboxSpec(size=20_000)
+    with SandboxServer(spec, api_key=KEY) as big, requests.Session() as session:
+        records, totals = fetch_window(session, big, "order_payments", limit=100)
+        pools = session.get_adapter(big.base_url).poolmanager.pools
+        # RecentlyUsedContainer refuses plain iteration, hence keys().
+        connections_opened = sum(pools[key].num_connections for key in pools.keys())  # noqa: SIM118
+    assert totals == {20_000}
+    assert {r["id"] for r in records} == {f"pay_{n:08d}" for n in range(1, 20_001)}
+    assert connections_opened == 1
+
+
+def test_latency_is_added_to_every_request():
+    with SandboxServer(SandboxSpec(size=10, latency_ms=50), api_key=KEY) as slow:
+        started = time.monotonic()
+        response = requests.get(f"{slow.base_url}/v1/products", params={"api_key": KEY}, timeout=5)
+    assert response.status_code == 200
+    assert time.monotonic() - started >= 0.05
+
+
+def test_stop_closes_keep_alive_connections():
+    with requests.Session() as session:
+        with SandboxServer(SandboxSpec(size=10), api_key=KEY) as short_lived:
+            url = f"{short_lived.base_url}/v1/products"
+            assert session.get(url, params={"api_key": KEY}, timeout=5).status_code == 200
+        with pytest.raises(requests.exceptions.ConnectionError):
+            session.get(url, params={"api_key": KEY}, timeout=5)
+
+
+def test_command_line_serves_until_sigterm_without_printing_the_key():
+    secret = "cli-secret-9c2e"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ecom_assets.sandbox", "--port", "0", "--size", "50", "--days", "2"],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "ECOM_API_KEY": secret},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = process.stdout.readline()
+        match = re.fullmatch(
+            r"sandbox listening on (http://127\.0\.0\.1:\d+) \(order_payments=50, "
+            r"products=50 records, 2026-01-01\.\.2026-01-02\)\n",
+            line,
+        )
+        assert match, line
+        response = requests.get(
+            f"{match[1]}/v1/products", params={"api_key": secret, "limit": 1000}, timeout=5
+        )
+        assert response.json()["total"] == 50
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=10)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    assert secret not in line + stdout + stderr

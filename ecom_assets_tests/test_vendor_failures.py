@@ -1,0 +1,95 @@
+"""Retries, rate limits and broken responses: what the user sees, and that nothing is lost."""
+
+from pathlib import Path
+
+import duckdb
+
+from ecom_assets.sandbox.server import Fault, SandboxServer
+from ecom_assets_tests.conftest import Sync, day, failure_message, partition_key, rows
+
+
+def requests_for(sandbox: SandboxServer, resource: str) -> list[tuple]:
+    return [entry for entry in sandbox.request_log if entry[0] == resource]
+
+
+def test_429_with_retry_after_and_a_short_5xx_burst_still_load_everything(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+) -> None:
+    sandbox.faults.add("order_payments", Fault.status(429, retry_after="1"))
+    for status in (500, 502, 503):  # three failures in a row: exactly the retry budget
+        sandbox.faults.add("products", Fault.status(status))
+
+    result = sync(partition_key(1))
+
+    assert result.success
+    for resource in ("order_payments", "products"):
+        expected = {r["id"] for r in sandbox.dataset.records(resource, day(1), day(2))}
+        loaded = {r[0] for r in rows(duckdb_path, f"select id from ecom.{resource}")}
+        assert loaded == expected
+
+
+def test_a_5xx_burst_longer_than_the_retry_budget_fails_clearly_and_loads_nothing(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+) -> None:
+    # The first products page fails four times: the first attempt and all three retries.
+    sandbox.faults.add("products", Fault.status(504), times=4)
+
+    result = sync(partition_key(1))
+
+    assert not result.success
+    message = failure_message(result)
+    assert "products offset 0: still failing after 3 retries: HTTP 504" in message
+    # Nothing partial: neither table was written, order_payments included.
+    with duckdb.connect(str(duckdb_path), read_only=True) as connection:
+        tables = connection.execute(
+            "select table_name from information_schema.tables where table_schema = 'ecom' "
+            "and table_name in ('order_payments', 'products')"
+        ).fetchall()
+    assert tables == []
+
+
+def test_a_wrong_key_fails_at_once_without_retries_and_without_the_key(
+    sync: Sync, sandbox: SandboxServer, monkeypatch
+) -> None:
+    wrong_key = "wrong-key-that-must-not-leak-123"
+    monkeypatch.setenv("ECOM_API_KEY", wrong_key)
+
+    result = sync(partition_key(1), resources=("order_payments",))
+
+    assert not result.success
+    message = failure_message(result)
+    assert "rejected the request with HTTP 401" in message
+    assert "not retried" in message
+    assert wrong_key not in message
+    assert len(requests_for(sandbox, "order_payments")) == 1
+
+
+def test_an_error_body_echoing_the_url_does_not_leak_the_key(
+    sync: Sync, sandbox: SandboxServer, api_key: str
+) -> None:
+    sandbox.faults.add("order_payments", Fault.status(400, echo_url=True))
+
+    result = sync(partition_key(1), resources=("order_payments",))
+
+    assert not result.success
+    message = failure_message(result)
+    assert "HTTP 400" in message
+    assert api_key not in message
+    for event in result.all_events:
+        assert api_key not in str(event)
+
+
+def test_a_200_without_data_fails_the_run_with_a_clear_error(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+) -> None:
+    sandbox.faults.add("order_payments", Fault.body({"total": 150}))
+
+    result = sync(partition_key(1), resources=("order_payments",))
+
+    assert not result.success
+    message = failure_message(result)
+    assert "order_payments offset 0: 200 response without a list under 'data'" in message
+    with duckdb.connect(str(duckdb_path), read_only=True) as connection:
+        assert connection.execute(
+            "select count(*) from information_schema.tables where table_name = 'order_payments'"
+        ).fetchall() == [(0,)]
