@@ -1,7 +1,7 @@
 """Shared fixtures: a sandbox vendor on loopback, a throwaway key, files under tmp_path."""
 
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -12,6 +12,7 @@ import duckdb
 import pytest
 from dagster import (
     AssetKey,
+    AssetsDefinition,
     DagsterInstance,
     EnvVar,
     ExecuteInProcessResult,
@@ -43,8 +44,14 @@ def api_key() -> str:
 
 
 @pytest.fixture
-def sandbox(api_key: str) -> Iterator[SandboxServer]:
-    with SandboxServer(SMALL_SPEC, api_key=api_key).start() as server:
+def sandbox_spec() -> SandboxSpec:
+    """Override with `@pytest.mark.parametrize("sandbox_spec", [...])` for other data."""
+    return SMALL_SPEC
+
+
+@pytest.fixture
+def sandbox(sandbox_spec: SandboxSpec, api_key: str) -> Iterator[SandboxServer]:
+    with SandboxServer(sandbox_spec, api_key=api_key).start() as server:
         yield server
 
 
@@ -85,6 +92,7 @@ class Sync:
         resources: tuple[str, ...] = ("order_payments", "products"),
         config: Mapping[str, Any] | None = None,
         backoff_factor: float = 0.01,
+        downstream: Sequence[AssetsDefinition] = (),
     ) -> ExecuteInProcessResult:
         tags = {}
         if partition_range:
@@ -94,8 +102,11 @@ class Sync:
             }
         run_config = {"ops": {"ecom_vendor_sync": {"config": dict(config)}}} if config else None
         return materialize(
-            [ecom_vendor_sync],
-            selection=[AssetKey(["ecom", name]) for name in resources],
+            [ecom_vendor_sync, *downstream],
+            selection=[
+                *(AssetKey(["ecom", name]) for name in resources),
+                *(assets_def.key for assets_def in downstream),
+            ],
             partition_key=partition,
             tags=tags,
             run_config=run_config,

@@ -112,7 +112,7 @@ def no_quarantined_records(run: CheckRun) -> Outcome:
         passed=not rows,
         metadata={
             "quarantined": len(rows),
-            "sample_ids": [str(record_id) for record_id, _ in rows[:SAMPLE_SIZE]],
+            "sample_ids": [record_id for record_id, _ in rows if record_id][:SAMPLE_SIZE],
             "violations": dict(reasons.most_common(SAMPLE_SIZE)) or {"none": 0},
             "quarantine_table": f"{run.pipeline.dataset_name}.{run.contract.quarantine_table}",
         },

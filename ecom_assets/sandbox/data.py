@@ -76,6 +76,8 @@ class SandboxSpec:
 
     `size` records per resource, `updated_at` spread over [start, start + days). Every
     `string_money_every`-th record carries its money as a decimal string (0 disables that).
+    With `unknown_fields` every record also carries a field the API contract does not list,
+    as vendors add fields without notice.
     """
 
     size: int = 5000
@@ -84,6 +86,7 @@ class SandboxSpec:
     seed: int = 42
     string_money_every: int = 10
     latency_ms: float = 0
+    unknown_fields: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.size <= MAX_SIZE:
@@ -277,6 +280,7 @@ def _products(draw: _Columns) -> dict[str, list[Any]]:
 
 
 _GENERATORS = {"order_payments": _order_payments, "products": _products}
+UNKNOWN_FIELDS = {"order_payments": "gateway_reference", "products": "warehouse_code"}
 # Records are built in chunks of this many sorted positions, on first use.
 _CHUNK_SIZE = 1000
 
@@ -350,6 +354,8 @@ class Dataset:
                     self._keys[resource][part],
                 )
                 columns = _GENERATORS[resource](draw)
+                if not self.spec.unknown_fields:
+                    del columns[UNKNOWN_FIELDS[resource]]
                 names = tuple(columns)
                 rows = [
                     dict(zip(names, values, strict=True))

@@ -61,6 +61,17 @@ def _status_phrase(status: int) -> str:
         return "Error"
 
 
+OMIT: Any = object()
+"""A `corrupt()` field value: leave the field out of the record."""
+
+
+def _defective(record: dict[str, Any], fields: dict[str, Any] | None) -> dict[str, Any]:
+    if not fields:
+        return record
+    patched = {**record, **fields}
+    return {name: value for name, value in patched.items() if value is not OMIT}
+
+
 @dataclass(frozen=True)
 class Fault:
     """One misbehaviour, consumed by a single request. Build it with the constructors below.
@@ -258,6 +269,8 @@ class SandboxServer:
         self._api_key = api_key.encode()
         self._address = (host, port)
         self._faults = FaultPlan()
+        # Records the vendor serves defective: resource -> id -> fields to overwrite.
+        self._defects: dict[str, dict[str, dict[str, Any]]] = {r: {} for r in RESOURCES}
         self._log: list[RequestRecord] = []
         self._log_lock = threading.Lock()
         self._httpd: _HTTPServer | None = None
@@ -320,6 +333,11 @@ class SandboxServer:
         with self._log_lock:
             return list(self._log)
 
+    def corrupt(self, resource: str, record_id: str, **fields: Any) -> None:
+        """Serve record `record_id` with `fields` overwritten from now on; a field set to
+        `OMIT` is left out. The window's `total` still counts the record."""
+        self._defects[resource][record_id] = fields
+
     def respond(self, target: str) -> Reply:
         """Answer one GET for `target` (path and query string) and log it."""
         if self.spec.latency_ms:
@@ -346,6 +364,9 @@ class SandboxServer:
                 return self._logged(resource, page, replacement)
         start = min(lo + page.offset, hi)
         data = self._dataset.slice(resource, start, min(start + page.limit, hi))
+        defects = self._defects[resource]
+        if defects:
+            data = [_defective(record, defects.get(record["id"])) for record in data]
         body = {"data": data, "total": hi - lo, "offset": page.offset, "limit": page.limit}
         return self._logged(resource, page, Reply(200, _json_bytes(body)))
 

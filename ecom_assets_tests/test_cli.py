@@ -1,0 +1,85 @@
+"""The user's paths through real processes: `make demo`'s module and the dagster CLI."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from dagster import DagsterEventType, DagsterInstance
+
+from ecom_assets.sandbox.data import SandboxSpec
+from ecom_assets.sandbox.server import SandboxServer
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DAGSTER = str(Path(sys.executable).with_name("dagster"))
+
+
+def project_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir(exist_ok=True)
+    shutil.copy(PROJECT_DIR / "dagster.yaml", dagster_home / "dagster.yaml")
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(dagster_home),
+        "ECOM_DUCKDB_PATH": str(tmp_path / "data" / "warehouse.duckdb"),
+        **extra,
+    }
+
+
+def test_the_demo_backfills_both_assets_and_prints_rows_and_checks(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ecom_assets.demo"],
+        env=project_env(tmp_path),
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ecom.order_payments: 5000 rows (0 quarantined)" in result.stdout
+    assert "ecom.products: 5000 rows (0 quarantined)" in result.stdout
+    for resource in ("order_payments", "products"):
+        for check in ("schema_types", "not_null", "unique_id", "matches_vendor_total"):
+            assert re.search(rf"ecom/{resource}\s+{check}\s+PASSED", result.stdout), check
+    assert (tmp_path / "data" / "warehouse.duckdb").exists()
+
+
+def test_two_runs_at_once_take_turns_on_the_duckdb_writer_pool(tmp_path: Path) -> None:
+    # Slow enough that the two runs' steps would overlap if the pool did not serialise them.
+    spec = SandboxSpec(size=2000, days=10, latency_ms=100)
+    with SandboxServer(spec, api_key="pool-test-key").start() as sandbox:
+        env = project_env(
+            tmp_path,
+            ECOM_API_BASE_URL=sandbox.base_url,
+            ECOM_API_KEY="pool-test-key",
+            ECOM_PARTITIONS_START="2026-01-01",
+        )
+        runs = [
+            subprocess.Popen(
+                [DAGSTER, "asset", "materialize", "-m", "ecom_assets.definitions",
+                 "--select", f"ecom/{resource}", "--partition-range", "2026-01-01...2026-01-10"],
+                env=env, cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for resource in ("order_payments", "products")
+        ]
+        outputs = [run.communicate(timeout=300)[0] for run in runs]
+
+    assert [run.returncode for run in runs] == [0, 0], "\n".join(outputs)
+    assert any("Step blocked by limit for pool ecom_duckdb_writer" in out for out in outputs)
+    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
+    with DagsterInstance.get() as instance:
+        spans = []
+        for run in instance.get_runs():
+            times = {
+                event.dagster_event_type: event.timestamp
+                for event in instance.all_logs(run.run_id)
+                if event.dagster_event_type
+                in (DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS)
+            }
+            spans.append((times[DagsterEventType.STEP_START], times[DagsterEventType.STEP_SUCCESS]))
+    first, second = sorted(spans)
+    assert first[1] <= second[0], "the two writers' steps overlapped"

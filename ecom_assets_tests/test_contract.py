@@ -1,0 +1,148 @@
+"""The schema contract: typed tables, quarantined defects, blocking checks, schema evolution."""
+
+import json
+from pathlib import Path
+
+import pytest
+from dagster import AssetCheckKey, AssetCheckSeverity, AssetKey, DagsterInstance, asset
+
+from ecom_assets.contract import CONTRACTS
+from ecom_assets.sandbox.data import SandboxSpec
+from ecom_assets.sandbox.server import OMIT, SandboxServer
+from ecom_assets_tests.conftest import SMALL_SPEC, Sync, day, partition_key, rows
+
+PAYMENTS = AssetKey(["ecom", "order_payments"])
+PRODUCTS = AssetKey(["ecom", "products"])
+
+
+@asset(deps=[PAYMENTS])
+def payments_report() -> None:
+    """Stands for anything downstream that must never consume a bad load."""
+
+
+def evaluations(result) -> dict[tuple[str, str], object]:
+    return {
+        (e.asset_key.path[-1], e.check_name): e for e in result.get_asset_check_evaluations()
+    }
+
+
+def column_types(database: Path, table: str) -> dict[str, tuple[str, bool]]:
+    return {
+        name: (data_type, nullable == "YES")
+        for name, data_type, nullable in rows(
+            database,
+            "select column_name, data_type, is_nullable from information_schema.columns "
+            "where table_schema = 'ecom' and table_name = ?",
+            table,
+        )
+    }
+
+
+def test_duckdb_types_and_not_null_constraints_equal_the_contract(
+    sync: Sync, duckdb_path: Path
+) -> None:
+    assert sync(partition_key(1)).success
+
+    for contract in CONTRACTS.values():
+        actual = column_types(duckdb_path, contract.name)
+        for field in contract.fields:
+            assert actual[field.name] == (field.type.duckdb_type, field.nullable), field.name
+
+
+@pytest.mark.parametrize("sandbox_spec", [SandboxSpec(size=1000, days=5, unknown_fields=False)])
+def test_a_clean_load_passes_every_check_and_the_instance_records_them(
+    sync: Sync, instance: DagsterInstance
+) -> None:
+    result = sync(partition_key(1))
+
+    assert result.success
+    results = evaluations(result)
+    assert len(results) == 12
+    assert all(e.passed for e in results.values()), [k for k, e in results.items() if not e.passed]
+    # What the UI reads: the latest evaluation of each check, from the instance.
+    key = AssetCheckKey(PAYMENTS, "matches_vendor_total")
+    record = instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]
+    evaluation = record.event.asset_check_evaluation
+    assert evaluation.passed
+    assert evaluation.metadata["rows_in_table"].value == evaluation.metadata["vendor_total"].value
+
+
+DEFECTS = [
+    pytest.param({"customer_id": None}, "customer_id", "required field is null", id="null"),
+    pytest.param({"amount": "twelve"}, "amount", "not a decimal", id="unconvertible"),
+    pytest.param({"amount": {"value": 12}}, "amount", "got dict", id="type-change"),
+    pytest.param({"created_at": "yesterday"}, "created_at", "not an RFC 3339", id="bad-time"),
+    pytest.param({"id": OMIT}, "id", "required field is missing", id="missing-id"),
+]
+
+
+@pytest.mark.parametrize(("defect", "field", "reason"), DEFECTS)
+def test_a_defective_record_is_quarantined_its_page_still_loads_and_downstream_stops(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path, defect, field, reason
+) -> None:
+    served = sandbox.dataset.records("order_payments", day(1), day(2))
+    victim = served[150]  # on the second page
+    sandbox.corrupt("order_payments", victim["id"], **defect)
+
+    result = sync(partition_key(1), resources=("order_payments",), downstream=[payments_report])
+
+    assert not result.success
+    # The valid records, the victim's page-mates included, are loaded; the victim is not.
+    loaded = {r[0] for r in rows(duckdb_path, "select id from ecom.order_payments")}
+    assert loaded == {r["id"] for r in served} - {victim["id"]}
+    # The victim is in quarantine with the reason, its raw record and its window.
+    quarantined = rows(
+        duckdb_path,
+        "select record_id, violations, raw_record, window_start from "
+        "ecom.order_payments_quarantine",
+    )
+    assert len(quarantined) == 1
+    record_id, violations, raw_record, window_start = quarantined[0]
+    assert record_id == (None if field == "id" else victim["id"])
+    [violation] = json.loads(violations)
+    assert violation["field"] == field and reason in violation["reason"]
+    assert json.loads(raw_record)["order_id"] == victim["order_id"]
+    assert window_start == day(1)
+    # Nothing silently dropped: loaded + quarantined = what the vendor served.
+    [materialization] = result.asset_materializations_for_node("ecom_vendor_sync")
+    metadata = {k: v.value for k, v in materialization.metadata.items()}
+    assert metadata["records_loaded"] + metadata["records_quarantined"] == len(served)
+    assert (metadata["records_loaded"], metadata["records_quarantined"]) == (len(loaded), 1)
+    # The blocking checks fail with ERROR severity and nothing downstream runs.
+    results = evaluations(result)
+    failed = results[("order_payments", "no_quarantined_records")]
+    assert not failed.passed and failed.severity == AssetCheckSeverity.ERROR
+    assert failed.metadata["sample_ids"].value == ([] if field == "id" else [victim["id"]])
+    assert not results[("order_payments", "matches_vendor_total")].passed
+    assert results[("order_payments", "schema_types")].passed, "the column was never widened"
+    assert result.asset_materializations_for_node("payments_report") == []
+    assert column_types(duckdb_path, "order_payments")["amount"] == ("DECIMAL(18,2)", False)
+
+
+def test_an_unknown_field_becomes_a_column_and_the_warn_check_lists_it(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+) -> None:
+    victim = sandbox.dataset.records("products", day(1), day(2))[3]
+    sandbox.corrupt("products", victim["id"], loyalty_tier="gold")
+
+    result = sync(partition_key(1), resources=("products",), downstream=[])
+
+    assert result.success, "a WARN check does not block"
+    tier = rows(duckdb_path, "select loyalty_tier from ecom.products where id = ?", victim["id"])
+    assert tier == [("gold",)]
+    check = evaluations(result)[("products", "known_fields_only")]
+    assert not check.passed and check.severity == AssetCheckSeverity.WARN
+    assert check.metadata["unknown_fields"].value == ["loyalty_tier", "warehouse_code"]
+
+
+def test_checks_are_scoped_to_the_window_and_count_the_whole_range(
+    sync: Sync, sandbox: SandboxServer
+) -> None:
+    result = sync(partition_range=(partition_key(0), partition_key(2)), resources=("products",))
+
+    assert result.success
+    total = evaluations(result)[("products", "matches_vendor_total")]
+    assert total.metadata["vendor_total"].value == len(
+        sandbox.dataset.records("products", day(0), day(3))
+    )
+    assert SMALL_SPEC.size > total.metadata["rows_in_table"].value > 0
