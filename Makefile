@@ -1,4 +1,8 @@
 # The project's commands. Each works on a fresh machine with Python 3.10+ and make.
+# A git-ignored .env (see .env.example) configures a real vendor.
+-include .env
+export $(filter ECOM_%,$(.VARIABLES))
+
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +13,7 @@ export ECOM_DUCKDB_PATH ?= $(CURDIR)/data/warehouse.duckdb
 SANDBOX_PORT ?= 8765
 UI_PORT ?= 3000
 
-.PHONY: install demo ui test lint clean
+.PHONY: install demo ui full-refresh test lint clean
 
 install: $(STAMP)
 
@@ -34,6 +38,14 @@ ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m ecom_assets.sandbox --port $(SANDBOX_PORT) & sandbox=$$!; \
 	trap 'kill $$sandbox 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
+
+## Reload everything the vendor has for RESOURCE (order_payments or products) and swap the
+## table atomically. Needs ECOM_API_BASE_URL and ECOM_API_KEY, e.g. from .env.
+RESOURCE ?= order_payments
+full-refresh: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster asset materialize -m ecom_assets.definitions --select ecom/$(RESOURCE) \
+	  --partition-range $${ECOM_PARTITIONS_START:-2026-01-01}...$$(date -u +%F) \
+	  --config-json '{"ops": {"ecom_vendor_sync": {"config": {"full_refresh": true}}}}'
 
 lint: install
 	$(BIN)/ruff check .

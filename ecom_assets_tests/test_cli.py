@@ -20,6 +20,9 @@ def project_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir(exist_ok=True)
     shutil.copy(PROJECT_DIR / "dagster.yaml", dagster_home / "dagster.yaml")
+    # Create the instance's storage now: two CLI processes starting on an empty DAGSTER_HOME
+    # would race to create the same SQLite tables.
+    DagsterInstance.from_config(str(dagster_home)).dispose()
     return {
         **os.environ,
         "DAGSTER_HOME": str(dagster_home),
@@ -66,7 +69,7 @@ def test_two_runs_at_once_take_turns_on_the_duckdb_writer_pool(tmp_path: Path) -
             )
             for resource in ("order_payments", "products")
         ]
-        outputs = [run.communicate(timeout=300)[0] for run in runs]
+        outputs = [run.communicate(timeout=180)[0] for run in runs]
 
     assert [run.returncode for run in runs] == [0, 0], "\n".join(outputs)
     assert any("Step blocked by limit for pool ecom_duckdb_writer" in out for out in outputs)

@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 from ecom_assets.contract import CONTRACTS, FieldType
-from ecom_assets.sandbox.server import SandboxServer
+from ecom_assets.sandbox.server import Fault, SandboxServer
 from ecom_assets_tests.conftest import Sync, day, money, partition_key, rows, timestamp
 
 
@@ -127,3 +127,18 @@ def test_full_refresh_replaces_each_table_with_everything_the_vendor_has(
     for resource in CONTRACTS:
         ids = {r[0] for r in rows(duckdb_path, f"select id from ecom.{resource}")}
         assert ids == {r["id"] for r in sandbox.dataset.all(resource)}
+
+
+def test_a_failed_full_refresh_leaves_the_old_table_intact(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+) -> None:
+    assert sync(partition_key(0), resources=("products",)).success
+    before = rows(duckdb_path, "select * from ecom.products order by id")
+    # Three pages arrive, then the vendor fails for longer than the retry budget.
+    sandbox.faults.add("products", Fault.stall(0), times=3)
+    sandbox.faults.add("products", Fault.status(503), times=4)
+
+    result = sync(partition_key(0), resources=("products",), config={"full_refresh": True})
+
+    assert not result.success
+    assert rows(duckdb_path, "select * from ecom.products order by id") == before

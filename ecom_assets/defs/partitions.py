@@ -8,7 +8,7 @@ DEFAULT_PARTITIONS_START = "2026-01-01"
 
 # Definitions need the first day when they load, so this one setting is read at import time.
 daily_partitions = DailyPartitionsDefinition(
-    start_date=os.getenv("ECOM_PARTITIONS_START", DEFAULT_PARTITIONS_START),
+    start_date=os.getenv("ECOM_PARTITIONS_START") or DEFAULT_PARTITIONS_START,
     timezone="UTC",
     # Include the current, still-open day so today's changes can be loaded too.
     end_offset=1,
