@@ -91,6 +91,7 @@ def ecom_vendor_sync(
         window=window,
         resources=[c.name for c in contracts],
         retry_policy=vendor_api.retry_policy(),
+        page_concurrency=vendor_api.page_concurrency,
         report=report,
     )
     pipeline = warehouse.pipeline()

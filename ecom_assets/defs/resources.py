@@ -9,6 +9,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from ecom_assets.ingest import DEFAULT_DUCKDB_PATH, RetryPolicy, ecom_pipeline
+from ecom_assets.ingest.source import DEFAULT_PAGE_CONCURRENCY
 
 
 class VendorApiResource(ConfigurableResource):
@@ -23,6 +24,10 @@ class VendorApiResource(ConfigurableResource):
         default=120.0, description="Fail fast when the vendor's Retry-After exceeds this"
     )
     request_timeout_seconds: float = Field(default=30.0, description="Per-request timeout")
+    page_concurrency: int = Field(
+        default=DEFAULT_PAGE_CONCURRENCY,
+        description="Pages of a window fetched at once; halved while the vendor answers 429",
+    )
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(

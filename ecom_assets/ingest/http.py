@@ -18,6 +18,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+
+from ecom_assets.ingest.prefetch import AdaptiveLimit, PagePrefetcher
 
 logger = logging.getLogger(__name__)
 
@@ -99,21 +102,47 @@ def _retry_after_seconds(response: requests.Response) -> float | None:
 
 
 class VendorSession(requests.Session):
-    """A `requests.Session` with the vendor's retry rules and key-free errors."""
+    """A `requests.Session` with the vendor's retry rules, key-free errors and, with
+    `concurrency` > 1, the next pages of a window fetched concurrently."""
 
-    def __init__(self, api_key: str, policy: RetryPolicy | None = None) -> None:
+    def __init__(
+        self, api_key: str, policy: RetryPolicy | None = None, concurrency: int = 1
+    ) -> None:
         super().__init__()
         self._api_key = api_key
         self.policy = policy or RetryPolicy()
+        self.limit = AdaptiveLimit(max(1, concurrency))
+        # One pooled connection per worker plus the paginator's own, all kept alive.
+        adapter = HTTPAdapter(pool_maxsize=self.limit.maximum + 1)
+        self.mount("http://", adapter)
+        self.mount("https://", adapter)
+        self._prefetcher = (
+            PagePrefetcher(self._send_with_retries, workers=concurrency, ahead=2 * concurrency)
+            if concurrency > 1
+            else None
+        )
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self.policy.timeout)
+        if self._prefetcher is None:
+            return self._send_with_retries(request, **kwargs)
+        return self._prefetcher.send(request, **kwargs)
+
+    def close(self) -> None:
+        if self._prefetcher is not None:
+            self._prefetcher.close()
+        super().close()
+
+    def _send_with_retries(
+        self, request: requests.PreparedRequest, **kwargs: Any
+    ) -> requests.Response:
         where = describe_request(request.url or "")
         retry_number = 0
         while True:
             retry_number += 1
             try:
-                response = super().send(request, **kwargs)
+                with self.limit:
+                    response = super().send(request, **kwargs)
             except requests.HTTPError as exc:
                 # dlt's raise-for-status response hook fires inside send(); take its response.
                 response = exc.response
@@ -123,13 +152,17 @@ class VendorSession(requests.Session):
             if response is not None:
                 status = response.status_code
                 if status < 400:
+                    self.limit.succeeded()
                     return response
                 failure = f"HTTP {status} ({self._safe_detail(response)})"
                 if status not in RETRY_STATUSES:
                     raise VendorRequestRejected(
                         f"{where}: the vendor rejected the request with {failure}; not retried"
                     ) from None
-                wait = _retry_after_seconds(response) or self.policy.backoff(retry_number)
+                if status == 429:
+                    self.limit.rate_limited()
+                retry_after = _retry_after_seconds(response)
+                wait = self.policy.backoff(retry_number) if retry_after is None else retry_after
                 if wait > self.policy.max_retry_after:
                     raise VendorRateLimited(
                         f"{where}: the vendor asked to wait {wait:.0f} s, more than the "

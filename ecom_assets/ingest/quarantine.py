@@ -14,9 +14,17 @@ from datetime import datetime, timezone
 from typing import Any
 
 import dlt
+import pyarrow as pa
+from dlt.extract.items_transform import ItemTransform
 from dlt.extract.resource import DltResource
 
-from ecom_assets.contract import ResourceContract, conform
+from ecom_assets.contract import (
+    MONEY_PRECISION,
+    MONEY_SCALE,
+    FieldType,
+    ResourceContract,
+    conform,
+)
 from ecom_assets.ingest.report import ResourceReport
 from ecom_assets.ingest.window import Window
 
@@ -30,8 +38,11 @@ QUARANTINE_COLUMNS: dict[str, dict[str, Any]] = {
 }
 
 
-def add_quarantine_table(resource: DltResource, contract: ResourceContract) -> None:
-    """Declare `<resource>_quarantine` as an append-only table variant of the resource.
+def add_quarantine(
+    resource: DltResource, contract: ResourceContract, window: Window | None, report: ResourceReport
+) -> None:
+    """Route the resource's records through a `QuarantineRouter` into its table or into
+    `<resource>_quarantine`, an append-only table variant of the resource.
 
     A dlt table variant starts as a copy of the resource's hints, so the contract's columns,
     primary key and merge disposition are cleared before the quarantine columns are set.
@@ -45,30 +56,77 @@ def add_quarantine_table(resource: DltResource, contract: ResourceContract) -> N
         write_disposition="append",
     )
     resource.apply_hints(table_name=table, create_table_variant=True, columns=QUARANTINE_COLUMNS)
+    resource.add_step(QuarantineRouter(contract, window, report))
 
 
-class QuarantineRouter:
-    """A dlt `yield_map` step: yields the typed record, or a quarantine row in its place."""
+ARROW_BATCH_SIZE = 10_000
+
+_ARROW_TYPES = {
+    FieldType.TEXT: pa.string(),
+    FieldType.MONEY: pa.decimal128(MONEY_PRECISION, MONEY_SCALE),
+    FieldType.TIMESTAMP: pa.timestamp("us", tz="UTC"),
+    FieldType.BOOLEAN: pa.bool_(),
+    FieldType.TEXT_LIST: pa.list_(pa.string()),
+}
+
+
+def _arrow_page(contract: ResourceContract, records: list[dict[str, Any]]) -> pa.Table:
+    """Typed records as an Arrow table: contract columns typed, unknown fields inferred."""
+    fields = [
+        pa.field(f.name, _ARROW_TYPES[f.type], nullable=f.nullable) for f in contract.fields
+    ]
+    columns = [pa.array([r.get(f.name) for r in records], type=f.type) for f in fields]
+    unknown = dict.fromkeys(k for r in records for k in r if k not in contract.field_names)
+    for name in unknown:
+        values = [r.get(name) for r in records]
+        try:
+            column = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: keep them as JSON text
+            column = pa.array([None if v is None else json.dumps(v) for v in values])
+        fields.append(pa.field(name, column.type))
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+class QuarantineRouter(ItemTransform[Any]):
+    """A dlt pipe step: splits each page into its typed records and its quarantine rows.
+
+    It works on whole pages and hands dlt each page's valid records as one Arrow table with
+    the contract's types, which dlt writes straight to parquet: no per-record work in dlt.
+    """
 
     def __init__(
         self, contract: ResourceContract, window: Window | None, report: ResourceReport
     ) -> None:
+        super().__init__(self.route)
         self.contract = contract
         self.window = window
         self.report = report
+        self._batch: list[dict[str, Any]] = []
 
-    def __call__(self, record: Any) -> Iterator[Any]:
-        if not isinstance(record, dict):
-            violations = [{"field": "", "reason": f"record is a {type(record).__name__}"}]
-        else:
-            typed, violations = conform(self.contract, record)
-            if not violations:
-                yield typed
-                return
-        self.report.add_quarantined()
-        yield dlt.mark.with_table_name(
-            self._quarantine_row(record, violations), self.contract.quarantine_table
-        )
+    def __call__(self, item: Any, meta: Any = None) -> Iterator[Any]:
+        return self.route(item, meta)
+
+    def route(self, page: Any, meta: Any = None) -> Iterator[Any]:
+        quarantined = []
+        for record in page if isinstance(page, list) else [page]:
+            if not isinstance(record, dict):
+                violations = [{"field": "", "reason": f"record is a {type(record).__name__}"}]
+            else:
+                typed, violations = conform(self.contract, record)
+                if not violations:
+                    self._batch.append(typed)
+                    continue
+            quarantined.append(self._quarantine_row(record, violations))
+            self.report.add_quarantined()
+        # dlt does per-item schema work for Arrow tables, so pages are batched; the paginator
+        # has counted this page already, so the window's last page flushes what is left.
+        window_done = self.report.received == self.report.vendor_total
+        if self._batch and (window_done or len(self._batch) >= ARROW_BATCH_SIZE):
+            yield _arrow_page(self.contract, self._batch)
+            self._batch = []
+        if quarantined:
+            yield dlt.mark.with_table_name(quarantined, self.contract.quarantine_table)
 
     def _quarantine_row(self, record: Any, violations: list[dict[str, str]]) -> dict[str, Any]:
         record_id = record.get(self.contract.primary_key) if isinstance(record, dict) else None

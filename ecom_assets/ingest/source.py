@@ -19,18 +19,20 @@ from dlt.sources.rest_api import rest_api_source
 from ecom_assets.contract import CONTRACTS, ResourceContract
 from ecom_assets.ingest.http import RetryPolicy, VendorSession
 from ecom_assets.ingest.pagination import PAGE_SIZE, ReconcilingOffsetPaginator
-from ecom_assets.ingest.quarantine import QuarantineRouter, add_quarantine_table
+from ecom_assets.ingest.quarantine import add_quarantine
 from ecom_assets.ingest.report import SyncReport
 from ecom_assets.ingest.window import Window
 
 SOURCE_NAME = "ecom"
 DATASET_NAME = "ecom"
 DEFAULT_DUCKDB_PATH = "data/warehouse.duckdb"
+DEFAULT_PAGE_CONCURRENCY = 8
 
 
 def _resource_config(
     contract: ResourceContract, window: Window | None, report: SyncReport
 ) -> dict[str, Any]:
+    # Quarantine is added to the built resource by `add_quarantine`.
     return {
         "name": contract.name,
         "columns": contract.dlt_columns(),
@@ -42,9 +44,6 @@ def _resource_config(
             # so no client-side cursor tracking is needed: it would only cost extract time.
             "params": window.query_params() if window else {},
         },
-        "processing_steps": [
-            {"yield_map": QuarantineRouter(contract, window, report[contract.name])}
-        ],
     }
 
 
@@ -55,10 +54,12 @@ def ecom_source(
     window: Window | None = None,
     resources: Sequence[str] = tuple(CONTRACTS),
     retry_policy: RetryPolicy | None = None,
+    page_concurrency: int = DEFAULT_PAGE_CONCURRENCY,
     report: SyncReport | None = None,
 ) -> DltSource:
     """The REST API source for `resources`, restricted to `window` (None: everything).
 
+    Up to `page_concurrency` pages of a window are fetched at once (1: strictly sequential).
     Pass a `SyncReport` to learn, after the run, what each resource received from the vendor.
     """
     report = report if report is not None else SyncReport()
@@ -66,7 +67,7 @@ def ecom_source(
         "client": {
             "base_url": base_url,
             "auth": {"type": "api_key", "name": "api_key", "api_key": api_key, "location": "query"},
-            "session": VendorSession(api_key, retry_policy),
+            "session": VendorSession(api_key, retry_policy, concurrency=page_concurrency),
         },
         "resource_defaults": {
             "primary_key": "id",
@@ -78,7 +79,7 @@ def ecom_source(
     }
     source = rest_api_source(config, name=SOURCE_NAME)
     for name in resources:
-        add_quarantine_table(source.resources[name], CONTRACTS[name])
+        add_quarantine(source.resources[name], CONTRACTS[name], window, report[name])
     return source
 
 

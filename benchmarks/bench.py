@@ -1,0 +1,172 @@
+"""`make bench`: this project's materialization against plain dlt, on the same data.
+
+Starts the sandbox with N order payments and a per-request latency, then runs each variant as
+its own process, interleaved, several times, and reports medians of wall time, records/s and
+peak RSS, with ratios to the plain dlt baselines:
+
+  (a) the seed's configuration as a plain dlt pipeline (default INSERT loading)
+  (b) the same with parquet loading
+  (c) this project: `dagster asset materialize` of ecom/order_payments over the sandbox's
+      whole span, in a fresh process, asset checks included
+  (d) the bare floor: sequential requests, one DuckDB insert from Arrow
+"""
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from importlib.metadata import version
+from pathlib import Path
+
+from ecom_assets.sandbox.data import SandboxSpec
+from ecom_assets.sandbox.server import SandboxServer
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+API_KEY = "bench-key"
+
+
+@dataclass
+class Variant:
+    label: str
+    description: str
+    samples: list[tuple[float, int]] = field(default_factory=list)  # (seconds, peak RSS KiB)
+
+    def median_seconds(self) -> float:
+        return statistics.median(s for s, _ in self.samples)
+
+    def median_rss_mib(self) -> float:
+        return statistics.median(r for _, r in self.samples) / 1024
+
+
+def _command(label: str, base_url: str, workdir: Path, spec: SandboxSpec) -> list[str]:
+    database = workdir / "data" / "warehouse.duckdb"
+    database.parent.mkdir(parents=True)
+    python = sys.executable
+    if label == "a":
+        return [python, "-m", "benchmarks.plain_dlt", base_url, str(database)]
+    if label == "b":
+        return [python, "-m", "benchmarks.plain_dlt", base_url, str(database), "--parquet"]
+    if label == "d":
+        return [python, "-m", "benchmarks.floor", base_url, str(database)]
+    first = spec.start.date()
+    last = first + timedelta(days=spec.days - 1)
+    return [
+        str(Path(python).with_name("dagster")), "asset", "materialize",
+        "-m", "ecom_assets.definitions", "--select", "ecom/order_payments",
+        "--partition-range", f"{first}...{last}",
+    ]
+
+
+def _run(command: list[str], env: dict[str, str]) -> tuple[float, int]:
+    """Wall time and peak RSS (KiB) of one process."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command, env=env, cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    output = process.stdout.read() if process.stdout else b""
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        sys.stderr.write(output.decode(errors="replace")[-3000:])
+        raise SystemExit(f"{' '.join(command[:4])} failed with exit {process.returncode}")
+    return elapsed, usage.ru_maxrss
+
+
+def _environment(workdir: Path, base_url: str, spec: SandboxSpec) -> dict[str, str]:
+    dagster_home = workdir / "dagster_home"
+    dagster_home.mkdir()
+    shutil.copy(PROJECT_DIR / "dagster.yaml", dagster_home / "dagster.yaml")
+    return {
+        **os.environ,
+        "ECOM_API_BASE_URL": base_url,
+        "ECOM_API_KEY": API_KEY,
+        "ECOM_DUCKDB_PATH": str(workdir / "data" / "warehouse.duckdb"),
+        "ECOM_PARTITIONS_START": str(spec.start.date()),
+        "DAGSTER_HOME": str(dagster_home),
+        "RUNTIME__DLTHUB_TELEMETRY": "false",
+    }
+
+
+def measure(records: int, latency_ms: float, repeats: int) -> list[Variant]:
+    spec = SandboxSpec(size=records, latency_ms=latency_ms)
+    variants = [
+        Variant("a", "plain dlt, seed config (INSERT)"),
+        Variant("b", "plain dlt, parquet"),
+        Variant("c", "ecom_assets (dagster CLI, checks)"),
+        Variant("d", "floor: sequential requests + Arrow"),
+    ]
+    with SandboxServer(spec, api_key=API_KEY).start() as sandbox:
+        sandbox.dataset.all("order_payments")  # build the records before anything is timed
+        for repeat in range(repeats):
+            for variant in variants:
+                with tempfile.TemporaryDirectory(prefix="ecom-bench-") as tmp:
+                    workdir = Path(tmp)
+                    env = _environment(workdir, sandbox.base_url, spec)
+                    command = _command(variant.label, sandbox.base_url, workdir, spec)
+                    variant.samples.append(_run(command, env))
+                seconds, rss = variant.samples[-1]
+                print(f"  run {repeat + 1}/{repeats} ({variant.label}) {seconds:6.2f} s "
+                      f"{rss / 1024:6.0f} MiB", flush=True)
+    return variants
+
+
+def table(records: int, latency_ms: float, variants: list[Variant]) -> str:
+    a, b = variants[0].median_seconds(), variants[1].median_seconds()
+    lines = [
+        f"### {records:,} order payments, {latency_ms:g} ms per request "
+        f"(median of {len(variants[0].samples)} interleaved runs)",
+        "",
+        "| variant | wall time | records/s | peak RSS | speed-up vs (a) | vs (b) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for v in variants:
+        seconds = v.median_seconds()
+        lines.append(
+            f"| ({v.label}) {v.description} | {seconds:.2f} s | {records / seconds:,.0f} "
+            f"| {v.median_rss_mib():.0f} MiB | {a / seconds:.2f}x | {b / seconds:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    packages = ", ".join(
+        f"{name} {version(name)}" for name in ("dagster", "dagster-dlt", "dlt", "duckdb")
+    )
+    return (f"{platform.machine()}, {os.cpu_count()} cores, Python "
+            f"{platform.python_version()}; {packages}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Benchmark against plain dlt.")
+    parser.add_argument("--scenario", action="append", metavar="RECORDS:LATENCY_MS",
+                        help="default: 50000:0 and 20000:20")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--output", type=Path, default=PROJECT_DIR / "BENCHMARKS.md")
+    args = parser.parse_args()
+
+    sections = []
+    for scenario in args.scenario or ["50000:0", "20000:20"]:
+        records, latency = scenario.split(":")
+        print(f"{int(records):,} records, {latency} ms latency:", flush=True)
+        variants = measure(int(records), float(latency), args.repeats)
+        sections.append(table(int(records), float(latency), variants))
+        print(sections[-1], flush=True)
+    args.output.write_text(
+        "# Benchmarks\n\nProduced by `make bench` (benchmarks/bench.py) on "
+        f"{time.strftime('%Y-%m-%d')}: {machine()}. Every variant is a fresh process on the "
+        "same sandbox data; ratios are what to compare, since the machine is noisy.\n\n"
+        + "\n\n".join(sections) + "\n"
+    )
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Fetch the pages of a window concurrently, underneath dlt's sequential paginator.
+
+Once a page of an offset-paginated window has arrived, its `total` tells every offset that is
+left, so the next pages can be requested before the paginator asks for them. dlt still walks
+the window page by page in order (its paginator, drift checks and reconciliation are
+unchanged); it just finds each page already on its way. At most `ahead` pages are in flight or
+waiting per window, so memory stays flat however large the window is.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import requests
+
+Fetch = Callable[..., requests.Response]
+
+
+class AdaptiveLimit:
+    """A concurrency limit that halves when the vendor says 429 and creeps back on success."""
+
+    def __init__(self, maximum: int) -> None:
+        self.maximum = maximum
+        self.limit = maximum
+        self._active = 0
+        self._successes = 0
+        self._condition = threading.Condition()
+
+    def __enter__(self) -> AdaptiveLimit:
+        with self._condition:
+            self._condition.wait_for(lambda: self._active < self.limit)
+            self._active += 1
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._condition:
+            self._active -= 1
+            self._condition.notify_all()
+
+    def rate_limited(self) -> None:
+        with self._condition:
+            self.limit = max(1, self.limit // 2)
+            self._successes = 0
+
+    def succeeded(self) -> None:
+        with self._condition:
+            self._successes += 1
+            if self.limit < self.maximum and self._successes >= self.limit:
+                self.limit += 1
+                self._successes = 0
+                self._condition.notify_all()
+
+
+def _with_offset(url: str, offset: int) -> str:
+    parts = urlsplit(url)
+    query = [(k, str(offset) if k == "offset" else v) for k, v in parse_qsl(parts.query)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _page_position(url: str) -> tuple[int, int] | None:
+    """(offset, limit) of a paged request, None if it is not one."""
+    query = dict(parse_qsl(urlsplit(url).query))
+    try:
+        return int(query.get("offset", 0)), int(query["limit"])
+    except (KeyError, ValueError):
+        return None
+
+
+class PagePrefetcher:
+    def __init__(self, fetch: Fetch, workers: int, ahead: int) -> None:
+        self._fetch = fetch
+        self._ahead = ahead
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="vendor-page")
+        self._pending: dict[str, Future[requests.Response]] = {}
+        self._lock = threading.Lock()
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        with self._lock:
+            future = self._pending.pop(request.url or "", None)
+        response = future.result() if future else self._fetch(request, **kwargs)
+        self._schedule_following(request, response, kwargs)
+        return response
+
+    def close(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for future in pending.values():
+            future.cancel()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _schedule_following(
+        self, request: requests.PreparedRequest, response: requests.Response, kwargs: Any
+    ) -> None:
+        position = _page_position(request.url or "")
+        total = _total(response)
+        if position is None or total is None:
+            return
+        offset, limit = position
+        last = min(total, offset + limit * (self._ahead + 1))
+        for next_offset in range(offset + limit, last, limit):
+            next_request = request.copy()
+            next_request.url = _with_offset(request.url or "", next_offset)
+            with self._lock:
+                if next_request.url not in self._pending:
+                    self._pending[next_request.url] = self._pool.submit(
+                        self._fetch, next_request, **kwargs
+                    )
+
+
+def _total(response: requests.Response) -> int | None:
+    if response.status_code != 200:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    total = body.get("total") if isinstance(body, dict) else None
+    return total if isinstance(total, int) and not isinstance(total, bool) else None
