@@ -123,8 +123,10 @@ class QuarantineRouter(ItemTransform[Any]):
         # has counted this page already, so the window's last page flushes what is left.
         window_done = self.report.received == self.report.vendor_total
         if self._batch and (window_done or len(self._batch) >= ARROW_BATCH_SIZE):
-            yield _arrow_page(self.contract, self._batch)
-            self._batch = []
+            # Take the batch before yielding: dlt may call the next page's route() before it
+            # resumes this generator.
+            batch, self._batch = self._batch, []
+            yield _arrow_page(self.contract, batch)
         if quarantined:
             yield dlt.mark.with_table_name(quarantined, self.contract.quarantine_table)
 
