@@ -94,6 +94,8 @@ def ecom_pipeline(duckdb_path: str | Path, pipeline_name: str = "ecom") -> dlt.P
             f"with the dataset schema `{DATASET_NAME}`); use e.g. {DEFAULT_DUCKDB_PATH}"
         )
     duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+    # Rows arrive as Arrow tables; keep dlt's load id on them, as on any other dlt table.
+    dlt.config["normalize.parquet_normalizer.add_dlt_load_id"] = True
     return dlt.pipeline(
         pipeline_name=pipeline_name,
         pipelines_dir=str(duckdb_path.parent / "dlt_pipelines"),
