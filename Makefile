@@ -13,7 +13,7 @@ export ECOM_DUCKDB_PATH ?= $(CURDIR)/data/warehouse.duckdb
 SANDBOX_PORT ?= 8765
 UI_PORT ?= 3000
 
-.PHONY: install demo ui full-refresh test lint clean
+.PHONY: install demo ui full-refresh bench test lint clean
 
 install: $(STAMP)
 
@@ -35,7 +35,7 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	@export ECOM_API_BASE_URL=http://127.0.0.1:$(SANDBOX_PORT) \
 	        ECOM_API_KEY=$${ECOM_API_KEY:-sandbox-key}; \
-	$(BIN)/python -m ecom_assets.sandbox --port $(SANDBOX_PORT) & sandbox=$$!; \
+	$(BIN)/python -m ecom_assets.sandbox --port $(SANDBOX_PORT) --live 10 & sandbox=$$!; \
 	trap 'kill $$sandbox 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
 
@@ -46,6 +46,10 @@ full-refresh: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster asset materialize -m ecom_assets.definitions --select ecom/$(RESOURCE) \
 	  --partition-range $${ECOM_PARTITIONS_START:-2026-01-01}...$$(date -u +%F) \
 	  --config-json '{"ops": {"ecom_vendor_sync": {"config": {"full_refresh": true}}}}'
+
+## Side-by-side benchmark against plain dlt; writes BENCHMARKS.md.
+bench: install
+	$(BIN)/python -m benchmarks.bench
 
 lint: install
 	$(BIN)/ruff check .

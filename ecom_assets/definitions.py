@@ -4,10 +4,20 @@ from dagster import Definitions, EnvVar, in_process_executor
 from dagster_dlt import DagsterDltResource
 
 from ecom_assets.defs.assets import ecom_vendor_sync
-from ecom_assets.defs.resources import DuckDBWarehouseResource, VendorApiResource
+from ecom_assets.defs.jobs import ecom_daily_refresh_job
+from ecom_assets.defs.resources import (
+    ChangeSensorSettings,
+    DuckDBWarehouseResource,
+    VendorApiResource,
+)
+from ecom_assets.defs.schedules import ecom_daily_refresh
+from ecom_assets.defs.sensors import ecom_vendor_changes
 
 defs = Definitions(
     assets=[ecom_vendor_sync],
+    jobs=[ecom_daily_refresh_job],
+    schedules=[ecom_daily_refresh],
+    sensors=[ecom_vendor_changes],
     # Each run is one step (one dlt run): a step subprocess would only add start-up time.
     executor=in_process_executor,
     resources={
@@ -16,5 +26,6 @@ defs = Definitions(
         ),
         "warehouse": DuckDBWarehouseResource(),
         "dlt": DagsterDltResource(),
+        "change_sensor": ChangeSensorSettings(),
     },
 )

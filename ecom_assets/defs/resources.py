@@ -52,3 +52,12 @@ class DuckDBWarehouseResource(ConfigurableResource):
 
     def pipeline(self) -> dlt.Pipeline:
         return ecom_pipeline(self.database_path)
+
+
+class ChangeSensorSettings(ConfigurableResource):
+    """How the new-data sensor looks for changes."""
+
+    lookback_minutes: int = Field(
+        default=10,
+        description="Re-check this long before the cursor, for late-arriving vendor updates",
+    )

@@ -35,6 +35,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=DEFAULT_SPEC.seed)
     parser.add_argument("--latency-ms", type=float, default=DEFAULT_SPEC.latency_ms)
     parser.add_argument(
+        "--live",
+        type=float,
+        metavar="SECONDS",
+        help="every SECONDS, create records and update one, as a live vendor does",
+    )
+    parser.add_argument("--live-per-tick", type=int, default=5, help="records created per tick")
+    parser.add_argument(
         "--api-key-env",
         default="ECOM_API_KEY",
         help=f"environment variable holding the API key (unset: {DEFAULT_API_KEY!r})",
@@ -51,11 +58,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    with SandboxServer(spec, api_key, args.host, args.port) as server:
+    with SandboxServer(
+        spec, api_key, args.host, args.port, live_interval_s=args.live,
+        live_per_tick=args.live_per_tick,
+    ) as server:
         last_day = spec.end - timedelta(days=1)
         print(
             f"sandbox listening on {server.base_url} (order_payments={spec.size}, "
-            f"products={spec.size} records, {spec.start:%Y-%m-%d}..{last_day:%Y-%m-%d})",
+            f"products={spec.size} records, {spec.start:%Y-%m-%d}..{last_day:%Y-%m-%d}"
+            f"{f', live every {args.live:g} s' if args.live else ''})",
             flush=True,
         )
         stop.wait()

@@ -24,6 +24,7 @@ from typing import Any, Literal, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
 from .data import DEFAULT_SPEC, RESOURCES, Dataset, SandboxSpec, parse_timestamp_ms
+from .live import LiveFeed
 
 DEFAULT_API_KEY = "sandbox-key"
 DEFAULT_LIMIT = 100
@@ -263,9 +264,15 @@ class SandboxServer:
         api_key: str = DEFAULT_API_KEY,
         host: str = "127.0.0.1",
         port: int = 0,
+        live_interval_s: float | None = None,
+        live_per_tick: int = 5,
     ) -> None:
         self.spec = spec
         self._dataset = Dataset(spec)
+        # With a live interval the vendor keeps creating and updating records (`--live`).
+        self.live = (
+            LiveFeed(self._dataset, live_interval_s, live_per_tick) if live_interval_s else None
+        )
         self._api_key = api_key.encode()
         self._address = (host, port)
         self._faults = FaultPlan()
@@ -289,6 +296,8 @@ class SandboxServer:
             daemon=True,
         )
         self._thread.start()
+        if self.live:
+            self.live.start()
         return self
 
     def stop(self) -> None:
@@ -300,6 +309,8 @@ class SandboxServer:
         self._httpd.close_connections()
         self._thread.join()
         self._httpd = self._thread = None
+        if self.live:
+            self.live.stop()
 
     def __enter__(self) -> SandboxServer:
         return self.start()
@@ -364,10 +375,16 @@ class SandboxServer:
                 return self._logged(resource, page, replacement)
         start = min(lo + page.offset, hi)
         data = self._dataset.slice(resource, start, min(start + page.limit, hi))
+        live = self.live.records(resource, page.since, page.before) if self.live else []
+        if live and len(data) < page.limit:
+            # Live records come after the whole data set in (updated_at, id) order.
+            live_start = max(page.offset - (hi - lo), 0)
+            data = data + live[live_start : live_start + page.limit - len(data)]
         defects = self._defects[resource]
         if defects:
             data = [_defective(record, defects.get(record["id"])) for record in data]
-        body = {"data": data, "total": hi - lo, "offset": page.offset, "limit": page.limit}
+        total = hi - lo + len(live)
+        body = {"data": data, "total": total, "offset": page.offset, "limit": page.limit}
         return self._logged(resource, page, Reply(200, _json_bytes(body)))
 
     def _logged(self, resource: str, page: _PageQuery | None, reply: Reply) -> Reply:
