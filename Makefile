@@ -1,4 +1,4 @@
-# The project's commands. Each works on a fresh machine with Python 3.10+ and make.
+# The project's commands. Each works on a fresh machine with Python 3.11+ and make.
 # A git-ignored .env (see .env.example) configures a real vendor.
 -include .env
 export $(filter ECOM_%,$(.VARIABLES))

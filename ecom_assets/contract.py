@@ -9,7 +9,7 @@ defective records, and the asset checks. No Dagster imports: the dlt source uses
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Any
@@ -104,7 +104,8 @@ def _money(value: Any) -> Decimal:
     return amount.quantize(_CENT)
 
 
-def _timestamp(value: Any) -> datetime:
+def parse_timestamp(value: Any) -> datetime:
+    """An RFC 3339 timestamp with an offset (`Z` or `+hh:mm`) as an aware UTC datetime."""
     if not isinstance(value, str):
         raise ValueError(f"expected an RFC 3339 timestamp string, got {type(value).__name__}")
     try:
@@ -113,7 +114,7 @@ def _timestamp(value: Any) -> datetime:
         raise ValueError(f"not an RFC 3339 timestamp: {value[:40]!r}") from None
     if parsed.tzinfo is None:
         raise ValueError(f"timestamp without a UTC offset: {value[:40]!r}")
-    return parsed.astimezone(timezone.utc)
+    return parsed.astimezone(UTC)
 
 
 def _boolean(value: Any) -> bool:
@@ -131,7 +132,7 @@ def _text_list(value: Any) -> list[str]:
 _PARSERS = {
     FieldType.TEXT: _text,
     FieldType.MONEY: _money,
-    FieldType.TIMESTAMP: _timestamp,
+    FieldType.TIMESTAMP: parse_timestamp,
     FieldType.BOOLEAN: _boolean,
     FieldType.TEXT_LIST: _text_list,
 }

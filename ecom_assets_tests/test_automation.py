@@ -1,7 +1,7 @@
 """The new-data sensor and the daily schedule, evaluated against the sandbox."""
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from dagster import (
@@ -44,7 +44,7 @@ def evaluate(sandbox: SandboxServer, api_key: str, cursor: str | None):
 def test_the_sensor_requests_one_run_for_the_changed_day_and_repeats_itself_exactly(
     live_sandbox: SandboxServer, api_key: str
 ) -> None:
-    started = datetime.now(timezone.utc) - timedelta(seconds=1)
+    started = datetime.now(UTC) - timedelta(seconds=1)
     cursor = json.dumps({r: started.isoformat() for r in ("order_payments", "products")})
     assert isinstance(evaluate(live_sandbox, api_key, cursor), SkipReason)
 
@@ -52,7 +52,7 @@ def test_the_sensor_requests_one_run_for_the_changed_day_and_repeats_itself_exac
     result = evaluate(live_sandbox, api_key, cursor)
     again = evaluate(live_sandbox, api_key, cursor)
 
-    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
     [run] = result.run_requests
     assert isinstance(run, RunRequest) and run.partition_key == today
     assert set(run.asset_selection) == {
@@ -86,7 +86,7 @@ def test_a_vendor_error_skips_the_tick_with_a_reason_and_keeps_the_cursor(
 
 def test_the_daily_schedule_reloads_yesterday_after_midnight_utc() -> None:
     context = build_schedule_context(
-        scheduled_execution_time=datetime(2026, 1, 6, 0, 15, tzinfo=timezone.utc)
+        scheduled_execution_time=datetime(2026, 1, 6, 0, 15, tzinfo=UTC)
     )
     request = ecom_daily_refresh(context)
     assert request.partition_key == "2026-01-05"

@@ -2,7 +2,7 @@
 
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from dagster import AssetKey, BackfillPolicy, DailyPartitionsDefinition
 
@@ -47,7 +47,7 @@ def test_assets_group_partitions_checks_and_metadata() -> None:
         assert node.description
         partitions = node.partitions_def
         assert isinstance(partitions, DailyPartitionsDefinition)
-        today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        today = datetime.now(UTC).strftime("%Y-%m-%d")
         assert partitions.get_last_partition_key() == today
         columns = node.metadata["dagster/column_schema"].value.columns
         assert {c.name: c.constraints.nullable for c in columns}["id"] is False

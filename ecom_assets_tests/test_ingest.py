@@ -5,7 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from ecom_assets.ingest import SyncReport, Window, ecom_pipeline, ecom_source, quarantine
+from ecom_assets.ingest import (
+    SyncReport,
+    VendorSession,
+    Window,
+    ecom_pipeline,
+    ecom_source,
+    quarantine,
+)
 from ecom_assets.ingest.prefetch import AdaptiveLimit
 from ecom_assets.ingest.report import ResourceReport
 from ecom_assets.sandbox.data import SandboxSpec
@@ -13,17 +20,20 @@ from ecom_assets.sandbox.server import Fault, SandboxServer
 from ecom_assets_tests.conftest import day, rows
 
 
-def load(sandbox: SandboxServer, api_key: str, database: Path, **options) -> ResourceReport:
+def load(
+    sandbox: SandboxServer, api_key: str, database: Path, page_concurrency: int = 8
+) -> ResourceReport:
+    """A plain dlt run of the source: no Dagster involved."""
     report = SyncReport()
-    source = ecom_source(
-        sandbox.base_url,
-        api_key,
-        window=Window(day(0), day(5)),
-        resources=["order_payments"],
-        report=report,
-        **options,
-    )
-    ecom_pipeline(database).run(source, loader_file_format="parquet")
+    with VendorSession(api_key, concurrency=page_concurrency) as session:
+        source = ecom_source(
+            sandbox.base_url,
+            session,
+            window=Window(day(0), day(5)),
+            resources=["order_payments"],
+            report=report,
+        )
+        ecom_pipeline(database).run(source, loader_file_format="parquet")
     return report["order_payments"]
 
 

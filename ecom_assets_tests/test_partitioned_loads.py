@@ -1,7 +1,7 @@
 """Partitions load exactly the vendor's records for their window, once, whatever is re-run."""
 
 import json
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 
 import duckdb
@@ -44,7 +44,7 @@ def loaded_rows(database: Path, resource: str) -> dict:
             if field.type is FieldType.TEXT_LIST and value is not None:
                 value = json.loads(value)
             elif field.type is FieldType.TIMESTAMP:
-                value = value.astimezone(timezone.utc)
+                value = value.astimezone(UTC)
             values.append(value)
         loaded[row[0]] = tuple(values)
     return loaded

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -234,7 +234,7 @@ def test_same_seed_same_data_other_seed_other_data():
 
 def test_dataset_bounds_accept_strings_and_aware_datetimes():
     dataset = Dataset(SandboxSpec(size=300, days=3))
-    since = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    since = datetime(2026, 1, 2, tzinfo=UTC)
     assert dataset.records("products", since) == dataset.records("products", "2026-01-02T00:00:00Z")
     with pytest.raises(ValueError, match="unknown resource"):
         dataset.records("customers")

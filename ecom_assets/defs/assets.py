@@ -6,6 +6,7 @@ resources, is a single dlt run (`BackfillPolicy.single_run()`): one extract, one
 
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 from dagster import (
     AssetCheckResult,
@@ -26,7 +27,8 @@ from ecom_assets.defs.partitions import daily_partitions
 from ecom_assets.defs.resources import DuckDBWarehouseResource, VendorApiResource
 from ecom_assets.defs.translator import EcomDltTranslator, asset_key
 from ecom_assets.defs.warehouse import sync_metadata, verify_nothing_lost
-from ecom_assets.ingest import SyncReport, VendorAPIError, Window, ecom_source
+from ecom_assets.ingest import SyncReport, VendorAPIError, VendorSession, Window, ecom_source
+from ecom_assets.ingest.window import EPOCH
 
 # Runs that write the DuckDB file must not overlap: DuckDB allows one writer process.
 DUCKDB_WRITER_POOL = "ecom_duckdb_writer"
@@ -62,7 +64,7 @@ def _vendor_failure(exc: PipelineStepFailed, what: str) -> Failure:
     name="ecom_vendor_sync",
     specs=build_dlt_asset_specs(
         # Only the source's shape is needed here: URL and key are resolved when a run starts.
-        dlt_source=ecom_source(base_url="http://vendor.invalid", api_key=""),
+        dlt_source=ecom_source("http://vendor.invalid", VendorSession(api_key="")),
         dlt_pipeline=None,
         dagster_dlt_translator=translator,
     ),
@@ -80,36 +82,42 @@ def ecom_vendor_sync(
     dlt: DagsterDltResource,
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
     contracts = [c for c in CONTRACTS.values() if asset_key(c) in context.selected_asset_keys]
-    window = None if config.full_refresh else Window(*context.partition_time_window)
-    what = f"sync of {', '.join(c.name for c in contracts)} for {window or 'a full refresh'}"
+    started = datetime.now(UTC)
+    # Ask the vendor only for what changed before this run started: today's partition is still
+    # open, and a record that changes during the run belongs to the next run, not to this
+    # window's reconciliation.
+    if config.full_refresh:
+        scope, fetched = None, Window(EPOCH, started)
+    else:
+        partition_start, partition_end = context.partition_time_window
+        scope = fetched = Window(partition_start, min(partition_end, started))
+    what = f"sync of {', '.join(c.name for c in contracts)} for {scope or 'a full refresh'}"
     context.log.info(f"Starting the {what}")
 
     report = SyncReport()
-    source = ecom_source(
-        vendor_api.base_url,
-        vendor_api.api_key,
-        window=window,
-        resources=[c.name for c in contracts],
-        retry_policy=vendor_api.retry_policy(),
-        page_concurrency=vendor_api.page_concurrency,
-        report=report,
-    )
     pipeline = warehouse.pipeline()
-    try:
-        results = list(
-            dlt.run(
-                context=context,
-                dlt_source=source,
-                dlt_pipeline=pipeline,
-                dagster_dlt_translator=translator,
-                loader_file_format="parquet",
-                write_disposition="replace" if config.full_refresh else None,
-            )
+    with vendor_api.session() as session:
+        source = ecom_source(
+            vendor_api.base_url,
+            session,
+            window=fetched,
+            resources=[c.name for c in contracts],
+            report=report,
         )
-    except PipelineStepFailed as exc:
-        raise _vendor_failure(exc, what) from None
+        try:
+            results = list(
+                dlt.run(
+                    context=context,
+                    dlt_source=source,
+                    dlt_pipeline=pipeline,
+                    dagster_dlt_translator=translator,
+                    loader_file_format="parquet",
+                    write_disposition="replace" if config.full_refresh else None,
+                )
+            )
+        except PipelineStepFailed as exc:
+            raise _vendor_failure(exc, what) from None
 
-    verify_nothing_lost(pipeline, contracts, report)
     load_info = pipeline.last_trace.last_load_info
     load_ids = load_info.loads_ids if load_info else []
     for result in results:
@@ -119,7 +127,7 @@ def ecom_vendor_sync(
             asset_key=result.asset_key,
             metadata={
                 **(result.metadata or {}),
-                **sync_metadata(pipeline, contract, window, received),
+                **sync_metadata(pipeline, contract, scope, received),
             },
         )
         selected_checks = {
@@ -128,5 +136,7 @@ def ecom_vendor_sync(
             if check.asset_key == result.asset_key
         }
         yield from evaluate_checks(
-            CheckRun(pipeline, contract, window, received, load_ids), selected_checks
+            CheckRun(pipeline, contract, scope, received, load_ids), selected_checks
         )
+    # Last, so that what was loaded is still reported when the counts do not add up.
+    verify_nothing_lost(pipeline, contracts, report)

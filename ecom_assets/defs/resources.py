@@ -8,7 +8,7 @@ import dlt
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from ecom_assets.ingest import DEFAULT_DUCKDB_PATH, RetryPolicy, ecom_pipeline
+from ecom_assets.ingest import DEFAULT_DUCKDB_PATH, RetryPolicy, VendorSession, ecom_pipeline
 from ecom_assets.ingest.source import DEFAULT_PAGE_CONCURRENCY
 
 
@@ -29,12 +29,14 @@ class VendorApiResource(ConfigurableResource):
         description="Pages of a window fetched at once; halved while the vendor answers 429",
     )
 
-    def retry_policy(self) -> RetryPolicy:
-        return RetryPolicy(
+    def session(self, concurrency: int | None = None) -> VendorSession:
+        """A session with this configuration; by default with the configured page concurrency."""
+        policy = RetryPolicy(
             backoff_factor=self.retry_backoff_factor,
             max_retry_after=self.max_retry_after_seconds,
             timeout=self.request_timeout_seconds,
         )
+        return VendorSession(self.api_key, policy, concurrency or self.page_concurrency)
 
 
 class DuckDBWarehouseResource(ConfigurableResource):

@@ -12,8 +12,9 @@ limit is tight.
 """
 
 import json
+import os
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from dagster import (
     AssetSelection,
@@ -25,7 +26,7 @@ from dagster import (
     sensor,
 )
 
-from ecom_assets.contract import CONTRACTS
+from ecom_assets.contract import CONTRACTS, parse_timestamp
 from ecom_assets.defs.partitions import daily_partitions
 from ecom_assets.defs.resources import ChangeSensorSettings, VendorApiResource
 from ecom_assets.defs.translator import ASSET_GROUP, asset_key
@@ -34,6 +35,9 @@ from ecom_assets.ingest.probe import probe_changes
 from ecom_assets.ingest.window import rfc3339
 
 MILLISECOND = timedelta(milliseconds=1)
+# How often the daemon may evaluate the sensor. Dagster needs it when the definitions load, so
+# it is read then, like the partitions' start date.
+MINIMUM_INTERVAL_SECONDS = int(os.getenv("ECOM_SENSOR_INTERVAL_SECONDS") or 30)
 
 
 def _days(first: datetime, last: datetime) -> list[str]:
@@ -50,7 +54,7 @@ def _days(first: datetime, last: datetime) -> list[str]:
 @sensor(
     name="ecom_vendor_changes",
     target=AssetSelection.groups(ASSET_GROUP),
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=MINIMUM_INTERVAL_SECONDS,
     default_status=DefaultSensorStatus.RUNNING,
     description="Refreshes the daily partitions in which the vendor reports changes.",
 )
@@ -59,7 +63,7 @@ def ecom_vendor_changes(
     vendor_api: VendorApiResource,
     change_sensor: ChangeSensorSettings,
 ) -> SensorResult | SkipReason:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     cursor = json.loads(context.cursor) if context.cursor else {}
     lookback = timedelta(minutes=change_sensor.lookback_minutes)
     changed_by_day: dict[str, list[str]] = defaultdict(list)
@@ -67,11 +71,10 @@ def ecom_vendor_changes(
     new_cursor = dict(cursor)
     for name in CONTRACTS:
         # Without a cursor the sensor watches from now on; backfills cover the past.
-        since = datetime.fromisoformat(cursor.get(name, rfc3339(now))) - lookback
+        since = parse_timestamp(cursor.get(name, rfc3339(now))) - lookback
         try:
-            changes = probe_changes(
-                vendor_api.base_url, vendor_api.api_key, name, since, vendor_api.retry_policy()
-            )
+            with vendor_api.session(concurrency=1) as session:
+                changes = probe_changes(vendor_api.base_url, session, name, since)
         except (VendorAPIError, ValueError) as exc:
             # No run, cursor unchanged: the next tick asks again. The message holds no key.
             return SkipReason(f"Could not ask the vendor for changes to {name}: {exc}")

@@ -5,7 +5,7 @@ Configuration comes from dlt's providers (environment variables or `.dlt/*.toml`
 """
 
 import argparse
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dlt
 
@@ -13,14 +13,16 @@ from ecom_assets.contract import CONTRACTS
 from ecom_assets.ingest import (
     DEFAULT_DUCKDB_PATH,
     SyncReport,
+    VendorSession,
     Window,
     ecom_pipeline,
     ecom_source,
 )
+from ecom_assets.ingest.source import DEFAULT_PAGE_CONCURRENCY
 
 
 def _utc_day(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def main() -> None:
@@ -34,15 +36,17 @@ def main() -> None:
 
     window = Window(args.since, args.before) if args.since else None
     report = SyncReport()
-    source = ecom_source(
-        dlt.config["ecom_api_base_url"],
-        dlt.secrets["ecom_api_key"],
-        window=window,
-        resources=args.resource or tuple(CONTRACTS),
-        report=report,
-    )
     pipeline = ecom_pipeline(dlt.config.get("ecom_duckdb_path") or DEFAULT_DUCKDB_PATH)
-    pipeline.run(source, loader_file_format="parquet")
+    api_key = dlt.secrets["ecom_api_key"]
+    with VendorSession(api_key, concurrency=DEFAULT_PAGE_CONCURRENCY) as session:
+        source = ecom_source(
+            dlt.config["ecom_api_base_url"],
+            session,
+            window=window,
+            resources=args.resource or tuple(CONTRACTS),
+            report=report,
+        )
+        pipeline.run(source, loader_file_format="parquet")
     for name, received in report.items():
         print(f"{name}: vendor total {received.vendor_total}, received {received.received}, "
               f"loaded {received.valid}, quarantined {received.quarantined}")

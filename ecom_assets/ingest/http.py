@@ -8,11 +8,13 @@ the API key: not in the URL, not in an error body that echoes the URL, not in a 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -81,10 +83,23 @@ def _error_detail(response: requests.Response) -> str:
     try:
         body = response.json()
     except ValueError:
-        return response.text[:200]
+        return response.text
     if isinstance(body, dict):
         return ": ".join(str(body[k]) for k in ("error", "message") if body.get(k))
-    return str(body)[:200]
+    return str(body)
+
+
+def _parse_json_once(response: requests.Response) -> None:
+    """Parse the body once, with JSON numbers as exact Decimals, for every later `.json()`.
+
+    Money must never pass through a float, and the paginator, the prefetcher and dlt all read
+    the same body: one parse serves them all.
+    """
+    try:
+        body = json.loads(response.content, parse_float=Decimal)
+    except ValueError:
+        return  # left to whoever reads it, to report as invalid JSON
+    response.json = lambda **_: body  # type: ignore[method-assign]
 
 
 def _retry_after_seconds(response: requests.Response) -> float | None:
@@ -98,18 +113,19 @@ def _retry_after_seconds(response: requests.Response) -> float | None:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 class VendorSession(requests.Session):
     """A `requests.Session` with the vendor's retry rules, key-free errors and, with
-    `concurrency` > 1, the next pages of a window fetched concurrently."""
+    `concurrency` > 1, the next pages of a window fetched concurrently. Close it after use:
+    that stops the page workers."""
 
     def __init__(
         self, api_key: str, policy: RetryPolicy | None = None, concurrency: int = 1
     ) -> None:
         super().__init__()
-        self._api_key = api_key
+        self.api_key = api_key
         self.policy = policy or RetryPolicy()
         self.limit = AdaptiveLimit(max(1, concurrency))
         # One pooled connection per worker plus the paginator's own, all kept alive.
@@ -153,6 +169,7 @@ class VendorSession(requests.Session):
                 status = response.status_code
                 if status < 400:
                     self.limit.succeeded()
+                    _parse_json_once(response)
                     return response
                 failure = f"HTTP {status} ({self._safe_detail(response)})"
                 if status not in RETRY_STATUSES:
@@ -179,4 +196,5 @@ class VendorSession(requests.Session):
             time.sleep(wait)
 
     def _safe_detail(self, response: requests.Response) -> str:
-        return scrub(_error_detail(response), self._api_key)
+        # Scrub before shortening: a cut through the key would hide it from the scrubber.
+        return scrub(_error_detail(response), self.api_key)[:200]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import dlt
@@ -138,5 +138,5 @@ class QuarantineRouter(ItemTransform[Any]):
             "raw_record": json.dumps(record, ensure_ascii=False, sort_keys=True, default=str),
             "window_start": self.window.start if self.window else None,
             "window_end": self.window.end if self.window else None,
-            "quarantined_at": datetime.now(timezone.utc),
+            "quarantined_at": datetime.now(UTC),
         }

@@ -17,7 +17,7 @@ from dlt.sources import DltSource
 from dlt.sources.rest_api import rest_api_source
 
 from ecom_assets.contract import CONTRACTS, ResourceContract
-from ecom_assets.ingest.http import RetryPolicy, VendorSession
+from ecom_assets.ingest.http import VendorSession
 from ecom_assets.ingest.pagination import PAGE_SIZE, ReconcilingOffsetPaginator
 from ecom_assets.ingest.quarantine import add_quarantine
 from ecom_assets.ingest.report import SyncReport
@@ -49,25 +49,28 @@ def _resource_config(
 
 def ecom_source(
     base_url: str,
-    api_key: str,
+    session: VendorSession,
     *,
     window: Window | None = None,
     resources: Sequence[str] = tuple(CONTRACTS),
-    retry_policy: RetryPolicy | None = None,
-    page_concurrency: int = DEFAULT_PAGE_CONCURRENCY,
     report: SyncReport | None = None,
 ) -> DltSource:
     """The REST API source for `resources`, restricted to `window` (None: everything).
 
-    Up to `page_concurrency` pages of a window are fetched at once (1: strictly sequential).
-    Pass a `SyncReport` to learn, after the run, what each resource received from the vendor.
+    Every request goes through `session` (its key, retry policy and page concurrency); close
+    it after the run. Pass a `SyncReport` to learn what each resource received.
     """
     report = report if report is not None else SyncReport()
     config: dict[str, Any] = {
         "client": {
             "base_url": base_url,
-            "auth": {"type": "api_key", "name": "api_key", "api_key": api_key, "location": "query"},
-            "session": VendorSession(api_key, retry_policy, concurrency=page_concurrency),
+            "auth": {
+                "type": "api_key",
+                "name": "api_key",
+                "api_key": session.api_key,
+                "location": "query",
+            },
+            "session": session,
         },
         "resource_defaults": {
             "primary_key": "id",

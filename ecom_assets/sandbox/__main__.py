@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from .data import DEFAULT_SPEC, SandboxSpec
 from .server import DEFAULT_API_KEY, SandboxServer
@@ -18,7 +18,7 @@ from .server import DEFAULT_API_KEY, SandboxServer
 
 def _utc_midnight(text: str) -> datetime:
     day = date.fromisoformat(text)
-    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

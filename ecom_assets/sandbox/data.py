@@ -15,7 +15,7 @@ import threading
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from itertools import combinations
 from typing import Any, TypeVar
@@ -26,8 +26,8 @@ Record = dict[str, Any]
 Bound = str | datetime | None
 T = TypeVar("T")
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_DEFAULT_START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 _DAY_MS = 86_400_000
 # Ids are zero-padded, so ordering by id equals ordering by sequence number only while the
@@ -124,7 +124,7 @@ def parse_timestamp_ms(value: str | datetime) -> int:
         raise ValueError(f"not an RFC 3339 timestamp: {value!r}")
     year, month, day, hour, minute, second = (int(part) for part in match.groups()[:6])
     fraction, zulu, sign, offset_hours, offset_minutes = match.groups()[6:]
-    moment = datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
+    moment = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     if not zulu:
         offset = timedelta(hours=int(offset_hours), minutes=int(offset_minutes))
         moment -= offset if sign == "+" else -offset

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import threading
 from bisect import bisect_left, insort
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .data import RESOURCES, Dataset, Record, parse_timestamp_ms
@@ -19,11 +19,11 @@ _ID_PREFIX = {"order_payments": "pay_", "products": "prd_"}
 
 
 def _now_ms() -> int:
-    return int(datetime.now(timezone.utc).timestamp() * 1000)
+    return int(datetime.now(UTC).timestamp() * 1000)
 
 
 def _rfc3339(epoch_ms: int) -> str:
-    moment = datetime.fromtimestamp(epoch_ms / 1000, timezone.utc)
+    moment = datetime.fromtimestamp(epoch_ms / 1000, UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
 
 
