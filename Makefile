@@ -9,7 +9,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
-export ECOM_DUCKDB_PATH ?= $(CURDIR)/data/warehouse.duckdb
+# `make demo` and `make ui` run against the sandbox vendor: whatever .env says for a real vendor,
+# they keep their own warehouse and Dagster home, so sandbox records never mix with real ones.
+SANDBOX_HOME := $(CURDIR)/dagster_home
+SANDBOX_ENV := DAGSTER_HOME=$(SANDBOX_HOME) ECOM_DUCKDB_PATH=$(CURDIR)/data/sandbox.duckdb \
+	ECOM_PARTITIONS_START=2026-01-01
 SANDBOX_PORT ?= 8765
 UI_PORT ?= 3000
 
@@ -23,18 +27,18 @@ $(STAMP): pyproject.toml setup.cfg
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
-	mkdir -p $(DAGSTER_HOME)
+%/dagster.yaml: dagster.yaml
+	mkdir -p $*
 	cp dagster.yaml $@
 
 ## The main job end to end: sandbox API, backfill both assets, checks, a printed summary.
-demo: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/python -m ecom_assets.demo
+demo: install $(SANDBOX_HOME)/dagster.yaml
+	$(SANDBOX_ENV) $(BIN)/python -m ecom_assets.demo
 
 ## The sandbox vendor plus the Dagster webserver and daemon on http://127.0.0.1:$(UI_PORT).
-ui: install $(DAGSTER_HOME)/dagster.yaml
-	@export ECOM_API_BASE_URL=http://127.0.0.1:$(SANDBOX_PORT) \
-	        ECOM_API_KEY=$${ECOM_API_KEY:-sandbox-key}; \
+ui: install $(SANDBOX_HOME)/dagster.yaml
+	@export $(SANDBOX_ENV) ECOM_API_BASE_URL=http://127.0.0.1:$(SANDBOX_PORT) \
+	        ECOM_API_KEY=sandbox-key; \
 	$(BIN)/python -m ecom_assets.sandbox --port $(SANDBOX_PORT) --live 10 & sandbox=$$!; \
 	trap 'kill $$sandbox 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)

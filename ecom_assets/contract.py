@@ -14,22 +14,30 @@ from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Any
 
+import pyarrow as pa
+
 MONEY_PRECISION = 18
 MONEY_SCALE = 2
 _CENT = Decimal("0.01")
 
 
 class FieldType(Enum):
-    """A contract type: its dlt data type and the DuckDB type the column must end up with."""
+    """A contract type: its dlt data type, the Arrow type records are handed to dlt in, and the
+    DuckDB type the column must end up with."""
 
-    TEXT = ("text", "VARCHAR")
-    MONEY = ("decimal", f"DECIMAL({MONEY_PRECISION},{MONEY_SCALE})")
-    TIMESTAMP = ("timestamp", "TIMESTAMP WITH TIME ZONE")
-    BOOLEAN = ("bool", "BOOLEAN")
-    TEXT_LIST = ("json", "JSON")
+    TEXT = ("text", pa.string(), "VARCHAR")
+    MONEY = (
+        "decimal",
+        pa.decimal128(MONEY_PRECISION, MONEY_SCALE),
+        f"DECIMAL({MONEY_PRECISION},{MONEY_SCALE})",
+    )
+    TIMESTAMP = ("timestamp", pa.timestamp("us", tz="UTC"), "TIMESTAMP WITH TIME ZONE")
+    BOOLEAN = ("bool", pa.bool_(), "BOOLEAN")
+    TEXT_LIST = ("json", pa.list_(pa.string()), "JSON")
 
-    def __init__(self, dlt_type: str, duckdb_type: str) -> None:
+    def __init__(self, dlt_type: str, arrow_type: pa.DataType, duckdb_type: str) -> None:
         self.dlt_type = dlt_type
+        self.arrow_type = arrow_type
         self.duckdb_type = duckdb_type
 
 

@@ -96,7 +96,7 @@ def main() -> None:
             "ECOM_API_BASE_URL": sandbox.base_url,
             "ECOM_API_KEY": api_key,
             "ECOM_DUCKDB_PATH": str(database),
-            "ECOM_PARTITIONS_START": os.environ.get("ECOM_PARTITIONS_START", str(first_day)),
+            "ECOM_PARTITIONS_START": str(first_day),
             "DAGSTER_HOME": str(dagster_home),
         }
         for contract in CONTRACTS.values():

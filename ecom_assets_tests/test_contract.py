@@ -9,7 +9,7 @@ from dagster import AssetCheckKey, AssetCheckSeverity, AssetKey, DagsterInstance
 from ecom_assets.contract import CONTRACTS
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import OMIT, SandboxServer
-from ecom_assets_tests.conftest import SMALL_SPEC, Sync, day, partition_key, rows
+from ecom_assets_tests.conftest import Sync, day, partition_key, rows
 
 PAYMENTS = AssetKey(["ecom", "order_payments"])
 PRODUCTS = AssetKey(["ecom", "products"])
@@ -122,27 +122,32 @@ def test_a_defective_record_is_quarantined_its_page_still_loads_and_downstream_s
 def test_an_unknown_field_becomes_a_column_and_the_warn_check_lists_it(
     sync: Sync, sandbox: SandboxServer, duckdb_path: Path
 ) -> None:
-    victim = sandbox.dataset.records("products", day(1), day(2))[3]
+    records = sandbox.dataset.records("products", day(1), day(2))
+    victim, other = records[3], records[4]
     sandbox.corrupt("products", victim["id"], loyalty_tier="gold")
+    sandbox.corrupt("products", other["id"], loyalty_tier={"level": 2})
 
     result = sync(partition_key(1), resources=("products",), downstream=[])
 
     assert result.success, "a WARN check does not block"
-    tier = rows(duckdb_path, "select loyalty_tier from ecom.products where id = ?", victim["id"])
-    assert tier == [("gold",)]
+    tiers = dict(rows(duckdb_path, "select id, loyalty_tier from ecom.products"))
+    # Kept as they came: a string as itself, anything else as its JSON text.
+    assert (tiers[victim["id"]], tiers[other["id"]]) == ("gold", '{"level": 2}')
     check = evaluations(result)[("products", "known_fields_only")]
     assert not check.passed and check.severity == AssetCheckSeverity.WARN
-    assert check.metadata["unknown_fields"].value == ["loyalty_tier", "warehouse_code"]
+    assert check.metadata["unknown_fields_this_run"].value == ["loyalty_tier", "warehouse_code"]
 
 
-def test_checks_are_scoped_to_the_window_and_count_the_whole_range(
+def test_the_vendor_total_check_counts_only_the_runs_window(
     sync: Sync, sandbox: SandboxServer
 ) -> None:
-    result = sync(partition_range=(partition_key(0), partition_key(2)), resources=("products",))
+    assert sync(partition_range=(partition_key(0), partition_key(3)), resources=("products",))
+
+    result = sync(partition_key(1), resources=("products",))
 
     assert result.success
     total = evaluations(result)[("products", "matches_vendor_total")]
-    assert total.metadata["vendor_total"].value == len(
-        sandbox.dataset.records("products", day(0), day(3))
-    )
-    assert SMALL_SPEC.size > total.metadata["rows_in_table"].value > 0
+    one_day = len(sandbox.dataset.records("products", day(1), day(2)))
+    assert total.metadata["vendor_total"].value == one_day
+    assert total.metadata["rows_in_table"].value == one_day
+    assert len(sandbox.dataset.records("products", day(0), day(4))) > one_day

@@ -1,9 +1,14 @@
 """Retries, rate limits and broken responses: what the user sees, and that nothing is lost."""
 
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 
 import duckdb
+import requests
 
+from ecom_assets.ingest.http import retry_after_seconds
 from ecom_assets.sandbox.server import Fault, SandboxServer
 from ecom_assets_tests.conftest import Sync, day, failure_message, partition_key, rows
 
@@ -19,9 +24,12 @@ def test_429_with_retry_after_and_a_short_5xx_burst_still_load_everything(
     for status in (500, 502, 503):  # three failures in a row: exactly the retry budget
         sandbox.faults.add("products", Fault.status(status))
 
+    started = time.monotonic()
     result = sync(partition_key(1))
 
     assert result.success
+    # Backoff here is 0.01 s, so only the vendor's Retry-After explains a one-second wait.
+    assert time.monotonic() - started >= 1.0
     for resource in ("order_payments", "products"):
         expected = {r["id"] for r in sandbox.dataset.records(resource, day(1), day(2))}
         loaded = {r[0] for r in rows(duckdb_path, f"select id from ecom.{resource}")}
@@ -93,3 +101,24 @@ def test_a_200_without_data_fails_the_run_with_a_clear_error(
         assert connection.execute(
             "select count(*) from information_schema.tables where table_name = 'order_payments'"
         ).fetchall() == [(0,)]
+
+
+def test_retry_after_as_an_http_date_is_honoured() -> None:
+    response = requests.Response()
+    in_two_seconds = datetime.now(UTC) + timedelta(seconds=2)
+    response.headers["Retry-After"] = format_datetime(in_two_seconds, usegmt=True)
+
+    assert 0.5 <= retry_after_seconds(response) <= 2.0
+
+
+def test_a_retry_after_beyond_the_ceiling_fails_fast_with_a_rate_limit_error(
+    sync: Sync, sandbox: SandboxServer
+) -> None:
+    sandbox.faults.add("order_payments", Fault.status(429, retry_after="3600"))
+
+    started = time.monotonic()
+    result = sync(partition_key(1), resources=("order_payments",))
+
+    assert not result.success
+    assert "asked to wait 3600 s, more than the 120 s ceiling" in failure_message(result)
+    assert time.monotonic() - started < 60, "it did not sleep for an hour"

@@ -16,7 +16,13 @@ from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec
 
 from ecom_assets.contract import CONTRACTS, ResourceContract
 from ecom_assets.defs.translator import asset_key
-from ecom_assets.defs.warehouse import count_rows, query, table_columns, window_filter
+from ecom_assets.defs.warehouse import (
+    count_rows,
+    query_all,
+    query_one,
+    table_columns,
+    window_filter,
+)
 from ecom_assets.ingest import Window
 from ecom_assets.ingest.report import ResourceReport
 
@@ -69,7 +75,7 @@ def not_null(run: CheckRun) -> Outcome:
     required = [f.name for f in run.contract.required_fields]
     where, params = window_filter(run.contract, run.window)
     counts = ", ".join(f"sum(case when {name} is null then 1 else 0 end)" for name in required)
-    row = query(run.pipeline, run.contract.name, f"select {counts}", where, params)
+    row = query_one(run.pipeline, run.contract.name, f"select {counts}", where, params)
     nulls = {name: int(n or 0) for name, n in zip(required, row or (), strict=False) if n}
     return Outcome(
         passed=not nulls,
@@ -79,7 +85,7 @@ def not_null(run: CheckRun) -> Outcome:
 
 def unique_id(run: CheckRun) -> Outcome:
     key = run.contract.primary_key
-    row = query(
+    row = query_one(
         run.pipeline,
         run.contract.name,
         f"select count(*), count(distinct {key}), "
@@ -96,14 +102,13 @@ def no_quarantined_records(run: CheckRun) -> Outcome:
     rows = []
     if run.load_ids:
         marks = ", ".join(["%s"] * len(run.load_ids))
-        rows = query(
+        rows = query_all(
             run.pipeline,
             run.contract.quarantine_table,
             "select record_id, violations",
             f"where _dlt_load_id in ({marks})",
             tuple(run.load_ids),
-            fetch_all=True,
-        ) or []
+        )
     reasons: Counter[str] = Counter()
     for _, violations in rows:
         for violation in _as_list(violations):
@@ -128,23 +133,25 @@ def matches_vendor_total(run: CheckRun) -> Outcome:
             "rows_in_table": in_table,
             "vendor_total": vendor_total,
             "difference": in_table - vendor_total,
+            "quarantined_this_run": run.received.quarantined,
             "scope": _scope(run.window),
         },
     )
 
 
 def known_fields_only(run: CheckRun) -> Outcome:
-    actual = table_columns(run.pipeline, run.contract.name)
-    unknown = sorted(
+    unknown = sorted(run.received.unknown_fields)
+    in_table = sorted(
         name
-        for name in actual
+        for name in table_columns(run.pipeline, run.contract.name)
         if name not in run.contract.field_names and not name.startswith("_dlt")
     )
     return Outcome(
         passed=not unknown,
         metadata={
-            "unknown_fields": unknown or ["none"],
-            "note": "Unknown vendor fields are kept as new columns; add them to the contract.",
+            "unknown_fields_this_run": unknown or ["none"],
+            "columns_not_in_contract": in_table or ["none"],
+            "note": "Unknown vendor fields are kept as text columns; add them to the contract.",
         },
     )
 

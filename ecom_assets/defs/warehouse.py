@@ -16,25 +16,24 @@ from ecom_assets.ingest import SyncReport, Window
 from ecom_assets.ingest.report import ResourceReport
 
 
-def query(
-    pipeline: dlt.Pipeline,
-    table: str,
-    select: str,
-    where: str = "",
-    params: Sequence[Any] = (),
-    *,
-    fetch_all: bool = False,
-) -> Any:
-    """`{select} from <dataset>.<table> {where}`: the first row (or all rows), None if the
-    table does not exist yet (an empty first load creates no table)."""
+def query_all(
+    pipeline: dlt.Pipeline, table: str, select: str, where: str = "", params: Sequence[Any] = ()
+) -> list[tuple]:
+    """`{select} from <dataset>.<table> {where}`; no rows if the table does not exist yet (an
+    empty first load creates no table)."""
     with pipeline.sql_client() as client:
         name = client.make_qualified_table_name(table)
         try:
-            rows = client.execute_sql(f"{select} from {name} {where}", *params)
+            return list(client.execute_sql(f"{select} from {name} {where}", *params) or [])
         except DatabaseUndefinedRelation:
-            return None
-    if fetch_all:
-        return rows
+            return []
+
+
+def query_one(
+    pipeline: dlt.Pipeline, table: str, select: str, where: str = "", params: Sequence[Any] = ()
+) -> tuple | None:
+    """The first row of `query_all`, None if there is none."""
+    rows = query_all(pipeline, table, select, where, params)
     return rows[0] if rows else None
 
 
@@ -61,7 +60,7 @@ def count_rows(
     pipeline: dlt.Pipeline, contract: ResourceContract, window: Window | None = None
 ) -> int:
     where, params = window_filter(contract, window)
-    row = query(pipeline, contract.name, "select count(*)", where, params)
+    row = query_one(pipeline, contract.name, "select count(*)", where, params)
     return int(row[0]) if row else 0
 
 

@@ -102,7 +102,7 @@ def _parse_json_once(response: requests.Response) -> None:
     response.json = lambda **_: body  # type: ignore[method-assign]
 
 
-def _retry_after_seconds(response: requests.Response) -> float | None:
+def retry_after_seconds(response: requests.Response) -> float | None:
     value = response.headers.get("Retry-After")
     if not value:
         return None
@@ -178,7 +178,7 @@ class VendorSession(requests.Session):
                     ) from None
                 if status == 429:
                     self.limit.rate_limited()
-                retry_after = _retry_after_seconds(response)
+                retry_after = retry_after_seconds(response)
                 wait = self.policy.backoff(retry_number) if retry_after is None else retry_after
                 if wait > self.policy.max_retry_after:
                     raise VendorRateLimited(

@@ -18,13 +18,7 @@ import pyarrow as pa
 from dlt.extract.items_transform import ItemTransform
 from dlt.extract.resource import DltResource
 
-from ecom_assets.contract import (
-    MONEY_PRECISION,
-    MONEY_SCALE,
-    FieldType,
-    ResourceContract,
-    conform,
-)
+from ecom_assets.contract import ResourceContract, conform
 from ecom_assets.ingest.report import ResourceReport
 from ecom_assets.ingest.window import Window
 
@@ -61,30 +55,27 @@ def add_quarantine(
 
 ARROW_BATCH_SIZE = 10_000
 
-_ARROW_TYPES = {
-    FieldType.TEXT: pa.string(),
-    FieldType.MONEY: pa.decimal128(MONEY_PRECISION, MONEY_SCALE),
-    FieldType.TIMESTAMP: pa.timestamp("us", tz="UTC"),
-    FieldType.BOOLEAN: pa.bool_(),
-    FieldType.TEXT_LIST: pa.list_(pa.string()),
-}
+def _as_text(value: Any) -> str | None:
+    """An unknown field's value as text: strings as they are, anything else as JSON."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
 
 
-def _arrow_page(contract: ResourceContract, records: list[dict[str, Any]]) -> pa.Table:
-    """Typed records as an Arrow table: contract columns typed, unknown fields inferred."""
-    fields = [
-        pa.field(f.name, _ARROW_TYPES[f.type], nullable=f.nullable) for f in contract.fields
+def _arrow_page(
+    contract: ResourceContract, records: list[dict[str, Any]], unknown: list[str]
+) -> pa.Table:
+    """Typed records as an Arrow table: contract columns with their contract types; unknown
+    fields always as text, so their column type never depends on which values a batch held."""
+    fields = [pa.field(f.name, f.type.arrow_type, nullable=f.nullable) for f in contract.fields]
+    fields += [pa.field(name, pa.string()) for name in unknown]
+    columns = [
+        pa.array([r.get(f.name) for r in records], type=f.type.arrow_type)
+        for f in contract.fields
     ]
-    columns = [pa.array([r.get(f.name) for r in records], type=f.type) for f in fields]
-    unknown = dict.fromkeys(k for r in records for k in r if k not in contract.field_names)
-    for name in unknown:
-        values = [r.get(name) for r in records]
-        try:
-            column = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: keep them as JSON text
-            column = pa.array([None if v is None else json.dumps(v) for v in values])
-        fields.append(pa.field(name, column.type))
-        columns.append(column)
+    columns += [
+        pa.array([_as_text(r.get(name)) for r in records], type=pa.string()) for name in unknown
+    ]
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
 
@@ -98,17 +89,15 @@ class QuarantineRouter(ItemTransform[Any]):
     def __init__(
         self, contract: ResourceContract, window: Window | None, report: ResourceReport
     ) -> None:
-        super().__init__(self.route)
+        super().__init__(self.__call__)
         self.contract = contract
         self.window = window
         self.report = report
         self._batch: list[dict[str, Any]] = []
 
-    def __call__(self, item: Any, meta: Any = None) -> Iterator[Any]:
-        return self.route(item, meta)
-
-    def route(self, page: Any, meta: Any = None) -> Iterator[Any]:
+    def __call__(self, page: Any, meta: Any = None) -> Iterator[Any]:
         quarantined = []
+        known = self.contract.field_names
         for record in page if isinstance(page, list) else [page]:
             if not isinstance(record, dict):
                 violations = [{"field": "", "reason": f"record is a {type(record).__name__}"}]
@@ -116,6 +105,7 @@ class QuarantineRouter(ItemTransform[Any]):
                 typed, violations = conform(self.contract, record)
                 if not violations:
                     self._batch.append(typed)
+                    self.report.add_unknown_fields(k for k in record if k not in known)
                     continue
             quarantined.append(self._quarantine_row(record, violations))
             self.report.add_quarantined()
@@ -126,7 +116,7 @@ class QuarantineRouter(ItemTransform[Any]):
             # Take the batch before yielding: dlt may call the next page's route() before it
             # resumes this generator.
             batch, self._batch = self._batch, []
-            yield _arrow_page(self.contract, batch)
+            yield _arrow_page(self.contract, batch, sorted(self.report.unknown_fields))
         if quarantined:
             yield dlt.mark.with_table_name(quarantined, self.contract.quarantine_table)
 

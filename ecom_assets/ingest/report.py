@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -13,6 +14,7 @@ class ResourceReport:
     pages: int = 0
     received: int = 0
     quarantined: int = 0
+    unknown_fields: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __deepcopy__(self, memo: dict) -> ResourceReport:
@@ -27,6 +29,10 @@ class ResourceReport:
         with self._lock:
             self.pages += 1
             self.received += records
+
+    def add_unknown_fields(self, names: Iterable[str]) -> None:
+        """Fields the vendor sent that the contract does not declare."""
+        self.unknown_fields.update(names)
 
     def add_quarantined(self) -> None:
         with self._lock:
