@@ -17,7 +17,7 @@ SANDBOX_ENV := DAGSTER_HOME=$(SANDBOX_HOME) ECOM_DUCKDB_PATH=$(CURDIR)/data/sand
 SANDBOX_PORT ?= 8765
 UI_PORT ?= 3000
 
-.PHONY: install demo ui full-refresh bench test lint clean
+.PHONY: install demo ui full-refresh bench test lint chromium clean
 
 install: $(STAMP)
 
@@ -58,8 +58,13 @@ bench: install
 lint: install
 	$(BIN)/ruff check .
 
+## Debian's Chromium for the browser test (Playwright drives it; it downloads no browser).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 ## Lint and the whole test suite (every file a test writes lives under pytest's tmp_path).
-test: lint
+test: lint chromium
 	$(BIN)/pytest
 
 clean:

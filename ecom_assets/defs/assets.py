@@ -18,10 +18,11 @@ from dagster import (
     multi_asset,
 )
 from dagster_dlt import DagsterDltResource, build_dlt_asset_specs
+from dlt import Pipeline
 from dlt.pipeline.exceptions import PipelineStepFailed
 from pydantic import Field
 
-from ecom_assets.contract import CONTRACTS
+from ecom_assets.contract import CONTRACTS, ResourceContract
 from ecom_assets.defs.checks import CheckRun, check_specs, evaluate_checks
 from ecom_assets.defs.partitions import daily_partitions
 from ecom_assets.defs.resources import DuckDBWarehouseResource, VendorApiResource
@@ -95,8 +96,7 @@ def ecom_vendor_sync(
     context.log.info(f"Starting the {what}")
 
     report = SyncReport()
-    pipeline = warehouse.pipeline()
-    with vendor_api.session() as session:
+    with warehouse.pipeline(context.run_id) as pipeline, vendor_api.session() as session:
         source = ecom_source(
             vendor_api.base_url,
             session,
@@ -117,7 +117,18 @@ def ecom_vendor_sync(
             )
         except PipelineStepFailed as exc:
             raise _vendor_failure(exc, what) from None
+        yield from _report_load(context, pipeline, contracts, scope, report, results)
 
+
+def _report_load(
+    context: AssetExecutionContext,
+    pipeline: Pipeline,
+    contracts: list[ResourceContract],
+    scope: Window | None,
+    report: SyncReport,
+    results: list[MaterializeResult],
+) -> Iterator[MaterializeResult | AssetCheckResult]:
+    """Materializations with the load's metadata, then each asset's checks."""
     load_info = pipeline.last_trace.last_load_info
     load_ids = load_info.loads_ids if load_info else []
     for result in results:

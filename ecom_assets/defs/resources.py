@@ -2,6 +2,9 @@
 
 
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dlt
@@ -52,8 +55,16 @@ class DuckDBWarehouseResource(ConfigurableResource):
         # Read when a run uses the warehouse, never at import time.
         return Path(self.path or os.environ.get("ECOM_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH)
 
-    def pipeline(self) -> dlt.Pipeline:
-        return ecom_pipeline(self.database_path)
+    @contextmanager
+    def pipeline(self, run_id: str) -> Iterator[dlt.Pipeline]:
+        """A dlt pipeline with a working directory of the run's own, removed after success.
+
+        Runs share nothing but the database: no run can trip over another's files or finish
+        another's pending load package (all state dlt needs is restored from the destination).
+        """
+        pipeline = ecom_pipeline(self.database_path, working_dir=run_id)
+        yield pipeline
+        shutil.rmtree(Path(pipeline.pipelines_dir), ignore_errors=True)
 
 
 class ChangeSensorSettings(ConfigurableResource):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from dagster import (
     AssetKey,
     AssetSpec,
@@ -24,17 +26,24 @@ def asset_key(contract: ResourceContract) -> AssetKey:
     return AssetKey([DATASET_NAME, contract.name])
 
 
-def column_schema(contract: ResourceContract) -> TableSchema:
-    """The contract as Dagster's `dagster/column_schema`, with nullability constraints."""
+def column_schema(contract: ResourceContract, unknown_fields: Iterable[str] = ()) -> TableSchema:
+    """The contract as Dagster's `dagster/column_schema`, with nullability constraints, plus
+    the columns of fields the vendor sent that the contract does not know."""
     return TableSchema(
         columns=[
-            TableColumn(
-                name=field.name,
-                type=field.type.duckdb_type,
-                description=field.description,
-                constraints=TableColumnConstraints(nullable=field.nullable),
-            )
-            for field in contract.fields
+            *(
+                TableColumn(
+                    name=field.name,
+                    type=field.type.duckdb_type,
+                    description=field.description,
+                    constraints=TableColumnConstraints(nullable=field.nullable),
+                )
+                for field in contract.fields
+            ),
+            *(
+                TableColumn(name=name, type="VARCHAR", description="Not in the contract.")
+                for name in sorted(unknown_fields)
+            ),
         ]
     )
 

@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import dlt
-from dagster import Failure
+from dagster import Failure, MetadataValue
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 
 from ecom_assets.contract import ResourceContract
+from ecom_assets.defs.translator import column_schema
 from ecom_assets.ingest import SyncReport, Window
 from ecom_assets.ingest.report import ResourceReport
 
@@ -90,6 +91,10 @@ def sync_metadata(
     received: ResourceReport,
 ) -> dict[str, Any]:
     metadata: dict[str, Any] = {
+        # The contract's schema, not dlt's inferred one: DuckDB types, nullability, descriptions.
+        "dagster/column_schema": MetadataValue.table_schema(
+            column_schema(contract, received.unknown_fields)
+        ),
         "window": str(window) if window else "full refresh",
         "vendor_total": received.vendor_total or 0,
         "records_received": received.received,

@@ -25,6 +25,7 @@ from ecom_assets.ingest.window import Window
 
 SOURCE_NAME = "ecom"
 DATASET_NAME = "ecom"
+PIPELINE_NAME = "ecom"
 DEFAULT_DUCKDB_PATH = "data/warehouse.duckdb"
 DEFAULT_PAGE_CONCURRENCY = 8
 
@@ -86,8 +87,9 @@ def ecom_source(
     return source
 
 
-def ecom_pipeline(duckdb_path: str | Path, pipeline_name: str = "ecom") -> dlt.Pipeline:
-    """A DuckDB pipeline whose dlt working directory lives beside the database file."""
+def ecom_pipeline(duckdb_path: str | Path, working_dir: str = "default") -> dlt.Pipeline:
+    """A DuckDB pipeline whose dlt working directory lives beside the database file, in
+    `dlt_pipelines/<working_dir>`."""
     duckdb_path = Path(duckdb_path).resolve()
     if duckdb_path.stem == DATASET_NAME:
         # DuckDB names the catalog after the file: a catalog `ecom` beside the schema `ecom`
@@ -100,8 +102,8 @@ def ecom_pipeline(duckdb_path: str | Path, pipeline_name: str = "ecom") -> dlt.P
     # Rows arrive as Arrow tables; keep dlt's load id on them, as on any other dlt table.
     dlt.config["normalize.parquet_normalizer.add_dlt_load_id"] = True
     return dlt.pipeline(
-        pipeline_name=pipeline_name,
-        pipelines_dir=str(duckdb_path.parent / "dlt_pipelines"),
+        pipeline_name=PIPELINE_NAME,
+        pipelines_dir=str(duckdb_path.parent / "dlt_pipelines" / working_dir),
         # A full refresh (write disposition `replace`) loads into a staging dataset and swaps
         # the data in one transaction: readers see the old table until then, and a failed
         # refresh leaves it intact.
