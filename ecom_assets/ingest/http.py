@@ -89,8 +89,9 @@ def _error_detail(response: requests.Response) -> str:
     return str(body)
 
 
-def _parse_json_once(response: requests.Response) -> None:
-    """Parse the body once, with JSON numbers as exact Decimals, for every later `.json()`.
+def _parse_json_once(response: requests.Response) -> bool:
+    """Parse the body once, with JSON numbers as exact Decimals, for every later `.json()`;
+    False if it is not valid JSON.
 
     Money must never pass through a float, and the paginator, the prefetcher and dlt all read
     the same body: one parse serves them all.
@@ -98,8 +99,9 @@ def _parse_json_once(response: requests.Response) -> None:
     try:
         body = json.loads(response.content, parse_float=Decimal)
     except ValueError:
-        return  # left to whoever reads it, to report as invalid JSON
+        return False
     response.json = lambda **_: body  # type: ignore[method-assign]
+    return True
 
 
 def retry_after_seconds(response: requests.Response) -> float | None:
@@ -167,12 +169,15 @@ class VendorSession(requests.Session):
                 failure, wait = type(exc).__name__, self.policy.backoff(retry_number)
             if response is not None:
                 status = response.status_code
-                if status < 400:
+                if status < 400 and _parse_json_once(response):
                     self.limit.succeeded()
-                    _parse_json_once(response)
                     return response
-                failure = f"HTTP {status} ({self._safe_detail(response)})"
-                if status not in RETRY_STATUSES:
+                if status < 400:
+                    # A truncated or garbled body is as transient as a 5xx, and retried the same.
+                    failure = f"HTTP {status} with a body that is not valid JSON"
+                else:
+                    failure = f"HTTP {status} ({self._safe_detail(response)})"
+                if status >= 400 and status not in RETRY_STATUSES:
                     raise VendorRequestRejected(
                         f"{where}: the vendor rejected the request with {failure}; not retried"
                     ) from None

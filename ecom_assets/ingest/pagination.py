@@ -31,10 +31,7 @@ class ReconcilingOffsetPaginator(OffsetPaginator):
 
     def update_state(self, response: Response, data: list[Any] | None = None) -> None:
         where = f"{self.report.resource} offset {self.current_value}"
-        try:
-            body = response.json()
-        except ValueError:
-            raise VendorResponseError(f"{where}: the response is not valid JSON") from None
+        body = response.json()  # the session retried and reported bodies that are not JSON
         page = body.get("data") if isinstance(body, dict) else None
         if not isinstance(page, list):
             raise VendorResponseError(

@@ -1,0 +1,67 @@
+"""The API key never leaves the process: not in logs, events, metadata or any file a run writes.
+
+Runs the real CLI against a vendor that misbehaves the ways the contract lists (error bodies
+echoing the URL with the key in it, 5xx, 429, a 4xx that fails the run) and then searches every
+output and every file under the run's directories for the key's value.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from ecom_assets.sandbox.data import SandboxSpec
+from ecom_assets.sandbox.server import Fault, SandboxServer
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+KEY = "k3y-must-never-leak-7f1e2d"
+
+
+def test_the_key_appears_in_no_output_and_no_file_after_failing_and_passing_runs(
+    tmp_path: Path,
+) -> None:
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    shutil.copy(PROJECT_DIR / "dagster.yaml", dagster_home / "dagster.yaml")
+    outputs = []
+    with SandboxServer(SandboxSpec(size=600, days=3), api_key=KEY).start() as sandbox:
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": str(dagster_home),
+            "ECOM_API_BASE_URL": sandbox.base_url,
+            "ECOM_API_KEY": KEY,
+            "ECOM_DUCKDB_PATH": str(tmp_path / "data" / "warehouse.duckdb"),
+            "ECOM_PARTITIONS_START": "2026-01-01",
+        }
+
+        def materialize(partition: str) -> int:
+            result = subprocess.run(
+                [str(Path(sys.executable).with_name("dagster")), "asset", "materialize",
+                 "-m", "ecom_assets.definitions", "--partition", partition,
+                 "--select", "ecom/order_payments,ecom/products"],
+                env=env, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=300,
+            )
+            outputs.append(result.stdout + result.stderr)
+            return result.returncode
+
+        # Retried faults whose bodies echo the key, then a successful load.
+        sandbox.faults.add("order_payments", Fault.status(503, echo_url=True))
+        sandbox.faults.add("products", Fault.status(429, retry_after="0", echo_url=True))
+        assert materialize("2026-01-01") == 0, outputs[-1]
+        # A rejected request that fails the run, its error body echoing the key.
+        sandbox.faults.add("order_payments", Fault.status(400, echo_url=True))
+        assert materialize("2026-01-02") != 0
+        # Truncated JSON, through every retry, fails the run too.
+        sandbox.faults.add("products", Fault.raw(200, '{"data": [' + KEY), times=4)
+        assert materialize("2026-01-03") != 0
+
+    assert "rejected the request with HTTP 400" in outputs[1], outputs[1][-3000:]
+    assert "not valid JSON" in outputs[2], outputs[2][-3000:]
+    for output in outputs:
+        assert KEY not in output
+    files = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert any(path.suffix == ".duckdb" for path in files)
+    assert any("compute_logs" in str(path) or path.name.endswith(".err") for path in files)
+    leaking = [str(path) for path in files if KEY.encode() in path.read_bytes()]
+    assert leaking == []
