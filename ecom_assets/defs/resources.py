@@ -1,6 +1,7 @@
 """Configurable resources: the vendor API and the warehouse, resolved at run time."""
 
 
+import fcntl
 import os
 import shutil
 from collections.abc import Iterator
@@ -8,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import dlt
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, get_dagster_logger
 from pydantic import Field
 
 from ecom_assets.ingest import DEFAULT_DUCKDB_PATH, RetryPolicy, VendorSession, ecom_pipeline
@@ -57,14 +58,26 @@ class DuckDBWarehouseResource(ConfigurableResource):
 
     @contextmanager
     def pipeline(self, run_id: str) -> Iterator[dlt.Pipeline]:
-        """A dlt pipeline with a working directory of the run's own, removed after success.
+        """A dlt pipeline with a working directory of the run's own, removed after success,
+        held under an exclusive lock of the database file.
 
         Runs share nothing but the database: no run can trip over another's files or finish
         another's pending load package (all state dlt needs is restored from the destination).
+        The Dagster pool already queues writers; the file lock also covers runs it cannot see
+        (two CLI runs racing for a slot in SQLite instance storage), so a second writer waits
+        instead of failing on DuckDB's own lock.
         """
-        pipeline = ecom_pipeline(self.database_path, working_dir=run_id)
-        yield pipeline
-        shutil.rmtree(Path(pipeline.pipelines_dir), ignore_errors=True)
+        path = self.database_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.with_suffix(".lock").open("a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                get_dagster_logger().info(f"Waiting for the run that is writing {path}")
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            pipeline = ecom_pipeline(path, working_dir=run_id)
+            yield pipeline
+            shutil.rmtree(Path(pipeline.pipelines_dir), ignore_errors=True)
 
 
 class ChangeSensorSettings(ConfigurableResource):

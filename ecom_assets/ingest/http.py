@@ -146,6 +146,11 @@ class VendorSession(requests.Session):
             return self._send_with_retries(request, **kwargs)
         return self._prefetcher.send(request, **kwargs)
 
+    def discard_prefetched(self) -> None:
+        """Forget pages fetched ahead: the window is being paged again from the start."""
+        if self._prefetcher is not None:
+            self._prefetcher.discard()
+
     def close(self) -> None:
         if self._prefetcher is not None:
             self._prefetcher.close()

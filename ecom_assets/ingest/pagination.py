@@ -9,6 +9,8 @@ that move during paging shift offsets and would otherwise be skipped without a t
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from dlt.sources.helpers.rest_client.paginators import OffsetPaginator
@@ -18,16 +20,27 @@ from ecom_assets.ingest.http import VendorResponseError
 from ecom_assets.ingest.report import ResourceReport
 
 PAGE_SIZE = 100
+MAX_PASSES = 3
+
+logger = logging.getLogger(__name__)
 
 
 class PaginationDriftError(VendorResponseError):
-    """The vendor's window changed while it was paged; a retry of the window may succeed."""
+    """The vendor's window kept changing while it was paged, pass after pass."""
 
 
 class ReconcilingOffsetPaginator(OffsetPaginator):
-    def __init__(self, report: ResourceReport, limit: int = PAGE_SIZE) -> None:
+    def __init__(
+        self,
+        report: ResourceReport,
+        limit: int = PAGE_SIZE,
+        on_restart: Callable[[], None] = lambda: None,
+    ) -> None:
         super().__init__(limit=limit, total_path="total")
         self.report = report
+        self._on_restart = on_restart
+        self._passes = 1
+        self._pass_received = 0
 
     def update_state(self, response: Response, data: list[Any] | None = None) -> None:
         where = f"{self.report.resource} offset {self.current_value}"
@@ -45,16 +58,34 @@ class ReconcilingOffsetPaginator(OffsetPaginator):
             raise VendorResponseError(
                 f"{where}: the vendor returned {len(page)} records for limit {self.limit}"
             )
+        self.report.add_page(len(page))
+        self._pass_received += len(page)
         expected = self.report.vendor_total
         if expected is not None and total != expected:
-            raise PaginationDriftError(
-                f"{where}: the vendor's total changed from {expected} to {total} while paging"
-            )
+            self._restart(where, f"the vendor's total changed from {expected} to {total}")
+            return
         self.report.vendor_total = total
-        self.report.add_page(len(page))
         super().update_state(response, page)
-        if not self.has_next_page and self.report.received != total:
+        if not self.has_next_page:
+            if self._pass_received != total:
+                self._restart(
+                    where, f"received {self._pass_received} records of a total of {total}"
+                )
+                return
+            self.report.complete = True
+
+    def _restart(self, where: str, drift: str) -> None:
+        """Records moved while the window was paged, so offsets shifted and a record may have
+        been skipped: page the whole window again. The pages of the earlier pass are loaded
+        too; the merge on `id` keeps one row per record."""
+        if self._passes >= MAX_PASSES:
             raise PaginationDriftError(
-                f"{where}: received {self.report.received} records but the vendor's total "
-                f"for the window is {total}"
+                f"{where}: {drift}; the window did not hold still over {MAX_PASSES} passes"
             )
+        logger.warning("%s: %s; paging the window again from offset 0", where, drift)
+        self._passes += 1
+        self._pass_received = 0
+        self.report.vendor_total = None
+        self.current_value = self.initial_value
+        self._has_next_page = True
+        self._on_restart()

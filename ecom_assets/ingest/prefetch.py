@@ -85,11 +85,14 @@ class PagePrefetcher:
         self._schedule_following(request, response, kwargs)
         return response
 
-    def close(self) -> None:
+    def discard(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, {}
         for future in pending.values():
             future.cancel()
+
+    def close(self) -> None:
+        self.discard()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _schedule_following(

@@ -110,9 +110,8 @@ class QuarantineRouter(ItemTransform[Any]):
             quarantined.append(self._quarantine_row(record, violations))
             self.report.add_quarantined()
         # dlt does per-item schema work for Arrow tables, so pages are batched; the paginator
-        # has counted this page already, so the window's last page flushes what is left.
-        window_done = self.report.received == self.report.vendor_total
-        if self._batch and (window_done or len(self._batch) >= ARROW_BATCH_SIZE):
+        # has seen this page already, so the window's last page flushes what is left.
+        if self._batch and (self.report.complete or len(self._batch) >= ARROW_BATCH_SIZE):
             # Take the batch before yielding: dlt may call the next page's route() before it
             # resumes this generator.
             batch, self._batch = self._batch, []

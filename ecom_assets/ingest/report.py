@@ -14,6 +14,7 @@ class ResourceReport:
     pages: int = 0
     received: int = 0
     quarantined: int = 0
+    complete: bool = False  # the window was paged to its end, reconciled with `total`
     unknown_fields: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 

@@ -31,7 +31,7 @@ DEFAULT_PAGE_CONCURRENCY = 8
 
 
 def _resource_config(
-    contract: ResourceContract, window: Window | None, report: SyncReport
+    contract: ResourceContract, window: Window | None, session: VendorSession, report: SyncReport
 ) -> dict[str, Any]:
     # Quarantine is added to the built resource by `add_quarantine`.
     return {
@@ -40,7 +40,9 @@ def _resource_config(
         "endpoint": {
             "path": contract.path,
             "data_selector": "data",
-            "paginator": ReconcilingOffsetPaginator(report[contract.name], limit=PAGE_SIZE),
+            "paginator": ReconcilingOffsetPaginator(
+                report[contract.name], limit=PAGE_SIZE, on_restart=session.discard_prefetched
+            ),
             # The vendor filters the window server-side (since inclusive, before exclusive),
             # so no client-side cursor tracking is needed: it would only cost extract time.
             "params": window.query_params() if window else {},
@@ -79,7 +81,9 @@ def ecom_source(
             # Unknown nested vendor fields and `tags` stay JSON columns, not child tables.
             "max_table_nesting": 0,
         },
-        "resources": [_resource_config(CONTRACTS[name], window, report) for name in resources],
+        "resources": [
+            _resource_config(CONTRACTS[name], window, session, report) for name in resources
+        ],
     }
     source = rest_api_source(config, name=SOURCE_NAME)
     for name in resources:

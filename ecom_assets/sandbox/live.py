@@ -30,7 +30,9 @@ def _rfc3339(epoch_ms: int) -> str:
 class LiveFeed:
     """Per resource, the live records sorted by (updated_at, id), with a ticking thread."""
 
-    def __init__(self, dataset: Dataset, interval_s: float, per_tick: int, seed: int = 7) -> None:
+    def __init__(
+        self, dataset: Dataset, interval_s: float | None, per_tick: int, seed: int = 7
+    ) -> None:
         self._dataset = dataset
         self._interval_s = interval_s
         self._per_tick = per_tick
@@ -43,7 +45,10 @@ class LiveFeed:
         self._thread = threading.Thread(target=self._run, name="sandbox-live", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        """Tick every `interval_s` seconds; without an interval the feed changes only when
+        told to (`tick`, `move_to_now`)."""
+        if self._interval_s:
+            self._thread.start()
 
     def stop(self) -> None:
         self._stopped.set()
@@ -57,6 +62,13 @@ class LiveFeed:
                 keys, (parse_timestamp_ms(before), "")
             )
             return [self._records[resource][record_id] for _, record_id in keys[lo:hi]]
+
+    def move_to_now(self, resource: str, record: Record) -> None:
+        """A record of the data set is updated now: from here on it is a live record."""
+        with self._lock:
+            now = _now_ms()
+            self._records[resource][record["id"]] = {**record, "updated_at": _rfc3339(now)}
+            insort(self._keys[resource], (now, record["id"]))
 
     def tick(self) -> None:
         """Create `per_tick` records per resource and update one existing live record."""

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -81,12 +82,13 @@ class Fault:
     instead"; a new kind needs a constructor and, if it replaces the answer, a case in `reply`.
     """
 
-    kind: Literal["status", "body", "raw", "stall"]
+    kind: Literal["status", "body", "raw", "stall", "act"]
     http_status: int = 200
     payload: bytes = b""
     retry_after: str | None = None
     echo_url: bool = False
     delay_s: float = 0.0
+    action: Callable[[], None] | None = None
 
     @classmethod
     def status(cls, code: int, retry_after: str | None = None, echo_url: bool = False) -> Fault:
@@ -109,6 +111,12 @@ class Fault:
         """Wait, then serve the page normally: trips client read timeouts."""
         return cls("stall", delay_s=seconds)
 
+    @classmethod
+    def act(cls, action: Callable[[], None]) -> Fault:
+        """Do `action` (e.g. update a record, as the vendor's users do), then serve the page
+        as it is now."""
+        return cls("act", action=action)
+
     def reply(self, request_target: str) -> Reply | None:
         """The answer to send instead of the page, or None to serve the page."""
         match self.kind:
@@ -121,6 +129,10 @@ class Fault:
             case "body" | "raw":
                 return Reply(self.http_status, self.payload)
             case "stall":
+                return None
+            case "act":
+                assert self.action is not None
+                self.action()
                 return None
 
 
@@ -270,9 +282,9 @@ class SandboxServer:
         self.spec = spec
         self._dataset = Dataset(spec)
         # With a live interval the vendor keeps creating and updating records (`--live`).
-        self.live = (
-            LiveFeed(self._dataset, live_interval_s, live_per_tick) if live_interval_s else None
-        )
+        self.live = LiveFeed(self._dataset, live_interval_s, live_per_tick)
+        # Records of the data set that were updated since (they now live in `self.live`).
+        self._moved: dict[str, set[str]] = {r: set() for r in RESOURCES}
         self._api_key = api_key.encode()
         self._address = (host, port)
         self._faults = FaultPlan()
@@ -296,8 +308,7 @@ class SandboxServer:
             daemon=True,
         )
         self._thread.start()
-        if self.live:
-            self.live.start()
+        self.live.start()
         return self
 
     def stop(self) -> None:
@@ -309,8 +320,7 @@ class SandboxServer:
         self._httpd.close_connections()
         self._thread.join()
         self._httpd = self._thread = None
-        if self.live:
-            self.live.stop()
+        self.live.stop()
 
     def __enter__(self) -> SandboxServer:
         return self.start()
@@ -349,6 +359,13 @@ class SandboxServer:
         `OMIT` is left out. The window's `total` still counts the record."""
         self._defects[resource][record_id] = fields
 
+    def update_now(self, resource: str, record_id: str) -> None:
+        """The vendor updates a record of the data set now: its `updated_at` moves to now, so it
+        leaves the windows it was in and the records behind it shift by one offset."""
+        [record] = [r for r in self._dataset.all(resource) if r["id"] == record_id]
+        self._moved[resource].add(record_id)
+        self.live.move_to_now(resource, record)
+
     def respond(self, target: str) -> Reply:
         """Answer one GET for `target` (path and query string) and log it."""
         if self.spec.latency_ms:
@@ -373,17 +390,24 @@ class SandboxServer:
             replacement = fault.reply(target)
             if replacement is not None:
                 return self._logged(resource, page, replacement)
-        start = min(lo + page.offset, hi)
-        data = self._dataset.slice(resource, start, min(start + page.limit, hi))
-        live = self.live.records(resource, page.since, page.before) if self.live else []
-        if live and len(data) < page.limit:
-            # Live records come after the whole data set in (updated_at, id) order.
-            live_start = max(page.offset - (hi - lo), 0)
-            data = data + live[live_start : live_start + page.limit - len(data)]
+        moved = self._moved[resource]
+        if moved:  # rare, test-only: a window scan that skips the records updated since
+            window = self._dataset.records(resource, page.since, page.before)
+            base = [record for record in window if record["id"] not in moved]
+            base_total, data = len(base), base[page.offset : page.offset + page.limit]
+        else:
+            start = min(lo + page.offset, hi)
+            base_total = hi - lo
+            data = self._dataset.slice(resource, start, min(start + page.limit, hi))
         defects = self._defects[resource]
         if defects:
             data = [_defective(record, defects.get(record["id"])) for record in data]
-        total = hi - lo + len(live)
+        live = self.live.records(resource, page.since, page.before)
+        if live and len(data) < page.limit:
+            # Live records come after the whole data set in (updated_at, id) order.
+            live_start = max(page.offset - base_total, 0)
+            data = data + live[live_start : live_start + page.limit - len(data)]
+        total = base_total + len(live)
         body = {"data": data, "total": total, "offset": page.offset, "limit": page.limit}
         return self._logged(resource, page, Reply(200, _json_bytes(body)))
 
