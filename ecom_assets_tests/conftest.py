@@ -1,6 +1,9 @@
 """Shared fixtures: a sandbox vendor on loopback, a throwaway key, files under tmp_path."""
 
+import os
 import secrets
+import shutil
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,6 +27,9 @@ from ecom_assets.defs.assets import ecom_vendor_sync
 from ecom_assets.defs.resources import DuckDBWarehouseResource, VendorApiResource
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DAGSTER = str(Path(sys.executable).with_name("dagster"))
 
 # About 200 records a day for five days: every day spans several pages of 100.
 SMALL_SPEC = SandboxSpec(size=1000, days=5)
@@ -149,3 +155,35 @@ def failure_message(result: ExecuteInProcessResult) -> str:
     assert failures, "expected a failed step"
     data = failures[0].step_failure_data
     return f"{data.error.message if data.error else ''} {data.user_failure_data}"
+
+
+def project_env(
+    tmp_path: Path, sandbox: SandboxServer | None = None, api_key: str = "", **extra: str
+) -> dict[str, str]:
+    """The environment of a real `dagster` process: its own DAGSTER_HOME (with the project's
+    dagster.yaml) and warehouse under tmp_path, pointed at `sandbox` if given."""
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir(exist_ok=True)
+    shutil.copy(PROJECT_DIR / "dagster.yaml", dagster_home / "dagster.yaml")
+    # Create the instance's storage now: two CLI processes starting on an empty DAGSTER_HOME
+    # would race to create the same SQLite tables.
+    DagsterInstance.from_config(str(dagster_home)).dispose()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(dagster_home),
+        "ECOM_DUCKDB_PATH": str(tmp_path / "data" / "warehouse.duckdb"),
+        "ECOM_PARTITIONS_START": "2026-01-01",
+        **extra,
+    }
+    if sandbox is not None:
+        env.update(ECOM_API_BASE_URL=sandbox.base_url, ECOM_API_KEY=api_key)
+    return env
+
+
+def materialize_command(select: str, partitions: str) -> list[str]:
+    """`dagster asset materialize` for one partition (`2026-01-02`) or a range (`a...b`)."""
+    option = "--partition-range" if "..." in partitions else "--partition"
+    return [
+        DAGSTER, "asset", "materialize", "-m", "ecom_assets.definitions",
+        "--select", select, option, partitions,
+    ]

@@ -1,35 +1,13 @@
 """The user's paths through real processes: `make demo`'s module and the dagster CLI."""
 
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from dagster import DagsterInstance
-
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
-from ecom_assets_tests.conftest import rows
-
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-DAGSTER = str(Path(sys.executable).with_name("dagster"))
-
-
-def project_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    dagster_home = tmp_path / "dagster_home"
-    dagster_home.mkdir(exist_ok=True)
-    shutil.copy(PROJECT_DIR / "dagster.yaml", dagster_home / "dagster.yaml")
-    # Create the instance's storage now: two CLI processes starting on an empty DAGSTER_HOME
-    # would race to create the same SQLite tables.
-    DagsterInstance.from_config(str(dagster_home)).dispose()
-    return {
-        **os.environ,
-        "DAGSTER_HOME": str(dagster_home),
-        "ECOM_DUCKDB_PATH": str(tmp_path / "data" / "warehouse.duckdb"),
-        **extra,
-    }
+from ecom_assets_tests.conftest import PROJECT_DIR, materialize_command, project_env, rows
 
 
 def test_the_demo_backfills_both_assets_and_prints_rows_and_checks(tmp_path: Path) -> None:
@@ -55,16 +33,10 @@ def test_two_runs_at_once_take_turns_on_the_duckdb_writer_pool(tmp_path: Path) -
     # Slow enough that the two runs' steps would overlap if the pool did not serialise them.
     spec = SandboxSpec(size=2000, days=10, latency_ms=100)
     with SandboxServer(spec, api_key="pool-test-key").start() as sandbox:
-        env = project_env(
-            tmp_path,
-            ECOM_API_BASE_URL=sandbox.base_url,
-            ECOM_API_KEY="pool-test-key",
-            ECOM_PARTITIONS_START="2026-01-01",
-        )
+        env = project_env(tmp_path, sandbox, "pool-test-key")
         runs = [
             subprocess.Popen(
-                [DAGSTER, "asset", "materialize", "-m", "ecom_assets.definitions",
-                 "--select", f"ecom/{resource}", "--partition-range", "2026-01-01...2026-01-10"],
+                materialize_command(f"ecom/{resource}", "2026-01-01...2026-01-10"),
                 env=env, cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 text=True,
             )

@@ -1,44 +1,29 @@
 """A run killed with SIGKILL leaves nothing half-done that the next run could trip over."""
 
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
-from ecom_assets_tests.conftest import rows
+from ecom_assets_tests.conftest import PROJECT_DIR, materialize_command, project_env, rows
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 KEY = "crash-test-key"
 
 
 def test_a_run_killed_mid_extract_then_another_partition_then_a_rerun_load_exactly(
     tmp_path: Path,
 ) -> None:
-    dagster_home = tmp_path / "dagster_home"
-    dagster_home.mkdir()
-    shutil.copy(PROJECT_DIR / "dagster.yaml", dagster_home / "dagster.yaml")
     database = tmp_path / "data" / "warehouse.duckdb"
     # Slow pages, so the run is surely inside extract when it is killed.
     with SandboxServer(SandboxSpec(size=3000, days=3, latency_ms=50), api_key=KEY).start() as sb:
-        env = {
-            **os.environ,
-            "DAGSTER_HOME": str(dagster_home),
-            "ECOM_API_BASE_URL": sb.base_url,
-            "ECOM_API_KEY": KEY,
-            "ECOM_DUCKDB_PATH": str(database),
-            "ECOM_PARTITIONS_START": "2026-01-01",
-        }
+        env = project_env(tmp_path, sb, KEY)
 
         def materialize(partition: str) -> subprocess.Popen:
             return subprocess.Popen(
-                [str(Path(sys.executable).with_name("dagster")), "asset", "materialize",
-                 "-m", "ecom_assets.definitions", "--partition", partition,
-                 "--select", "ecom/order_payments"],
+                materialize_command("ecom/order_payments", partition),
                 env=env, cwd=PROJECT_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )

@@ -5,41 +5,26 @@ echoing the URL with the key in it, 5xx, 429, a 4xx that fails the run) and then
 output and every file under the run's directories for the key's value.
 """
 
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import Fault, SandboxServer
+from ecom_assets_tests.conftest import PROJECT_DIR, materialize_command, project_env
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 KEY = "k3y-must-never-leak-7f1e2d"
 
 
 def test_the_key_appears_in_no_output_and_no_file_after_failing_and_passing_runs(
     tmp_path: Path,
 ) -> None:
-    dagster_home = tmp_path / "dagster_home"
-    dagster_home.mkdir()
-    shutil.copy(PROJECT_DIR / "dagster.yaml", dagster_home / "dagster.yaml")
     outputs = []
     with SandboxServer(SandboxSpec(size=600, days=3), api_key=KEY).start() as sandbox:
-        env = {
-            **os.environ,
-            "DAGSTER_HOME": str(dagster_home),
-            "ECOM_API_BASE_URL": sandbox.base_url,
-            "ECOM_API_KEY": KEY,
-            "ECOM_DUCKDB_PATH": str(tmp_path / "data" / "warehouse.duckdb"),
-            "ECOM_PARTITIONS_START": "2026-01-01",
-        }
+        env = project_env(tmp_path, sandbox, KEY)
 
         def materialize(partition: str) -> int:
             result = subprocess.run(
-                [str(Path(sys.executable).with_name("dagster")), "asset", "materialize",
-                 "-m", "ecom_assets.definitions", "--partition", partition,
-                 "--select", "ecom/order_payments,ecom/products"],
+                materialize_command("ecom/order_payments,ecom/products", partition),
                 env=env, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=300,
             )
             outputs.append(result.stdout + result.stderr)
