@@ -17,7 +17,7 @@ SANDBOX_ENV := DAGSTER_HOME=$(SANDBOX_HOME) ECOM_DUCKDB_PATH=$(CURDIR)/data/sand
 SANDBOX_PORT ?= 8765
 UI_PORT ?= 3000
 
-.PHONY: install demo ui full-refresh bench test lint chromium clean
+.PHONY: install demo ui full-refresh bench reliability test lint chromium clean
 
 install: $(STAMP)
 
@@ -54,6 +54,10 @@ full-refresh: install $(DAGSTER_HOME)/dagster.yaml
 ## Side-by-side benchmark against plain dlt; writes BENCHMARKS.md.
 bench: install
 	$(BIN)/python -m benchmarks.bench
+
+## The contract's vendor faults, one case each: prints what happens, rows and key hits.
+reliability: install
+	$(BIN)/python -m ecom_assets_tests.reliability
 
 lint: install
 	$(BIN)/ruff check .

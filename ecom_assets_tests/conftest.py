@@ -89,6 +89,7 @@ class Sync:
     """Materializes the assets in process, the way a Dagster run does."""
 
     instance: DagsterInstance
+    request_timeout: float = 30.0
 
     def __call__(
         self,
@@ -124,6 +125,7 @@ class Sync:
                     base_url=EnvVar("ECOM_API_BASE_URL"),
                     api_key=EnvVar("ECOM_API_KEY"),
                     retry_backoff_factor=backoff_factor,
+                    request_timeout_seconds=self.request_timeout,
                 ),
                 "warehouse": DuckDBWarehouseResource(),
                 "dlt": DagsterDltResource(),

@@ -1,5 +1,6 @@
 """Retries, rate limits and broken responses: what the user sees, and that nothing is lost."""
 
+import logging
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -73,8 +74,10 @@ def test_a_wrong_key_fails_at_once_without_retries_and_without_the_key(
 
 
 def test_an_error_body_echoing_the_url_does_not_leak_the_key(
-    sync: Sync, sandbox: SandboxServer, api_key: str
+    sync: Sync, sandbox: SandboxServer, api_key: str, caplog
 ) -> None:
+    caplog.set_level(logging.DEBUG)  # urllib3 logs every request line, key included, at DEBUG
+    sandbox.faults.add("order_payments", Fault.status(503, echo_url=True))
     sandbox.faults.add("order_payments", Fault.status(400, echo_url=True))
 
     result = sync(partition_key(1), resources=("order_payments",))
@@ -85,6 +88,8 @@ def test_an_error_body_echoing_the_url_does_not_leak_the_key(
     assert api_key not in message
     for event in result.all_events:
         assert api_key not in str(event)
+    assert "GET /v1/order_payments?" in caplog.text
+    assert api_key not in caplog.text
 
 
 def test_a_200_without_data_fails_the_run_with_a_clear_error(

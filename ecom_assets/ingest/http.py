@@ -71,6 +71,31 @@ def scrub(text: str, secret: str | None) -> str:
     return _KEY_IN_QUERY.sub(r"\1***", text)
 
 
+class KeyScrubbingFilter(logging.Filter):
+    """Removes API keys from log records of the libraries that log request URLs (urllib3
+    logs every request line, query string and key included, at DEBUG)."""
+
+    LOGGERS = ("urllib3.connectionpool", "urllib3.connection", "dlt", "ecom_assets")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        scrubbed = message
+        for secret in self.secrets:
+            scrubbed = scrub(scrubbed, secret)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, ()
+        return True
+
+
+_key_filter = KeyScrubbingFilter()
+for _name in KeyScrubbingFilter.LOGGERS:
+    logging.getLogger(_name).addFilter(_key_filter)
+
+
 def describe_request(url: str) -> str:
     """`order_payments offset 300`: where a request was, without its query string."""
     parts = urlsplit(url)
@@ -128,6 +153,8 @@ class VendorSession(requests.Session):
     ) -> None:
         super().__init__()
         self.api_key = api_key
+        if api_key:
+            _key_filter.secrets.add(api_key)
         self.policy = policy or RetryPolicy()
         self.limit = AdaptiveLimit(max(1, concurrency))
         # One pooled connection per worker plus the paginator's own, all kept alive.
