@@ -50,3 +50,21 @@ def test_a_window_that_never_holds_still_fails_with_a_clear_error(
 
     assert not result.success
     assert "did not hold still over 3 passes" in failure_message(result)
+
+
+def test_a_page_repeating_ids_of_another_is_paged_again_and_nothing_is_missed(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+) -> None:
+    window = sandbox.dataset.records("order_payments", day(1), day(2))
+    # One page comes back with the first page's records instead of its own, `total` intact:
+    # the records counted add up, the ids do not.
+    sandbox.faults.add("order_payments", Fault.stall(0))
+    sandbox.faults.add("order_payments", Fault.body({"data": window[:100], "total": len(window)}))
+
+    result = sync(partition_key(1), resources=("order_payments",))
+
+    assert result.asset_materializations_for_node("ecom_vendor_sync")
+    ids = [r[0] for r in rows(duckdb_path, "select id from ecom.order_payments")]
+    assert sorted(ids) == sorted(r["id"] for r in window)
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["matches_vendor_total"].passed

@@ -1,19 +1,16 @@
 """Configurable resources: the vendor API and the warehouse, resolved at run time."""
 
 
-import fcntl
 import os
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import dlt
-from dagster import ConfigurableResource, get_dagster_logger
+from dagster import ConfigurableResource
 from pydantic import Field
 
-from ecom_assets.ingest import DEFAULT_DUCKDB_PATH, RetryPolicy, VendorSession, ecom_pipeline
-from ecom_assets.ingest.source import DEFAULT_PAGE_CONCURRENCY
+from ecom_assets.ingest import DEFAULT_DUCKDB_PATH, RetryPolicy, VendorSession
+from ecom_assets.ingest.source import DEFAULT_PAGE_CONCURRENCY, writer_pipeline
 
 
 class VendorApiResource(ConfigurableResource):
@@ -33,14 +30,25 @@ class VendorApiResource(ConfigurableResource):
         description="Pages of a window fetched at once; halved while the vendor answers 429",
     )
 
-    def session(self, concurrency: int | None = None) -> VendorSession:
-        """A session with this configuration; by default with the configured page concurrency."""
+    def session(self) -> VendorSession:
+        """A session for a run: the configured retries and page concurrency."""
         policy = RetryPolicy(
             backoff_factor=self.retry_backoff_factor,
             max_retry_after=self.max_retry_after_seconds,
             timeout=self.request_timeout_seconds,
         )
-        return VendorSession(self.api_key, policy, concurrency or self.page_concurrency)
+        return VendorSession(self.api_key, policy, self.page_concurrency)
+
+    def probe_session(self) -> VendorSession:
+        """A session for a sensor tick, which Dagster stops after 60 s: one quick retry, short
+        timeouts, and no long Retry-After waits (the next tick asks again)."""
+        policy = RetryPolicy(
+            max_retries=1,
+            backoff_factor=self.retry_backoff_factor,
+            max_retry_after=5.0,
+            timeout=min(self.request_timeout_seconds, 5.0),
+        )
+        return VendorSession(self.api_key, policy)
 
 
 class DuckDBWarehouseResource(ConfigurableResource):
@@ -56,28 +64,11 @@ class DuckDBWarehouseResource(ConfigurableResource):
         # Read when a run uses the warehouse, never at import time.
         return Path(self.path or os.environ.get("ECOM_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH)
 
-    @contextmanager
-    def pipeline(self, run_id: str) -> Iterator[dlt.Pipeline]:
-        """A dlt pipeline with a working directory of the run's own, removed after success,
-        held under an exclusive lock of the database file.
-
-        Runs share nothing but the database: no run can trip over another's files or finish
-        another's pending load package (all state dlt needs is restored from the destination).
-        The Dagster pool already queues writers; the file lock also covers runs it cannot see
-        (two CLI runs racing for a slot in SQLite instance storage), so a second writer waits
-        instead of failing on DuckDB's own lock.
-        """
-        path = self.database_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.with_suffix(".lock").open("a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                get_dagster_logger().info(f"Waiting for the run that is writing {path}")
-                fcntl.flock(lock, fcntl.LOCK_EX)
-            pipeline = ecom_pipeline(path, working_dir=run_id)
-            yield pipeline
-            shutil.rmtree(Path(pipeline.pipelines_dir), ignore_errors=True)
+    def pipeline(self, run_id: str) -> AbstractContextManager[dlt.Pipeline]:
+        """The run's dlt pipeline, under the database's writer lock (see `writer_pipeline`).
+        The Dagster pool already queues writers; the lock also covers runs the queue does not
+        see, such as two CLI runs."""
+        return writer_pipeline(self.database_path, working_dir=run_id)
 
 
 class ChangeSensorSettings(ConfigurableResource):

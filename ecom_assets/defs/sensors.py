@@ -73,18 +73,18 @@ def ecom_vendor_changes(
         # Without a cursor the sensor watches from now on; backfills cover the past.
         since = parse_timestamp(cursor.get(name, rfc3339(now))) - lookback
         try:
-            with vendor_api.session(concurrency=1) as session:
+            with vendor_api.probe_session() as session:
                 changes = probe_changes(vendor_api.base_url, session, name, since)
         except (VendorAPIError, ValueError) as exc:
             # No run, cursor unchanged: the next tick asks again. The message holds no key.
             return SkipReason(f"Could not ask the vendor for changes to {name}: {exc}")
-        if not changes.total:
+        if not changes.total or not changes.first_updated_at or not changes.last_updated_at:
             continue
         for day in _days(changes.first_updated_at, changes.last_updated_at):
             changed_by_day[day].append(name)
-            run_key_parts[day].append(
-                f"{name}@{rfc3339(changes.last_updated_at)}#{changes.total}"
-            )
+            # The latest change names the vendor's state: the same on a tick that saw nothing
+            # new, whatever the lookback counted.
+            run_key_parts[day].append(f"{name}@{rfc3339(changes.last_updated_at)}")
         new_cursor[name] = rfc3339(max(changes.last_updated_at + MILLISECOND, since + lookback))
 
     runs = [

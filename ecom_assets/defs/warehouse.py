@@ -75,11 +75,13 @@ def verify_nothing_lost(
         received = report[contract.name]
         loaded = row_counts.get(contract.name, 0)
         quarantined = row_counts.get(contract.quarantine_table, 0)
-        if loaded != received.valid or quarantined != received.quarantined:
+        expected = received.fetched - received.quarantined_fetched
+        if loaded != expected or quarantined != received.quarantined:
             raise Failure(
                 description=(
-                    f"{contract.name}: received {received.received} records from the vendor but "
-                    f"dlt normalized {loaded} rows and {quarantined} quarantined rows"
+                    f"{contract.name}: fetched {received.fetched} records from the vendor "
+                    f"({expected} valid, {received.quarantined} defective) but dlt normalized "
+                    f"{loaded} rows and {quarantined} quarantined rows"
                 )
             )
 

@@ -5,6 +5,7 @@ Configuration comes from dlt's providers (environment variables or `.dlt/*.toml`
 """
 
 import argparse
+import uuid
 from datetime import UTC, datetime
 
 import dlt
@@ -15,10 +16,9 @@ from ecom_assets.ingest import (
     SyncReport,
     VendorSession,
     Window,
-    ecom_pipeline,
     ecom_source,
 )
-from ecom_assets.ingest.source import DEFAULT_PAGE_CONCURRENCY
+from ecom_assets.ingest.source import DEFAULT_PAGE_CONCURRENCY, writer_pipeline
 
 
 def _utc_day(text: str) -> datetime:
@@ -36,9 +36,12 @@ def main() -> None:
 
     window = Window(args.since, args.before) if args.since else None
     report = SyncReport()
-    pipeline = ecom_pipeline(dlt.config.get("ecom_duckdb_path") or DEFAULT_DUCKDB_PATH)
+    database = dlt.config.get("ecom_duckdb_path") or DEFAULT_DUCKDB_PATH
     api_key = dlt.secrets["ecom_api_key"]
-    with VendorSession(api_key, concurrency=DEFAULT_PAGE_CONCURRENCY) as session:
+    with (
+        writer_pipeline(database, working_dir=f"cli-{uuid.uuid4().hex}") as pipeline,
+        VendorSession(api_key, concurrency=DEFAULT_PAGE_CONCURRENCY) as session,
+    ):
         source = ecom_source(
             dlt.config["ecom_api_base_url"],
             session,

@@ -168,7 +168,8 @@ class VendorSession(requests.Session):
         )
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", self.policy.timeout)
+        if kwargs.get("timeout") is None:  # requests' own get() passes timeout=None
+            kwargs["timeout"] = self.policy.timeout
         if self._prefetcher is None:
             return self._send_with_retries(request, **kwargs)
         return self._prefetcher.send(request, **kwargs)

@@ -41,6 +41,10 @@ class ReconcilingOffsetPaginator(OffsetPaginator):
         self._on_restart = on_restart
         self._passes = 1
         self._pass_received = 0
+        # The ids of this pass: they must account for `total`, or pages repeated records
+        # (and so skipped others). Ids only, so memory stays small for large windows.
+        self._pass_ids: set[str] = set()
+        self._pass_without_id = 0
 
     def update_state(self, response: Response, data: list[Any] | None = None) -> None:
         where = f"{self.report.resource} offset {self.current_value}"
@@ -60,6 +64,12 @@ class ReconcilingOffsetPaginator(OffsetPaginator):
             )
         self.report.add_page(len(page))
         self._pass_received += len(page)
+        for record in page:
+            record_id = record.get("id") if isinstance(record, dict) else None
+            if isinstance(record_id, str):
+                self._pass_ids.add(record_id)
+            else:  # defective, quarantined later; still one record of the window
+                self._pass_without_id += 1
         expected = self.report.vendor_total
         if expected is not None and total != expected:
             self._restart(where, f"the vendor's total changed from {expected} to {total}")
@@ -67,9 +77,12 @@ class ReconcilingOffsetPaginator(OffsetPaginator):
         self.report.vendor_total = total
         super().update_state(response, page)
         if not self.has_next_page:
-            if self._pass_received != total:
+            distinct = len(self._pass_ids) + self._pass_without_id
+            if self._pass_received != total or distinct != total:
                 self._restart(
-                    where, f"received {self._pass_received} records of a total of {total}"
+                    where,
+                    f"received {self._pass_received} records ({distinct} distinct) of a total "
+                    f"of {total}",
                 )
                 return
             self.report.complete = True
@@ -85,7 +98,9 @@ class ReconcilingOffsetPaginator(OffsetPaginator):
         logger.warning("%s: %s; paging the window again from offset 0", where, drift)
         self._passes += 1
         self._pass_received = 0
-        self.report.vendor_total = None
+        self._pass_ids.clear()
+        self._pass_without_id = 0
+        self.report.restart_window()
         self.current_value = self.initial_value
         self._has_next_page = True
         self._on_restart()

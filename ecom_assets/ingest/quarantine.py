@@ -94,6 +94,8 @@ class QuarantineRouter(ItemTransform[Any]):
         self.window = window
         self.report = report
         self._batch: list[dict[str, Any]] = []
+        # A window paged again returns its defective records again: quarantine each once.
+        self._quarantined: set[str] = set()
 
     def __call__(self, page: Any, meta: Any = None) -> Iterator[Any]:
         quarantined = []
@@ -107,8 +109,12 @@ class QuarantineRouter(ItemTransform[Any]):
                     self._batch.append(typed)
                     self.report.add_unknown_fields(k for k in record if k not in known)
                     continue
-            quarantined.append(self._quarantine_row(record, violations))
-            self.report.add_quarantined()
+            row = self._quarantine_row(record, violations)
+            first_time = row["raw_record"] not in self._quarantined
+            self._quarantined.add(row["raw_record"])
+            self.report.add_quarantined(first_time)
+            if first_time:
+                quarantined.append(row)
         # dlt does per-item schema work for Arrow tables, so pages are batched; the paginator
         # has seen this page already, so the window's last page flushes what is left.
         if self._batch and (self.report.complete or len(self._batch) >= ARROW_BATCH_SIZE):

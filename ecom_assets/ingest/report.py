@@ -9,11 +9,18 @@ from dataclasses import dataclass, field
 
 @dataclass
 class ResourceReport:
+    """Counts of one resource's sync. A window paged again (records moved while it was paged)
+    is fetched more than once: `received` counts the final, reconciled pass; `fetched` and
+    `quarantined_fetched` count every pass, which is what dlt loads before its merge on `id`
+    keeps one row per record."""
+
     resource: str
     vendor_total: int | None = None
     pages: int = 0
     received: int = 0
-    quarantined: int = 0
+    quarantined: int = 0  # distinct defective records, one quarantine row each
+    fetched: int = 0
+    quarantined_fetched: int = 0
     complete: bool = False  # the window was paged to its end, reconciled with `total`
     unknown_fields: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -30,14 +37,22 @@ class ResourceReport:
         with self._lock:
             self.pages += 1
             self.received += records
+            self.fetched += records
+
+    def restart_window(self) -> None:
+        with self._lock:
+            self.received = 0
+            self.vendor_total = None
 
     def add_unknown_fields(self, names: Iterable[str]) -> None:
         """Fields the vendor sent that the contract does not declare."""
         self.unknown_fields.update(names)
 
-    def add_quarantined(self) -> None:
+    def add_quarantined(self, first_time: bool) -> None:
+        """A defective record was fetched; `first_time` unless an earlier pass had it too."""
         with self._lock:
-            self.quarantined += 1
+            self.quarantined_fetched += 1
+            self.quarantined += first_time
 
 
 class SyncReport(dict[str, ResourceReport]):

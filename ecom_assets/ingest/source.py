@@ -8,7 +8,11 @@ reconciles every window with the vendor's `total`, and quarantine of defective r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import fcntl
+import logging
+import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,8 @@ from ecom_assets.ingest.pagination import PAGE_SIZE, ReconcilingOffsetPaginator
 from ecom_assets.ingest.quarantine import add_quarantine
 from ecom_assets.ingest.report import SyncReport
 from ecom_assets.ingest.window import Window
+
+logger = logging.getLogger(__name__)
 
 SOURCE_NAME = "ecom"
 DATASET_NAME = "ecom"
@@ -116,3 +122,27 @@ def ecom_pipeline(duckdb_path: str | Path, working_dir: str = "default") -> dlt.
         ),
         dataset_name=DATASET_NAME,
     )
+
+
+@contextmanager
+def writer_pipeline(duckdb_path: str | Path, working_dir: str) -> Iterator[dlt.Pipeline]:
+    """`ecom_pipeline` held under an exclusive lock of the database file, with a working
+    directory of its own that is removed afterwards.
+
+    DuckDB takes one writer process: a second writer waits here instead of failing on DuckDB's
+    lock. With its own working directory a run never trips over another's files, nor finishes
+    a crashed run's pending load package (the state dlt needs comes from the destination).
+    """
+    path = Path(duckdb_path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.with_suffix(".lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.warning("Waiting for the run that is writing %s", path)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        pipeline = ecom_pipeline(path, working_dir=working_dir)
+        try:
+            yield pipeline
+        finally:
+            shutil.rmtree(Path(pipeline.pipelines_dir), ignore_errors=True)

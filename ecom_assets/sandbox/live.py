@@ -66,6 +66,9 @@ class LiveFeed:
     def move_to_now(self, resource: str, record: Record) -> None:
         """A record of the data set is updated now: from here on it is a live record."""
         with self._lock:
+            if record["id"] in self._records[resource]:
+                self._touch(resource, record["id"])
+                return
             now = _now_ms()
             self._records[resource][record["id"]] = {**record, "updated_at": _rfc3339(now)}
             insort(self._keys[resource], (now, record["id"]))
