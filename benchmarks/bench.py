@@ -95,14 +95,17 @@ def _environment(workdir: Path, base_url: str, spec: SandboxSpec) -> dict[str, s
     }
 
 
-def measure(records: int, latency_ms: float, repeats: int) -> list[Variant]:
+VARIANTS = {
+    "a": "plain dlt, seed config (INSERT)",
+    "b": "plain dlt, parquet",
+    "c": "ecom_assets (dagster CLI, checks)",
+    "d": "floor: sequential requests + Arrow",
+}
+
+
+def measure(records: int, latency_ms: float, repeats: int, labels: str) -> list[Variant]:
     spec = SandboxSpec(size=records, latency_ms=latency_ms)
-    variants = [
-        Variant("a", "plain dlt, seed config (INSERT)"),
-        Variant("b", "plain dlt, parquet"),
-        Variant("c", "ecom_assets (dagster CLI, checks)"),
-        Variant("d", "floor: sequential requests + Arrow"),
-    ]
+    variants = [Variant(label, VARIANTS[label]) for label in labels]
     with SandboxServer(spec, api_key=API_KEY).start() as sandbox:
         sandbox.dataset.all("order_payments")  # build the records before anything is timed
         for repeat in range(repeats):
@@ -119,7 +122,7 @@ def measure(records: int, latency_ms: float, repeats: int) -> list[Variant]:
 
 
 def table(records: int, latency_ms: float, variants: list[Variant]) -> str:
-    a, b = variants[0].median_seconds(), variants[1].median_seconds()
+    medians = {v.label: v.median_seconds() for v in variants}
     lines = [
         f"### {records:,} order payments, {latency_ms:g} ms per request "
         f"(median of {len(variants[0].samples)} interleaved runs)",
@@ -127,11 +130,14 @@ def table(records: int, latency_ms: float, variants: list[Variant]) -> str:
         "| variant | wall time | records/s | peak RSS | speed-up vs (a) | vs (b) |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
+    def ratio(baseline: str, seconds: float) -> str:
+        return f"{medians[baseline] / seconds:.2f}x" if baseline in medians else "-"
+
     for v in variants:
         seconds = v.median_seconds()
         lines.append(
             f"| ({v.label}) {v.description} | {seconds:.2f} s | {records / seconds:,.0f} "
-            f"| {v.median_rss_mib():.0f} MiB | {a / seconds:.2f}x | {b / seconds:.2f}x |"
+            f"| {v.median_rss_mib():.0f} MiB | {ratio('a', seconds)} | {ratio('b', seconds)} |"
         )
     return "\n".join(lines)
 
@@ -149,6 +155,7 @@ def main() -> None:
     parser.add_argument("--scenario", action="append", metavar="RECORDS:LATENCY_MS",
                         help="default: 50000:0 and 20000:20")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--variants", default="abcd", help="which of a, b, c, d to run")
     parser.add_argument("--output", type=Path, default=PROJECT_DIR / "BENCHMARKS.md")
     args = parser.parse_args()
 
@@ -156,7 +163,7 @@ def main() -> None:
     for scenario in args.scenario or ["50000:0", "20000:20"]:
         records, latency = scenario.split(":")
         print(f"{int(records):,} records, {latency} ms latency:", flush=True)
-        variants = measure(int(records), float(latency), args.repeats)
+        variants = measure(int(records), float(latency), args.repeats, args.variants)
         sections.append(table(int(records), float(latency), variants))
         print(sections[-1], flush=True)
     args.output.write_text(
