@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import duckdb
 import pytest
 from dagster import AssetCheckKey, AssetCheckSeverity, AssetKey, DagsterInstance, asset
 
@@ -151,3 +152,38 @@ def test_the_vendor_total_check_counts_only_the_runs_window(
     assert total.metadata["vendor_total"].value == one_day
     assert total.metadata["rows_in_table"].value == one_day
     assert len(sandbox.dataset.records("products", day(0), day(4))) > one_day
+
+
+def test_the_table_checks_fail_when_the_table_breaks_the_contract(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+) -> None:
+    assert sync(partition_key(1), resources=("order_payments",)).success
+    # What a bad manual fix or another writer could do to the table.
+    with duckdb.connect(str(duckdb_path)) as connection:
+        connection.execute("alter table ecom.order_payments add column amount__v_text varchar")
+        connection.execute("alter table ecom.order_payments alter column currency drop not null")
+        connection.execute(
+            "insert into ecom.order_payments by name select * replace "
+            "('pay_tampered' as id, null as currency) from ecom.order_payments limit 1"
+        )
+        for _ in range(2):  # one id twice, on a day outside the run's window
+            connection.execute(
+                "insert into ecom.order_payments by name select * replace "
+                "('pay_twice' as id, timestamptz '2026-01-01 12:00:00+00' as updated_at) "
+                "from ecom.order_payments limit 1"
+            )
+
+    result = sync(partition_key(1), resources=("order_payments",))
+
+    assert not result.success
+    results = evaluations(result)
+    for check in ("schema_types", "not_null", "unique_id", "matches_vendor_total"):
+        evaluation = results[("order_payments", check)]
+        assert not evaluation.passed and evaluation.severity == AssetCheckSeverity.ERROR, check
+    problems = results[("order_payments", "schema_types")].metadata["problems"].value
+    assert any("amount__v_text" in p for p in problems)
+    assert any(p.startswith("currency: nullable=True") for p in problems)
+    assert results[("order_payments", "not_null")].metadata["nulls_by_column"].value == {
+        "currency": 1
+    }
+    assert results[("order_payments", "unique_id")].metadata["duplicate_ids"].value == 1
