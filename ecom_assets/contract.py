@@ -19,6 +19,7 @@ import pyarrow as pa
 MONEY_PRECISION = 18
 MONEY_SCALE = 2
 _CENT = Decimal("0.01")
+_MONEY_LIMIT = Decimal(10) ** (MONEY_PRECISION - MONEY_SCALE)
 
 
 class FieldType(Enum):
@@ -102,14 +103,15 @@ def _money(value: Any) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
         raise ValueError(f"expected a decimal number or decimal string, got {type(value).__name__}")
     try:
-        amount = Decimal(str(value).strip())
+        amount = value if isinstance(value, Decimal) else Decimal(str(value).strip())
     except InvalidOperation:
         raise ValueError(f"not a decimal: {str(value)[:40]!r}") from None
-    if not amount.is_finite() or amount != amount.quantize(_CENT):
+    if not amount.is_finite() or abs(amount) >= _MONEY_LIMIT:
+        raise ValueError(f"out of range for DECIMAL({MONEY_PRECISION},{MONEY_SCALE}): {amount}")
+    cents = amount.quantize(_CENT)
+    if cents != amount:
         raise ValueError(f"not a decimal with at most {MONEY_SCALE} fractional digits: {amount}")
-    if abs(amount) >= Decimal(10) ** (MONEY_PRECISION - MONEY_SCALE):
-        raise ValueError(f"out of range for DECIMAL({MONEY_PRECISION},{MONEY_SCALE})")
-    return amount.quantize(_CENT)
+    return cents
 
 
 def parse_timestamp(value: Any) -> datetime:

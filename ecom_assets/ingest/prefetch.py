@@ -61,13 +61,18 @@ def _with_offset(url: str, offset: int) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def _page_position(url: str) -> tuple[int, int] | None:
-    """(offset, limit) of a paged request, None if it is not one."""
-    query = dict(parse_qsl(urlsplit(url).query))
+def _page_position(url: str) -> tuple[str, int, int] | None:
+    """(window, offset, limit) of a paged request, the window being the URL without its offset;
+    None if it is not a paged request."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query)
+    params = dict(query)
     try:
-        return int(query.get("offset", 0)), int(query["limit"])
+        offset, limit = int(params.get("offset", 0)), int(params["limit"])
     except (KeyError, ValueError):
         return None
+    window = urlunsplit(parts._replace(query=urlencode([q for q in query if q[0] != "offset"])))
+    return window, offset, limit
 
 
 class PagePrefetcher:
@@ -76,6 +81,7 @@ class PagePrefetcher:
         self._ahead = ahead
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="vendor-page")
         self._pending: dict[str, Future[requests.Response]] = {}
+        self._frontier: dict[str, int] = {}  # per window: the furthest offset requested
         self._lock = threading.Lock()
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
@@ -88,6 +94,7 @@ class PagePrefetcher:
     def discard(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, {}
+            self._frontier.clear()
         for future in pending.values():
             future.cancel()
 
@@ -102,16 +109,20 @@ class PagePrefetcher:
         total = _total(response)
         if position is None or total is None:
             return
-        offset, limit = position
+        window, offset, limit = position
         last = min(total, offset + limit * (self._ahead + 1))
-        for next_offset in range(offset + limit, last, limit):
-            next_request = request.copy()
-            next_request.url = _with_offset(request.url or "", next_offset)
-            with self._lock:
-                if next_request.url not in self._pending:
-                    self._pending[next_request.url] = self._pool.submit(
-                        self._fetch, next_request, **kwargs
-                    )
+        with self._lock:
+            # Only offsets past the furthest one already requested for this window.
+            first = max(offset, self._frontier.get(window, offset)) + limit
+            offsets = range(first, last, limit)
+            if offsets:
+                self._frontier[window] = offsets[-1]
+            for next_offset in offsets:
+                next_request = request.copy()
+                next_request.url = _with_offset(request.url or "", next_offset)
+                self._pending[next_request.url] = self._pool.submit(
+                    self._fetch, next_request, **kwargs
+                )
 
 
 def _total(response: requests.Response) -> int | None:
