@@ -131,23 +131,24 @@ def _report_load(
     """Materializations with the load's metadata, then each asset's checks."""
     load_info = pipeline.last_trace.last_load_info
     load_ids = load_info.loads_ids if load_info else []
-    for result in results:
-        contract = CONTRACTS[result.asset_key.path[-1]]
-        received = report[contract.name]
-        yield MaterializeResult(
-            asset_key=result.asset_key,
-            metadata={
-                **(result.metadata or {}),
-                **sync_metadata(pipeline, contract, scope, received),
-            },
-        )
-        selected_checks = {
-            check.name
-            for check in context.selected_asset_check_keys
-            if check.asset_key == result.asset_key
-        }
-        yield from evaluate_checks(
-            CheckRun(pipeline, contract, scope, received, load_ids), selected_checks
-        )
+    with pipeline.sql_client() as client:
+        for result in results:
+            contract = CONTRACTS[result.asset_key.path[-1]]
+            received = report[contract.name]
+            yield MaterializeResult(
+                asset_key=result.asset_key,
+                metadata={
+                    **(result.metadata or {}),
+                    **sync_metadata(client, contract, scope, received),
+                },
+            )
+            selected_checks = {
+                check.name
+                for check in context.selected_asset_check_keys
+                if check.asset_key == result.asset_key
+            }
+            yield from evaluate_checks(
+                CheckRun(client, contract, scope, received, load_ids), selected_checks
+            )
     # Last, so that what was loaded is still reported when the counts do not add up.
     verify_nothing_lost(pipeline, contracts, report)

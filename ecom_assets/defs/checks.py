@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import dlt
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec
+from dlt.destinations.sql_client import SqlClientBase
 
 from ecom_assets.contract import CONTRACTS, ResourceContract
 from ecom_assets.defs.translator import asset_key
@@ -33,7 +33,7 @@ SAMPLE_SIZE = 10
 class CheckRun:
     """What a check needs to know about the load it verifies."""
 
-    pipeline: dlt.Pipeline
+    client: SqlClientBase  # an open SQL client of the run's pipeline
     contract: ResourceContract
     window: Window | None
     received: ResourceReport
@@ -48,7 +48,7 @@ class Outcome:
 
 def schema_types(run: CheckRun) -> Outcome:
     """Every contract column exists with its declared type and nullability; no variant columns."""
-    actual = table_columns(run.pipeline, run.contract.name)
+    actual = table_columns(run.client, run.contract.name)
     problems = []
     for field in run.contract.fields:
         column = actual.get(field.name)
@@ -75,7 +75,7 @@ def not_null(run: CheckRun) -> Outcome:
     required = [f.name for f in run.contract.required_fields]
     where, params = window_filter(run.contract, run.window)
     counts = ", ".join(f"sum(case when {name} is null then 1 else 0 end)" for name in required)
-    row = query_one(run.pipeline, run.contract.name, f"select {counts}", where, params)
+    row = query_one(run.client, run.contract.name, f"select {counts}", where, params)
     nulls = {name: int(n or 0) for name, n in zip(required, row or (), strict=False) if n}
     return Outcome(
         passed=not nulls,
@@ -86,7 +86,7 @@ def not_null(run: CheckRun) -> Outcome:
 def unique_id(run: CheckRun) -> Outcome:
     key = run.contract.primary_key
     row = query_one(
-        run.pipeline,
+        run.client,
         run.contract.name,
         f"select count(*), count(distinct {key}), "
         f"sum(case when {key} is null then 1 else 0 end)",
@@ -103,7 +103,7 @@ def no_quarantined_records(run: CheckRun) -> Outcome:
     if run.load_ids:
         marks = ", ".join(["%s"] * len(run.load_ids))
         rows = query_all(
-            run.pipeline,
+            run.client,
             run.contract.quarantine_table,
             "select record_id, violations",
             f"where _dlt_load_id in ({marks})",
@@ -119,13 +119,13 @@ def no_quarantined_records(run: CheckRun) -> Outcome:
             "quarantined": len(rows),
             "sample_ids": [record_id for record_id, _ in rows if record_id][:SAMPLE_SIZE],
             "violations": dict(reasons.most_common(SAMPLE_SIZE)) or {"none": 0},
-            "quarantine_table": f"{run.pipeline.dataset_name}.{run.contract.quarantine_table}",
+            "quarantine_table": f"{run.client.dataset_name}.{run.contract.quarantine_table}",
         },
     )
 
 
 def matches_vendor_total(run: CheckRun) -> Outcome:
-    in_table = count_rows(run.pipeline, run.contract, run.window)
+    in_table = count_rows(run.client, run.contract, run.window)
     vendor_total = run.received.vendor_total or 0
     return Outcome(
         passed=in_table == vendor_total,
@@ -143,7 +143,7 @@ def known_fields_only(run: CheckRun) -> Outcome:
     unknown = sorted(run.received.unknown_fields)
     in_table = sorted(
         name
-        for name in table_columns(run.pipeline, run.contract.name)
+        for name in table_columns(run.client, run.contract.name)
         if name not in run.contract.field_names and not name.startswith("_dlt")
     )
     return Outcome(

@@ -1,6 +1,7 @@
 """SQL run inside the destination, for run metadata and asset checks.
 
-Everything is a query through the dlt pipeline's own SQL client: nothing pulls a table into
+Everything is a query through the dlt pipeline's own SQL client (one open client serves a
+whole run's metadata and checks): nothing pulls a table into
 Python, and the same code serves any SQL destination dlt supports.
 """
 
@@ -10,6 +11,7 @@ from typing import Any
 import dlt
 from dagster import Failure, MetadataValue
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
+from dlt.destinations.sql_client import SqlClientBase
 
 from ecom_assets.contract import ResourceContract
 from ecom_assets.defs.translator import column_schema
@@ -18,35 +20,33 @@ from ecom_assets.ingest.report import ResourceReport
 
 
 def query_all(
-    pipeline: dlt.Pipeline, table: str, select: str, where: str = "", params: Sequence[Any] = ()
+    client: SqlClientBase, table: str, select: str, where: str = "", params: Sequence[Any] = ()
 ) -> list[tuple]:
     """`{select} from <dataset>.<table> {where}`; no rows if the table does not exist yet (an
     empty first load creates no table)."""
-    with pipeline.sql_client() as client:
-        name = client.make_qualified_table_name(table)
-        try:
-            return list(client.execute_sql(f"{select} from {name} {where}", *params) or [])
-        except DatabaseUndefinedRelation:
-            return []
+    name = client.make_qualified_table_name(table)
+    try:
+        return list(client.execute_sql(f"{select} from {name} {where}", *params) or [])
+    except DatabaseUndefinedRelation:
+        return []
 
 
 def query_one(
-    pipeline: dlt.Pipeline, table: str, select: str, where: str = "", params: Sequence[Any] = ()
+    client: SqlClientBase, table: str, select: str, where: str = "", params: Sequence[Any] = ()
 ) -> tuple | None:
     """The first row of `query_all`, None if there is none."""
-    rows = query_all(pipeline, table, select, where, params)
+    rows = query_all(client, table, select, where, params)
     return rows[0] if rows else None
 
 
-def table_columns(pipeline: dlt.Pipeline, table: str) -> dict[str, tuple[str, bool]]:
+def table_columns(client: SqlClientBase, table: str) -> dict[str, tuple[str, bool]]:
     """Column name -> (data type as the destination reports it, nullable)."""
-    with pipeline.sql_client() as client:
-        rows = client.execute_sql(
-            "select column_name, data_type, is_nullable from information_schema.columns "
-            "where table_schema = %s and table_name = %s",
-            client.dataset_name,
-            table,
-        )
+    rows = client.execute_sql(
+        "select column_name, data_type, is_nullable from information_schema.columns "
+        "where table_schema = %s and table_name = %s",
+        client.dataset_name,
+        table,
+    )
     return {name: (data_type.upper(), nullable == "YES") for name, data_type, nullable in rows}
 
 
@@ -58,10 +58,10 @@ def window_filter(contract: ResourceContract, window: Window | None) -> tuple[st
 
 
 def count_rows(
-    pipeline: dlt.Pipeline, contract: ResourceContract, window: Window | None = None
+    client: SqlClientBase, contract: ResourceContract, window: Window | None = None
 ) -> int:
     where, params = window_filter(contract, window)
-    row = query_one(pipeline, contract.name, "select count(*)", where, params)
+    row = query_one(client, contract.name, "select count(*)", where, params)
     return int(row[0]) if row else 0
 
 
@@ -87,7 +87,7 @@ def verify_nothing_lost(
 
 
 def sync_metadata(
-    pipeline: dlt.Pipeline,
+    client: SqlClientBase,
     contract: ResourceContract,
     window: Window | None,
     received: ResourceReport,
@@ -102,8 +102,8 @@ def sync_metadata(
         "records_received": received.received,
         "records_loaded": received.valid,
         "records_quarantined": received.quarantined,
-        "dagster/row_count": count_rows(pipeline, contract),
+        "dagster/row_count": count_rows(client, contract),
     }
     if window:
-        metadata["dagster/partition_row_count"] = count_rows(pipeline, contract, window)
+        metadata["dagster/partition_row_count"] = count_rows(client, contract, window)
     return metadata
