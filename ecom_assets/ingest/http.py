@@ -75,7 +75,8 @@ class KeyScrubbingFilter(logging.Filter):
     """Removes API keys from log records of the libraries that log request URLs (urllib3
     logs every request line, query string and key included, at DEBUG)."""
 
-    LOGGERS = ("urllib3.connectionpool", "urllib3.connection", "dlt", "ecom_assets")
+    # Filters apply to records created on the logger itself: name the ones that log URLs.
+    LOGGERS = ("urllib3.connectionpool", "urllib3.connection", "dlt")
 
     def __init__(self) -> None:
         super().__init__()
