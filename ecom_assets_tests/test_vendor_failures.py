@@ -7,9 +7,11 @@ from email.utils import format_datetime
 from pathlib import Path
 
 import duckdb
+import pytest
 import requests
 
 from ecom_assets.ingest.http import retry_after_seconds
+from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import Fault, SandboxServer
 from ecom_assets_tests.conftest import Sync, day, failure_message, partition_key, rows
 
@@ -106,6 +108,27 @@ def test_a_200_without_data_fails_the_run_with_a_clear_error(
         assert connection.execute(
             "select count(*) from information_schema.tables where table_name = 'order_payments'"
         ).fetchall() == [(0,)]
+
+
+@pytest.mark.parametrize("sandbox_spec", [SandboxSpec(size=10_000, days=2)])
+def test_a_page_that_ignores_limit_is_accepted_and_paging_continues_after_it(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path, caplog
+) -> None:
+    # The first page of the day brings 3,000 records for limit=100.
+    sandbox.faults.add("order_payments", Fault.ignore_limit(3000))
+
+    result = sync(partition_key(0), resources=("order_payments",))
+
+    assert result.success
+    assert "order_payments offset 0: 3000 records for limit 100" in caplog.text
+    expected = [r["id"] for r in sandbox.dataset.records("order_payments", day(0), day(1))]
+    assert len(expected) > 3000
+    loaded = [r[0] for r in rows(duckdb_path, "select id from ecom.order_payments")]
+    assert sorted(loaded) == sorted(expected)  # every record once: none skipped, none twice
+    served_offsets = {entry[1] for entry in requests_for(sandbox, "order_payments")}
+    assert 3000 in served_offsets  # paging resumed right after the oversized page
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["matches_vendor_total"] and checks["no_quarantined_records"]
 
 
 def test_retry_after_as_an_http_date_is_honoured() -> None:

@@ -2,9 +2,10 @@
 
 Plain dlt treats a 200 without `data` as an empty last page and stops: a silently short load.
 This paginator checks every page against the contract (a list under `data`, an integer
-`total`, no more records than `limit`) and reconciles the window at its end: the records
-received must equal the vendor's `total`, and `total` must not change while paging (records
-that move during paging shift offsets and would otherwise be skipped without a trace).
+`total`) and reconciles the window at its end: the records received must equal the vendor's
+`total`, and `total` must not change while paging (records that move during paging shift
+offsets and would otherwise be skipped without a trace). A page that ignores `limit` and
+returns more records is accepted: the next page starts after the last record received.
 """
 
 from __future__ import annotations
@@ -59,9 +60,7 @@ class ReconcilingOffsetPaginator(OffsetPaginator):
         if isinstance(total, bool) or not isinstance(total, int) or total < 0:
             raise VendorResponseError(f"{where}: 200 response without an integer 'total'")
         if len(page) > self.limit:
-            raise VendorResponseError(
-                f"{where}: the vendor returned {len(page)} records for limit {self.limit}"
-            )
+            logger.warning("%s: %d records for limit %d", where, len(page), self.limit)
         self.report.add_page(len(page))
         self._pass_received += len(page)
         for record in page:
@@ -75,6 +74,7 @@ class ReconcilingOffsetPaginator(OffsetPaginator):
             self._restart(where, f"the vendor's total changed from {expected} to {total}")
             return
         self.report.vendor_total = total
+        self.value_step = max(self.limit, len(page))  # the next offset follows what arrived
         super().update_state(response, page)
         if not self.has_next_page:
             distinct = len(self._pass_ids) + self._pass_without_id

@@ -75,6 +75,11 @@ def _page_position(url: str) -> tuple[str, int, int] | None:
     return window, offset, limit
 
 
+def _window_of(url: str) -> str | None:
+    position = _page_position(url)
+    return position[0] if position else None
+
+
 class PagePrefetcher:
     def __init__(self, fetch: Fetch, workers: int, ahead: int) -> None:
         self._fetch = fetch
@@ -87,6 +92,8 @@ class PagePrefetcher:
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         with self._lock:
             future = self._pending.pop(request.url or "", None)
+            if future is None:
+                self._forget_window(request.url or "")
         response = future.result() if future else self._fetch(request, **kwargs)
         self._schedule_following(request, response, kwargs)
         return response
@@ -101,6 +108,16 @@ class PagePrefetcher:
     def close(self) -> None:
         self.discard()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _forget_window(self, url: str) -> None:
+        """A page nobody predicted (a window's first, or the one after a page that ignored
+        `limit`): the pages fetched ahead for its window are at the wrong offsets."""
+        window = _window_of(url)
+        if window is None:
+            return
+        self._frontier.pop(window, None)
+        for stale in [u for u in self._pending if _window_of(u) == window]:
+            self._pending.pop(stale).cancel()
 
     def _schedule_following(
         self, request: requests.PreparedRequest, response: requests.Response, kwargs: Any

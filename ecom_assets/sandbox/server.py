@@ -82,13 +82,14 @@ class Fault:
     instead"; a new kind needs a constructor and, if it replaces the answer, a case in `reply`.
     """
 
-    kind: Literal["status", "body", "raw", "stall", "act"]
+    kind: Literal["status", "body", "raw", "stall", "act", "ignore_limit"]
     http_status: int = 200
     payload: bytes = b""
     retry_after: str | None = None
     echo_url: bool = False
     delay_s: float = 0.0
     action: Callable[[], None] | None = None
+    page_size: int | None = None
 
     @classmethod
     def status(cls, code: int, retry_after: str | None = None, echo_url: bool = False) -> Fault:
@@ -117,6 +118,11 @@ class Fault:
         as it is now."""
         return cls("act", action=action)
 
+    @classmethod
+    def ignore_limit(cls, page_size: int) -> Fault:
+        """Serve up to `page_size` records from the requested offset, whatever `limit` said."""
+        return cls("ignore_limit", page_size=page_size)
+
     def reply(self, request_target: str) -> Reply | None:
         """The answer to send instead of the page, or None to serve the page."""
         match self.kind:
@@ -128,7 +134,7 @@ class Fault:
                 return _error_reply(self.http_status, error, message, headers)
             case "body" | "raw":
                 return Reply(self.http_status, self.payload)
-            case "stall":
+            case "stall" | "ignore_limit":
                 return None
             case "act":
                 assert self.action is not None
@@ -385,7 +391,9 @@ class SandboxServer:
         except ValueError as exc:
             return self._logged(resource, None, _error_reply(400, "bad_request", str(exc)))
         fault = self._faults.take(resource)
+        limit = page.limit
         if fault is not None:
+            limit = fault.page_size or limit
             time.sleep(fault.delay_s)
             replacement = fault.reply(target)
             if replacement is not None:
@@ -394,19 +402,19 @@ class SandboxServer:
         if moved:  # rare, test-only: a window scan that skips the records updated since
             window = self._dataset.records(resource, page.since, page.before)
             base = [record for record in window if record["id"] not in moved]
-            base_total, data = len(base), base[page.offset : page.offset + page.limit]
+            base_total, data = len(base), base[page.offset : page.offset + limit]
         else:
             start = min(lo + page.offset, hi)
             base_total = hi - lo
-            data = self._dataset.slice(resource, start, min(start + page.limit, hi))
+            data = self._dataset.slice(resource, start, min(start + limit, hi))
         defects = self._defects[resource]
         if defects:
             data = [_defective(record, defects.get(record["id"])) for record in data]
         live = self.live.records(resource, page.since, page.before)
-        if live and len(data) < page.limit:
+        if live and len(data) < limit:
             # Live records come after the whole data set in (updated_at, id) order.
             live_start = max(page.offset - base_total, 0)
-            data = data + live[live_start : live_start + page.limit - len(data)]
+            data = data + live[live_start : live_start + limit - len(data)]
         total = base_total + len(live)
         body = {"data": data, "total": total, "offset": page.offset, "limit": page.limit}
         return self._logged(resource, page, Reply(200, _json_bytes(body)))
