@@ -22,7 +22,7 @@ import requests
 from dagster import AssetCheckKey, AssetKey, DagsterInstance
 
 from ecom_assets.sandbox.data import SandboxSpec
-from ecom_assets.sandbox.server import SandboxServer
+from ecom_assets.sandbox.server import Fault, SandboxServer
 from ecom_assets_tests.conftest import rows
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -144,22 +144,26 @@ mutation($params: ExecutionParams!) {
 """
 
 
-def test_materialize_a_partition_through_the_webserver(dagster_dev: DagsterDev) -> None:
-    # What the Materialize button sends for one partition of one asset.
+def launch(dagster_dev: DagsterDev, resource: str, partition: str) -> str:
+    """What the Materialize button sends for one partition of one asset; the run's id."""
     params = {
         "selector": {
             "repositoryLocationName": "ecom_assets",
             "repositoryName": "__repository__",
             "pipelineName": "__ASSET_JOB",
-            "assetSelection": [{"path": ["ecom", "products"]}],
+            "assetSelection": [{"path": ["ecom", resource]}],
         },
         "mode": "default",
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": "2026-01-02"}]},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
         "runConfigData": {},
     }
     launched = dagster_dev.graphql(LAUNCH_RUN, params=params)["launchPipelineExecution"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
-    run_id = launched["run"]["runId"]
+    return launched["run"]["runId"]
+
+
+def test_materialize_a_partition_through_the_webserver(dagster_dev: DagsterDev) -> None:
+    run_id = launch(dagster_dev, "products", "2026-01-02")
 
     assert dagster_dev.wait_for_run(run_id) == "SUCCESS", dagster_dev.logs()
 
@@ -207,6 +211,50 @@ def test_the_sensor_in_the_daemon_launches_a_run_and_the_new_records_land(
     }
     loaded = {r[0] for r in rows(dagster_dev.database, "select id from ecom.products")}
     assert live_ids & loaded, "records the live vendor created are in the table"
+
+    # Once the vendor holds still, every tick sees the same state and requests the same run
+    # key again: the daemon must skip it, not launch the partition a second time.
+    dagster_dev.sandbox.live.stop()
+    stopped_at = time.time()
+
+    def a_tick_repeating_launched_keys() -> bool:
+        repeated = [
+            t for t in _sensor_ticks(dagster_dev)
+            if t["timestamp"] > stopped_at and t["runKeys"] and not t["runIds"]
+        ]
+        return bool(repeated) and set(repeated[0]["runKeys"]) <= set(_sensor_run_keys(dagster_dev))
+
+    dagster_dev.wait_for("a tick that repeats launched run keys", a_tick_repeating_launched_keys)
+    run_keys = _sensor_run_keys(dagster_dev)
+    assert len(run_keys) == len(set(run_keys)), f"a run key launched twice: {run_keys}"
+
+
+def _sensor_ticks(dagster_dev: DagsterDev) -> list[dict]:
+    data = dagster_dev.graphql(
+        """query($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
+             ... on Sensor { sensorState { ticks(limit: 100) { timestamp runKeys runIds } } }
+           } }""",
+        selector={
+            "repositoryLocationName": "ecom_assets",
+            "repositoryName": "__repository__",
+            "sensorName": "ecom_vendor_changes",
+        },
+    )
+    return data["sensorOrError"]["sensorState"]["ticks"]
+
+
+def _sensor_run_keys(dagster_dev: DagsterDev) -> list[str]:
+    """The run key of every run the sensor launched."""
+    data = dagster_dev.graphql(
+        """{ runsOrError(filter: {tags: [{key: "ecom/trigger", value: "vendor_changes"}]}) {
+             ... on Runs { results { tags { key value } } } } }"""
+    )
+    return [
+        tag["value"]
+        for run in data["runsOrError"]["results"]
+        for tag in run["tags"]
+        if tag["key"] == "dagster/run_key"
+    ]
 
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -273,3 +321,81 @@ def test_a_browser_materializes_a_partition_from_the_asset_page(
     )
     assert loaded == [(len(expected),)]
     assert (tmp_path / "asset-page.png").stat().st_size > 10_000
+
+
+def test_the_daemon_retries_a_run_failed_by_an_outage_but_not_one_the_vendor_rejected(
+    dagster_dev: DagsterDev,
+) -> None:
+    # The sensor's probes would take the faults meant for these runs.
+    sensor_id = dagster_dev.graphql(f"{{ sensorOrError(sensorSelector: {SENSOR_SELECTOR}) "
+                                    "{ ... on Sensor { id } } }")["sensorOrError"]["id"]
+    dagster_dev.graphql("mutation($id: String) { stopSensor(id: $id) { __typename } }",
+                        id=sensor_id)
+    time.sleep(2)  # a tick already under way finishes
+    dagster_dev.wait_for("the sensor's runs to finish", lambda: not _unfinished_runs(dagster_dev))
+    sandbox = dagster_dev.sandbox
+
+    # A request the vendor rejects fails the same way every time: not re-executed.
+    sandbox.faults.add("order_payments", Fault.status(401))
+    rejected_run = launch(dagster_dev, "order_payments", "2026-01-04")
+    assert dagster_dev.wait_for_run(rejected_run) == "FAILURE"
+    assert _tags(dagster_dev, rejected_run)["dagster/will_retry"] == "false"
+
+    # An outage longer than the run's own budget of 3 retries fails the run...
+    sandbox.faults.add("order_payments", Fault.status(503, retry_after="0"), times=4)
+    outage_run = launch(dagster_dev, "order_payments", "2026-01-03")
+    assert dagster_dev.wait_for_run(outage_run) == "FAILURE"
+    assert _tags(dagster_dev, outage_run)["dagster/will_retry"] == "true"
+    # ...and the daemon re-executes it, which loads the day.
+    retry_run = dagster_dev.wait_for(
+        "the daemon to re-execute the failed run", lambda: _child_run(dagster_dev, outage_run)
+    )
+    assert dagster_dev.wait_for_run(str(retry_run)) == "SUCCESS", dagster_dev.logs()
+    expected = {r["id"] for r in sandbox.dataset.records(
+        "order_payments", "2026-01-03T00:00:00Z", "2026-01-04T00:00:00Z"
+    )}
+    loaded = {
+        r[0]
+        for r in rows(
+            dagster_dev.database,
+            "select id from ecom.order_payments where updated_at >= ? and updated_at < ?",
+            "2026-01-03 00:00:00+00",
+            "2026-01-04 00:00:00+00",
+        )
+    }
+    assert loaded == expected
+    # The daemon handles failures in order: past the outage run, it has passed the rejected one.
+    assert _child_run(dagster_dev, rejected_run) is None
+
+
+SENSOR_SELECTOR = (
+    '{repositoryLocationName: "ecom_assets", repositoryName: "__repository__", '
+    'sensorName: "ecom_vendor_changes"}'
+)
+
+
+def _unfinished_runs(dagster_dev: DagsterDev) -> list[dict]:
+    data = dagster_dev.graphql(
+        """{ runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED]}) {
+             ... on Runs { results { runId } } } }"""
+    )
+    return data["runsOrError"]["results"]
+
+
+def _tags(dagster_dev: DagsterDev, run_id: str) -> dict[str, str]:
+    data = dagster_dev.graphql(
+        "query($id: ID!) { runOrError(runId: $id) { ... on Run { tags { key value } } } }",
+        id=run_id,
+    )
+    return {tag["key"]: tag["value"] for tag in data["runOrError"]["tags"]}
+
+
+def _child_run(dagster_dev: DagsterDev, parent_run_id: str) -> str | None:
+    data = dagster_dev.graphql(
+        """query($parent: String!) {
+             runsOrError(filter: {tags: [{key: "dagster/parent_run_id", value: $parent}]}) {
+               ... on Runs { results { runId } } } }""",
+        parent=parent_run_id,
+    )
+    results = data["runsOrError"]["results"]
+    return results[0]["runId"] if results else None

@@ -34,6 +34,9 @@ from ecom_assets.ingest.window import EPOCH
 # Runs that write the DuckDB file must not overlap: DuckDB allows one writer process.
 DUCKDB_WRITER_POOL = "ecom_duckdb_writer"
 
+# Dagster's run tag that decides whether the daemon re-executes a run failed by an asset.
+RETRY_ON_FAILURE_TAG = "dagster/retry_on_asset_or_op_failure"
+
 translator = EcomDltTranslator()
 
 
@@ -116,7 +119,12 @@ def ecom_vendor_sync(
                 )
             )
         except PipelineStepFailed as exc:
-            raise _vendor_failure(exc, what) from None
+            failure = _vendor_failure(exc, what)
+            if not failure.allow_retries:
+                # Tell the daemon's run retries (dagster.yaml `run_retries`) to leave this run
+                # failed: a re-execution would be rejected the same way.
+                context.instance.add_run_tags(context.run_id, {RETRY_ON_FAILURE_TAG: "false"})
+            raise failure from None
         yield from _report_load(context, pipeline, contracts, scope, report, results)
 
 
