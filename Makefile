@@ -17,7 +17,7 @@ SANDBOX_ENV := DAGSTER_HOME=$(SANDBOX_HOME) ECOM_DUCKDB_PATH=$(CURDIR)/data/sand
 SANDBOX_PORT ?= 8765
 UI_PORT ?= 3000
 
-.PHONY: install demo ui full-refresh bench reliability test lint chromium clean
+.PHONY: install demo ui full-refresh bench reliability test lint chromium postgresql clean
 
 install: $(STAMP)
 
@@ -67,8 +67,14 @@ chromium:
 	@command -v chromium >/dev/null || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
+## Debian's PostgreSQL server binaries: the tests start a throwaway cluster of their own on
+## loopback (the package's own cluster is not used).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
+
 ## Lint and the whole test suite (every file a test writes lives under pytest's tmp_path).
-test: lint chromium
+test: lint chromium postgresql
 	$(BIN)/pytest
 
 clean:

@@ -1,9 +1,10 @@
 """The schema contract of the vendor API, declared once.
 
 Every field of `OrderPayment` and `Product` in the vendor's OpenAPI document is listed here with
-its type and nullability. This one declaration drives the dlt column hints (DuckDB types and
-NOT NULL), the Dagster column schema shown in the UI, the record validation that quarantines
-defective records, and the asset checks. No Dagster imports: the dlt source uses it too.
+its type and nullability. This one declaration drives the dlt column hints (types and NOT NULL),
+the column types expected in each destination, the Dagster column schema shown in the UI, the
+record validation that quarantines defective records, and the asset checks. No Dagster
+imports: the dlt source uses it too.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 
 import pyarrow as pa
 
+# The destinations whose column types the contract declares (and the tests run against).
+SQL_DESTINATIONS = ("duckdb", "postgres")
 MONEY_PRECISION = 18
 MONEY_SCALE = 2
 _CENT = Decimal("0.01")
@@ -24,22 +27,35 @@ _MONEY_LIMIT = Decimal(10) ** (MONEY_PRECISION - MONEY_SCALE)
 
 class FieldType(Enum):
     """A contract type: its dlt data type, the Arrow type records are handed to dlt in, and the
-    DuckDB type the column must end up with."""
+    column type each supported destination must end up with, as its information_schema shows
+    it (DuckDB, PostgreSQL)."""
 
-    TEXT = ("text", pa.string(), "VARCHAR")
+    TEXT = ("text", pa.string(), ("VARCHAR", "CHARACTER VARYING"))
     MONEY = (
         "decimal",
         pa.decimal128(MONEY_PRECISION, MONEY_SCALE),
-        f"DECIMAL({MONEY_PRECISION},{MONEY_SCALE})",
+        (f"DECIMAL({MONEY_PRECISION},{MONEY_SCALE})", f"NUMERIC({MONEY_PRECISION},{MONEY_SCALE})"),
     )
-    TIMESTAMP = ("timestamp", pa.timestamp("us", tz="UTC"), "TIMESTAMP WITH TIME ZONE")
-    BOOLEAN = ("bool", pa.bool_(), "BOOLEAN")
-    TEXT_LIST = ("json", pa.list_(pa.string()), "JSON")
+    TIMESTAMP = (
+        "timestamp",
+        pa.timestamp("us", tz="UTC"),
+        ("TIMESTAMP WITH TIME ZONE", "TIMESTAMP WITH TIME ZONE"),
+    )
+    BOOLEAN = ("bool", pa.bool_(), ("BOOLEAN", "BOOLEAN"))
+    TEXT_LIST = ("json", pa.list_(pa.string()), ("JSON", "JSONB"))
 
-    def __init__(self, dlt_type: str, arrow_type: pa.DataType, duckdb_type: str) -> None:
+    def __init__(
+        self, dlt_type: str, arrow_type: pa.DataType, sql_types: tuple[str, str]
+    ) -> None:
         self.dlt_type = dlt_type
         self.arrow_type = arrow_type
-        self.duckdb_type = duckdb_type
+        self.sql_types = dict(zip(SQL_DESTINATIONS, sql_types, strict=True))
+
+    def sql_type(self, destination: str) -> str | None:
+        """The column type on `destination`; None for a destination the contract does not
+        know (its types are then dlt's choice, and the schema check says it did not check
+        them)."""
+        return self.sql_types.get(destination)
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from ecom_assets.defs.assets import ecom_vendor_sync
 from ecom_assets.defs.jobs import ecom_daily_refresh_job
 from ecom_assets.defs.resources import (
     ChangeSensorSettings,
-    DuckDBWarehouseResource,
     VendorApiResource,
+    WarehouseResource,
 )
 from ecom_assets.defs.schedules import ecom_daily_refresh
 from ecom_assets.defs.sensors import ecom_vendor_changes
@@ -24,7 +24,7 @@ defs = Definitions(
         "vendor_api": VendorApiResource(
             base_url=EnvVar("ECOM_API_BASE_URL"), api_key=EnvVar("ECOM_API_KEY")
         ),
-        "warehouse": DuckDBWarehouseResource(),
+        "warehouse": WarehouseResource(),
         "dlt": DagsterDltResource(),
         "change_sensor": ChangeSensorSettings(),
     },

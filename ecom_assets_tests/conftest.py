@@ -24,9 +24,10 @@ from dagster import (
 from dagster_dlt import DagsterDltResource
 
 from ecom_assets.defs.assets import ecom_vendor_sync
-from ecom_assets.defs.resources import DuckDBWarehouseResource, VendorApiResource
+from ecom_assets.defs.resources import VendorApiResource, WarehouseResource
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
+from ecom_assets_tests import postgres
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
@@ -64,6 +65,22 @@ def sandbox(sandbox_spec: SandboxSpec, api_key: str) -> Iterator[SandboxServer]:
 @pytest.fixture
 def duckdb_path(tmp_path: Path) -> Path:
     return tmp_path / "data" / "warehouse.duckdb"
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory) -> Iterator[postgres.PostgresServer]:
+    """A real PostgreSQL server on loopback for the whole session."""
+    server = postgres.start(tmp_path_factory.mktemp("postgres"))
+    try:
+        yield server
+    finally:
+        postgres.stop(server)
+
+
+@pytest.fixture
+def postgres_database(postgres_server: postgres.PostgresServer) -> str:
+    """A fresh database of the session's server; its name."""
+    return postgres_server.create_database()
 
 
 @pytest.fixture
@@ -127,7 +144,7 @@ class Sync:
                     retry_backoff_factor=backoff_factor,
                     request_timeout_seconds=self.request_timeout,
                 ),
-                "warehouse": DuckDBWarehouseResource(),
+                "warehouse": WarehouseResource(),
                 "dlt": DagsterDltResource(),
             },
         )

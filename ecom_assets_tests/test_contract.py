@@ -47,7 +47,7 @@ def test_duckdb_types_and_not_null_constraints_equal_the_contract(
     for contract in CONTRACTS.values():
         actual = column_types(duckdb_path, contract.name)
         for field in contract.fields:
-            assert actual[field.name] == (field.type.duckdb_type, field.nullable), field.name
+            assert actual[field.name] == (field.type.sql_type("duckdb"), field.nullable), field.name
 
 
 @pytest.mark.parametrize("sandbox_spec", [SandboxSpec(size=1000, days=5, unknown_fields=False)])

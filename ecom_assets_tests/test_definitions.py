@@ -38,7 +38,7 @@ def test_assets_group_partitions_checks_and_metadata() -> None:
     assert set(graph.get_all_asset_keys()) == ASSET_KEYS
     assets_def = defs.resolve_assets_def(AssetKey(["ecom", "order_payments"]))
     assert assets_def.backfill_policy == BackfillPolicy.single_run()
-    assert assets_def.op.pool == "ecom_duckdb_writer"
+    assert assets_def.op.pool == "ecom_warehouse_writer"
     for key in ASSET_KEYS:
         node = graph.get(key)
         assert node.group_name == "ecom"

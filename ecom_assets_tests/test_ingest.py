@@ -8,8 +8,8 @@ import pytest
 from ecom_assets.ingest import (
     SyncReport,
     VendorSession,
+    Warehouse,
     Window,
-    ecom_pipeline,
     ecom_source,
     quarantine,
 )
@@ -33,7 +33,7 @@ def load(
             resources=["order_payments"],
             report=report,
         )
-        ecom_pipeline(database).run(source, loader_file_format="parquet")
+        Warehouse(duckdb_path=database).pipeline().run(source, loader_file_format="parquet")
     return report["order_payments"]
 
 

@@ -110,7 +110,7 @@ def dagster_dev(tmp_path_factory) -> Iterator[DagsterDev]:
             )
         server = DagsterDev(f"http://127.0.0.1:{port}", dagster_home, database, sandbox, log)
         try:
-            server.wait_for("the webserver and the code location", lambda: _loaded(server))
+            server.wait_for("the webserver and the code location", lambda: loaded(server))
             yield server
         finally:
             os.killpg(process.pid, signal.SIGTERM)
@@ -120,7 +120,7 @@ def dagster_dev(tmp_path_factory) -> Iterator[DagsterDev]:
                 os.killpg(process.pid, signal.SIGKILL)
 
 
-def _loaded(server: DagsterDev) -> bool:
+def loaded(server: DagsterDev) -> bool:
     try:
         data = server.graphql(
             "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"

@@ -25,14 +25,15 @@ from pydantic import Field
 from ecom_assets.contract import CONTRACTS, ResourceContract
 from ecom_assets.defs.checks import CheckRun, check_specs, evaluate_checks
 from ecom_assets.defs.partitions import daily_partitions
-from ecom_assets.defs.resources import DuckDBWarehouseResource, VendorApiResource
+from ecom_assets.defs.resources import VendorApiResource, WarehouseResource
 from ecom_assets.defs.translator import EcomDltTranslator, asset_key
 from ecom_assets.defs.warehouse import sync_metadata, verify_nothing_lost
 from ecom_assets.ingest import SyncReport, VendorAPIError, VendorSession, Window, ecom_source
 from ecom_assets.ingest.window import EPOCH
 
-# Runs that write the DuckDB file must not overlap: DuckDB allows one writer process.
-DUCKDB_WRITER_POOL = "ecom_duckdb_writer"
+# Runs that write the warehouse must not overlap: DuckDB allows one writer process, and two
+# merges into one table through one staging dataset would corrupt each other on any database.
+WAREHOUSE_WRITER_POOL = "ecom_warehouse_writer"
 
 # Dagster's run tag that decides whether the daemon re-executes a run failed by an asset.
 RETRY_ON_FAILURE_TAG = "dagster/retry_on_asset_or_op_failure"
@@ -76,13 +77,13 @@ def _vendor_failure(exc: PipelineStepFailed, what: str) -> Failure:
     can_subset=True,
     partitions_def=daily_partitions,
     backfill_policy=BackfillPolicy.single_run(),
-    pool=DUCKDB_WRITER_POOL,
+    pool=WAREHOUSE_WRITER_POOL,
 )
 def ecom_vendor_sync(
     context: AssetExecutionContext,
     config: SyncConfig,
     vendor_api: VendorApiResource,
-    warehouse: DuckDBWarehouseResource,
+    warehouse: WarehouseResource,
     dlt: DagsterDltResource,
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
     contracts = [c for c in CONTRACTS.values() if asset_key(c) in context.selected_asset_keys]
@@ -114,7 +115,7 @@ def ecom_vendor_sync(
                     dlt_source=source,
                     dlt_pipeline=pipeline,
                     dagster_dlt_translator=translator,
-                    loader_file_format="parquet",
+                    loader_file_format=warehouse.warehouse.loader_file_format,
                     write_disposition="replace" if config.full_refresh else None,
                 )
             )
@@ -125,12 +126,15 @@ def ecom_vendor_sync(
                 # failed: a re-execution would be rejected the same way.
                 context.instance.add_run_tags(context.run_id, {RETRY_ON_FAILURE_TAG: "false"})
             raise failure from None
-        yield from _report_load(context, pipeline, contracts, scope, report, results)
+        yield from _report_load(
+            context, pipeline, warehouse.warehouse.destination, contracts, scope, report, results
+        )
 
 
 def _report_load(
     context: AssetExecutionContext,
     pipeline: Pipeline,
+    destination: str,
     contracts: list[ResourceContract],
     scope: Window | None,
     report: SyncReport,
@@ -147,7 +151,7 @@ def _report_load(
                 asset_key=result.asset_key,
                 metadata={
                     **(result.metadata or {}),
-                    **sync_metadata(client, contract, scope, received),
+                    **sync_metadata(client, destination, contract, scope, received),
                 },
             )
             selected_checks = {
@@ -156,7 +160,8 @@ def _report_load(
                 if check.asset_key == result.asset_key
             }
             yield from evaluate_checks(
-                CheckRun(client, contract, scope, received, load_ids), selected_checks
+                CheckRun(client, destination, contract, scope, received, load_ids),
+                selected_checks,
             )
     # Last, so that what was loaded is still reported when the counts do not add up.
     verify_nothing_lost(pipeline, contracts, report)

@@ -34,6 +34,7 @@ class CheckRun:
     """What a check needs to know about the load it verifies."""
 
     client: SqlClientBase  # an open SQL client of the run's pipeline
+    destination: str  # the dlt destination's name: duckdb, postgres, ...
     contract: ResourceContract
     window: Window | None
     received: ResourceReport
@@ -50,14 +51,17 @@ def schema_types(run: CheckRun) -> Outcome:
     """Every contract column exists with its declared type and nullability; no variant columns."""
     actual = table_columns(run.client, run.contract.name)
     problems = []
+    types_checked = True
     for field in run.contract.fields:
         column = actual.get(field.name)
         if column is None:
             problems.append(f"{field.name}: missing")
             continue
         data_type, nullable = column
-        if data_type != field.type.duckdb_type:
-            problems.append(f"{field.name}: {data_type}, contract says {field.type.duckdb_type}")
+        declared = field.type.sql_type(run.destination)
+        types_checked = types_checked and declared is not None
+        if declared is not None and data_type != declared:
+            problems.append(f"{field.name}: {data_type}, contract says {declared}")
         if nullable != field.nullable:
             problems.append(f"{field.name}: nullable={nullable}, contract says {field.nullable}")
     variants = sorted(name for name in actual if "__v_" in name)
@@ -67,7 +71,13 @@ def schema_types(run: CheckRun) -> Outcome:
         problems = ["the table does not exist yet"] if run.received.valid else []
     return Outcome(
         passed=not problems,
-        metadata={"problems": problems or ["none"], "columns_checked": len(run.contract.fields)},
+        metadata={
+            "problems": problems or ["none"],
+            "columns_checked": len(run.contract.fields),
+            # Only nullability and presence where the contract declares no types for this
+            # destination.
+            "types_checked": types_checked,
+        },
     )
 
 

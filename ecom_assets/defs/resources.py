@@ -9,8 +9,9 @@ import dlt
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from ecom_assets.ingest import DEFAULT_DUCKDB_PATH, RetryPolicy, VendorSession
-from ecom_assets.ingest.source import DEFAULT_PAGE_CONCURRENCY, writer_pipeline
+from ecom_assets.ingest import DEFAULT_DUCKDB_PATH, RetryPolicy, VendorSession, Warehouse
+from ecom_assets.ingest.source import DEFAULT_PAGE_CONCURRENCY
+from ecom_assets.ingest.warehouse import DEFAULT_DESTINATION
 
 
 class VendorApiResource(ConfigurableResource):
@@ -51,24 +52,39 @@ class VendorApiResource(ConfigurableResource):
         return VendorSession(self.api_key, policy)
 
 
-class DuckDBWarehouseResource(ConfigurableResource):
-    """The embedded DuckDB warehouse; tables land in its schema `ecom`."""
+class WarehouseResource(ConfigurableResource):
+    """Where the tables land (schema `ecom`): DuckDB by default, or any dlt destination, whose
+    credentials dlt reads itself (e.g. `DESTINATION__POSTGRES__CREDENTIALS`)."""
 
-    path: str | None = Field(
+    destination: str | None = Field(
         default=None,
-        description=f"DuckDB file; default: $ECOM_DUCKDB_PATH, else {DEFAULT_DUCKDB_PATH}",
+        description=f"dlt destination; default: $ECOM_DESTINATION, else {DEFAULT_DESTINATION}",
+    )
+    duckdb_path: str | None = Field(
+        default=None,
+        description=(
+            "DuckDB file, beside which dlt's working directories live whatever the "
+            f"destination; default: $ECOM_DUCKDB_PATH, else {DEFAULT_DUCKDB_PATH}"
+        ),
     )
 
     @property
-    def database_path(self) -> Path:
+    def warehouse(self) -> Warehouse:
         # Read when a run uses the warehouse, never at import time.
-        return Path(self.path or os.environ.get("ECOM_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH)
+        return Warehouse(
+            destination=self.destination
+            or os.environ.get("ECOM_DESTINATION")
+            or DEFAULT_DESTINATION,
+            duckdb_path=Path(
+                self.duckdb_path or os.environ.get("ECOM_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH
+            ),
+        )
 
     def pipeline(self, run_id: str) -> AbstractContextManager[dlt.Pipeline]:
-        """The run's dlt pipeline, under the database's writer lock (see `writer_pipeline`).
+        """The run's dlt pipeline, held as the dataset's only writer (see `Warehouse.writer`).
         The Dagster pool already queues writers; the lock also covers runs the queue does not
         see, such as two CLI runs."""
-        return writer_pipeline(self.database_path, working_dir=run_id)
+        return self.warehouse.writer(working_dir=run_id)
 
 
 class ChangeSensorSettings(ConfigurableResource):

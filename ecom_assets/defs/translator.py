@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 from dagster import (
@@ -15,33 +16,43 @@ from dagster import (
 from dagster_dlt import DagsterDltTranslator
 from dagster_dlt.translator import DltResourceTranslatorData
 
-from ecom_assets.contract import CONTRACTS, ResourceContract
-from ecom_assets.ingest.source import DATASET_NAME
+from ecom_assets.contract import CONTRACTS, FieldType, ResourceContract
+from ecom_assets.ingest.warehouse import DATASET_NAME, DEFAULT_DESTINATION
 
 ASSET_GROUP = "ecom"
 OWNERS = ["team:data-platform"]
+# The destination is the assets' kind and decides the column types shown in the UI, which
+# Dagster reads when the definitions load: like the partitions' start date, it is read then.
+DESTINATION = os.getenv("ECOM_DESTINATION") or DEFAULT_DESTINATION
 
 
 def asset_key(contract: ResourceContract) -> AssetKey:
     return AssetKey([DATASET_NAME, contract.name])
 
 
-def column_schema(contract: ResourceContract, unknown_fields: Iterable[str] = ()) -> TableSchema:
-    """The contract as Dagster's `dagster/column_schema`, with nullability constraints, plus
-    the columns of fields the vendor sent that the contract does not know."""
+def column_schema(
+    contract: ResourceContract, destination: str, unknown_fields: Iterable[str] = ()
+) -> TableSchema:
+    """The contract as Dagster's `dagster/column_schema` (column types of `destination`), with
+    nullability constraints, plus the columns of fields the vendor sent that the contract does
+    not know."""
     return TableSchema(
         columns=[
             *(
                 TableColumn(
                     name=field.name,
-                    type=field.type.duckdb_type,
+                    type=field.type.sql_type(destination) or field.type.dlt_type,
                     description=field.description,
                     constraints=TableColumnConstraints(nullable=field.nullable),
                 )
                 for field in contract.fields
             ),
             *(
-                TableColumn(name=name, type="VARCHAR", description="Not in the contract.")
+                TableColumn(
+                    name=name,
+                    type=FieldType.TEXT.sql_type(destination) or FieldType.TEXT.dlt_type,
+                    description="Not in the contract.",
+                )
                 for name in sorted(unknown_fields)
             ),
         ]
@@ -49,8 +60,8 @@ def column_schema(contract: ResourceContract, unknown_fields: Iterable[str] = ()
 
 
 class EcomDltTranslator(DagsterDltTranslator):
-    def __init__(self, destination_name: str = "duckdb") -> None:
-        self.destination_name = destination_name
+    def __init__(self, destination: str = DESTINATION) -> None:
+        self.destination = destination
 
     def get_asset_spec(self, data: DltResourceTranslatorData) -> AssetSpec:
         contract = CONTRACTS[data.resource.name]
@@ -65,9 +76,12 @@ class EcomDltTranslator(DagsterDltTranslator):
                 f"`{DATASET_NAME}.{contract.quarantine_table}`."
             ),
             owners=OWNERS,
-            kinds={"dlt", self.destination_name},
+            kinds={"dlt", self.destination},
             metadata={
-                "dagster/column_schema": MetadataValue.table_schema(column_schema(contract)),
+                "dagster/column_schema": MetadataValue.table_schema(
+                    column_schema(contract, self.destination)
+                ),
+                "destination": self.destination,
                 "dagster/table_name": f"{DATASET_NAME}.{contract.name}",
                 "vendor_endpoint": contract.path,
                 "primary_key": contract.primary_key,

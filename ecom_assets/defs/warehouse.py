@@ -40,14 +40,21 @@ def query_one(
 
 
 def table_columns(client: SqlClientBase, table: str) -> dict[str, tuple[str, bool]]:
-    """Column name -> (data type as the destination reports it, nullable)."""
+    """Column name -> (data type as the destination reports it, nullable). PostgreSQL reports
+    a decimal as `numeric` alone: its precision and scale are added, as DuckDB shows them."""
     rows = client.execute_sql(
-        "select column_name, data_type, is_nullable from information_schema.columns "
-        "where table_schema = %s and table_name = %s",
+        "select column_name, data_type, is_nullable, numeric_precision, numeric_scale "
+        "from information_schema.columns where table_schema = %s and table_name = %s",
         client.dataset_name,
         table,
     )
-    return {name: (data_type.upper(), nullable == "YES") for name, data_type, nullable in rows}
+    columns = {}
+    for name, data_type, nullable, precision, scale in rows:
+        data_type = data_type.upper()
+        if data_type == "NUMERIC" and precision is not None:
+            data_type = f"NUMERIC({precision},{scale})"
+        columns[name] = (data_type, nullable == "YES")
+    return columns
 
 
 def window_filter(contract: ResourceContract, window: Window | None) -> tuple[str, tuple]:
@@ -88,14 +95,15 @@ def verify_nothing_lost(
 
 def sync_metadata(
     client: SqlClientBase,
+    destination: str,
     contract: ResourceContract,
     window: Window | None,
     received: ResourceReport,
 ) -> dict[str, Any]:
     metadata: dict[str, Any] = {
-        # The contract's schema, not dlt's inferred one: DuckDB types, nullability, descriptions.
+        # The contract's schema, not dlt's inferred one: types, nullability, descriptions.
         "dagster/column_schema": MetadataValue.table_schema(
-            column_schema(contract, received.unknown_fields)
+            column_schema(contract, destination, received.unknown_fields)
         ),
         "window": str(window) if window else "full refresh",
         "vendor_total": received.vendor_total or 0,

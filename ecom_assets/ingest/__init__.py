@@ -2,7 +2,8 @@
 
 from ecom_assets.ingest.http import RetryPolicy, VendorAPIError, VendorSession
 from ecom_assets.ingest.report import SyncReport
-from ecom_assets.ingest.source import DEFAULT_DUCKDB_PATH, ecom_pipeline, ecom_source
+from ecom_assets.ingest.source import ecom_source
+from ecom_assets.ingest.warehouse import DEFAULT_DUCKDB_PATH, Warehouse
 from ecom_assets.ingest.window import Window
 
 __all__ = [
@@ -11,7 +12,7 @@ __all__ = [
     "SyncReport",
     "VendorAPIError",
     "VendorSession",
+    "Warehouse",
     "Window",
-    "ecom_pipeline",
     "ecom_source",
 ]

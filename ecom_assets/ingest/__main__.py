@@ -1,12 +1,14 @@
 """Run the dlt pipeline without Dagster: `python -m ecom_assets.ingest [--since D --before D]`.
 
 Configuration comes from dlt's providers (environment variables or `.dlt/*.toml`):
-`ECOM_API_BASE_URL`, `ECOM_API_KEY` (a secret) and `ECOM_DUCKDB_PATH`.
+`ECOM_API_BASE_URL`, `ECOM_API_KEY` (a secret), `ECOM_DESTINATION` (default duckdb) and
+`ECOM_DUCKDB_PATH`; other destinations' credentials the way dlt reads them.
 """
 
 import argparse
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dlt
 
@@ -15,10 +17,12 @@ from ecom_assets.ingest import (
     DEFAULT_DUCKDB_PATH,
     SyncReport,
     VendorSession,
+    Warehouse,
     Window,
     ecom_source,
 )
-from ecom_assets.ingest.source import DEFAULT_PAGE_CONCURRENCY, writer_pipeline
+from ecom_assets.ingest.source import DEFAULT_PAGE_CONCURRENCY
+from ecom_assets.ingest.warehouse import DEFAULT_DESTINATION
 
 
 def _utc_day(text: str) -> datetime:
@@ -36,10 +40,13 @@ def main() -> None:
 
     window = Window(args.since, args.before) if args.since else None
     report = SyncReport()
-    database = dlt.config.get("ecom_duckdb_path") or DEFAULT_DUCKDB_PATH
+    warehouse = Warehouse(
+        destination=dlt.config.get("ecom_destination") or DEFAULT_DESTINATION,
+        duckdb_path=Path(dlt.config.get("ecom_duckdb_path") or DEFAULT_DUCKDB_PATH),
+    )
     api_key = dlt.secrets["ecom_api_key"]
     with (
-        writer_pipeline(database, working_dir=f"cli-{uuid.uuid4().hex}") as pipeline,
+        warehouse.writer(working_dir=f"cli-{uuid.uuid4().hex}") as pipeline,
         VendorSession(api_key, concurrency=DEFAULT_PAGE_CONCURRENCY) as session,
     ):
         source = ecom_source(
@@ -49,7 +56,7 @@ def main() -> None:
             resources=args.resource or tuple(CONTRACTS),
             report=report,
         )
-        pipeline.run(source, loader_file_format="parquet")
+        pipeline.run(source, loader_file_format=warehouse.loader_file_format)
     for name, received in report.items():
         print(f"{name}: vendor total {received.vendor_total}, received {received.received}, "
               f"loaded {received.valid}, quarantined {received.quarantined}")

@@ -14,6 +14,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from dlt.sources.helpers.rest_client.paginators import OffsetPaginator
 from requests import Response
 
@@ -43,8 +45,9 @@ class ReconcilingOffsetPaginator(OffsetPaginator):
         self._passes = 1
         self._pass_received = 0
         # The ids of this pass: they must account for `total`, or pages repeated records
-        # (and so skipped others). Ids only, so memory stays small for large windows.
-        self._pass_ids: set[str] = set()
+        # (and so skipped others). Kept as Arrow strings, a few bytes per record: a million
+        # ids in a Python set would cost some 70 MB.
+        self._pass_ids: list[pa.Array] = []
         self._pass_without_id = 0
 
     def update_state(self, response: Response, data: list[Any] | None = None) -> None:
@@ -63,12 +66,11 @@ class ReconcilingOffsetPaginator(OffsetPaginator):
             logger.warning("%s: %d records for limit %d", where, len(page), self.limit)
         self.report.add_page(len(page))
         self._pass_received += len(page)
-        for record in page:
-            record_id = record.get("id") if isinstance(record, dict) else None
-            if isinstance(record_id, str):
-                self._pass_ids.add(record_id)
-            else:  # defective, quarantined later; still one record of the window
-                self._pass_without_id += 1
+        ids = [record.get("id") if isinstance(record, dict) else None for record in page]
+        page_ids = [record_id for record_id in ids if isinstance(record_id, str)]
+        self._pass_ids.append(pa.array(page_ids, pa.string()))
+        # Records without an id are defective, quarantined later; still records of the window.
+        self._pass_without_id += len(ids) - len(page_ids)
         expected = self.report.vendor_total
         if expected is not None and total != expected:
             self._restart(where, f"the vendor's total changed from {expected} to {total}")
@@ -77,7 +79,7 @@ class ReconcilingOffsetPaginator(OffsetPaginator):
         self.value_step = max(self.limit, len(page))  # the next offset follows what arrived
         super().update_state(response, page)
         if not self.has_next_page:
-            distinct = len(self._pass_ids) + self._pass_without_id
+            distinct = self._distinct_ids() + self._pass_without_id
             if self._pass_received != total or distinct != total:
                 self._restart(
                     where,
@@ -86,6 +88,9 @@ class ReconcilingOffsetPaginator(OffsetPaginator):
                 )
                 return
             self.report.complete = True
+
+    def _distinct_ids(self) -> int:
+        return pc.count_distinct(pa.chunked_array(self._pass_ids, pa.string())).as_py()
 
     def _restart(self, where: str, drift: str) -> None:
         """Records moved while the window was paged, so offsets shifted and a record may have

@@ -8,15 +8,9 @@ reconciles every window with the vendor's `total`, and quarantine of defective r
 
 from __future__ import annotations
 
-import fcntl
-import logging
-import shutil
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
-import dlt
 from dlt.sources import DltSource
 from dlt.sources.rest_api import rest_api_source
 
@@ -27,12 +21,7 @@ from ecom_assets.ingest.quarantine import add_quarantine
 from ecom_assets.ingest.report import SyncReport
 from ecom_assets.ingest.window import Window
 
-logger = logging.getLogger(__name__)
-
 SOURCE_NAME = "ecom"
-DATASET_NAME = "ecom"
-PIPELINE_NAME = "ecom"
-DEFAULT_DUCKDB_PATH = "data/warehouse.duckdb"
 DEFAULT_PAGE_CONCURRENCY = 8
 
 
@@ -95,54 +84,3 @@ def ecom_source(
     for name in resources:
         add_quarantine(source.resources[name], CONTRACTS[name], window, report[name])
     return source
-
-
-def ecom_pipeline(duckdb_path: str | Path, working_dir: str = "default") -> dlt.Pipeline:
-    """A DuckDB pipeline whose dlt working directory lives beside the database file, in
-    `dlt_pipelines/<working_dir>`."""
-    duckdb_path = Path(duckdb_path).resolve()
-    if duckdb_path.stem == DATASET_NAME:
-        # DuckDB names the catalog after the file: a catalog `ecom` beside the schema `ecom`
-        # makes every `ecom.<table>` reference ambiguous, and DuckDB refuses them all.
-        raise ValueError(
-            f"the DuckDB file must not be named {duckdb_path.name} (its catalog would clash "
-            f"with the dataset schema `{DATASET_NAME}`); use e.g. {DEFAULT_DUCKDB_PATH}"
-        )
-    duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-    # Rows arrive as Arrow tables; keep dlt's load id on them, as on any other dlt table.
-    dlt.config["normalize.parquet_normalizer.add_dlt_load_id"] = True
-    return dlt.pipeline(
-        pipeline_name=PIPELINE_NAME,
-        pipelines_dir=str(duckdb_path.parent / "dlt_pipelines" / working_dir),
-        # A full refresh (write disposition `replace`) loads into a staging dataset and swaps
-        # the data in one transaction: readers see the old table until then, and a failed
-        # refresh leaves it intact.
-        destination=dlt.destinations.duckdb(
-            str(duckdb_path), replace_strategy="insert-from-staging"
-        ),
-        dataset_name=DATASET_NAME,
-    )
-
-
-@contextmanager
-def writer_pipeline(duckdb_path: str | Path, working_dir: str) -> Iterator[dlt.Pipeline]:
-    """`ecom_pipeline` held under an exclusive lock of the database file, with a working
-    directory of its own that is removed afterwards.
-
-    DuckDB takes one writer process: a second writer waits here instead of failing on DuckDB's
-    lock. With its own working directory a run never trips over another's files, nor finishes
-    a crashed run's pending load package (the state dlt needs comes from the destination).
-    """
-    path = Path(duckdb_path).resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.with_suffix(".lock").open("a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            logger.warning("Waiting for the run that is writing %s", path)
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        pipeline = ecom_pipeline(path, working_dir=working_dir)
-        try:
-            yield pipeline
-        finally:
-            shutil.rmtree(Path(pipeline.pipelines_dir), ignore_errors=True)

@@ -1,0 +1,113 @@
+"""A throwaway PostgreSQL server on loopback: Debian's `postgresql` binaries, a cluster in a
+temporary directory, started for the test session and stopped after it (`make test` installs
+the package on a fresh machine)."""
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import uuid
+from dataclasses import dataclass
+from glob import glob
+from pathlib import Path
+
+import psycopg2
+
+USER = "ecom"
+PASSWORD = "ecom-test-password"
+
+
+def _binaries() -> Path:
+    found = sorted(glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]))
+    if not found:
+        raise RuntimeError(
+            "PostgreSQL server binaries not found under /usr/lib/postgresql: run `make test`, "
+            "which installs Debian's postgresql package"
+        )
+    return Path(found[-1]).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class PostgresServer:
+    port: int
+    directory: Path
+
+    def dsn(self, database: str) -> str:
+        return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self) -> str:
+        """A new empty database; its name."""
+        name = f"test_{uuid.uuid4().hex[:12]}"
+        self.execute("postgres", f"create database {name}")
+        return name
+
+    def execute(self, database: str, sql: str, *params: object) -> list[tuple]:
+        """Run one statement in autocommit mode; its rows, if it returns any."""
+        connection = psycopg2.connect(self.dsn(database))
+        connection.autocommit = True
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params or None)
+                return cursor.fetchall() if cursor.description else []
+        finally:
+            connection.close()
+
+
+def _as_server_user(command: list[str]) -> list[str]:
+    # PostgreSQL refuses to run as root; Debian's package creates the `postgres` user.
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+def start(directory: Path) -> PostgresServer:
+    """initdb and start a cluster in `directory` (password authentication, loopback only)."""
+    binaries = _binaries()
+    if os.geteuid() == 0:
+        owner = pwd.getpwnam("postgres")
+        # The server user must reach its directory through pytest's private temp directories.
+        for parent in [directory, *directory.parents]:
+            if parent == Path(parent.anchor):
+                break
+            parent.chmod(parent.stat().st_mode | 0o001)
+        os.chown(directory, owner.pw_uid, owner.pw_gid)
+    password_file = directory / "password"
+    password_file.write_text(PASSWORD)
+    data, sockets = directory / "data", directory
+    subprocess.run(
+        _as_server_user([
+            str(binaries / "initdb"), "-D", str(data), "-U", USER, "--auth=scram-sha-256",
+            f"--pwfile={password_file}", "--no-sync", "-E", "UTF8", "--locale=C.UTF-8",
+        ]),
+        check=True, capture_output=True,
+    )
+    port = _free_port()
+    # Durability off: a test cluster trades it for speed; it is deleted afterwards.
+    options = (
+        f"-c listen_addresses=127.0.0.1 -p {port} -k {sockets} -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off"
+    )
+    subprocess.run(
+        _as_server_user([
+            str(binaries / "pg_ctl"), "-D", str(data), "-o", options,
+            "-l", str(directory / "server.log"), "-w", "start",
+        ]),
+        check=True, capture_output=True,
+    )
+    return PostgresServer(port, directory)
+
+
+def stop(server: PostgresServer) -> None:
+    subprocess.run(
+        _as_server_user([
+            str(_binaries() / "pg_ctl"), "-D", str(server.directory / "data"), "-m", "fast",
+            "-w", "stop",
+        ]),
+        check=False, capture_output=True,
+    )
+    shutil.rmtree(server.directory, ignore_errors=True)

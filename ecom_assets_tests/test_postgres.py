@@ -1,0 +1,179 @@
+"""The same assets with PostgreSQL as the warehouse (`ECOM_DESTINATION=postgres`), against a
+real server on loopback: loads, re-runs, full refresh, checks, quarantine and the writer lock."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from ecom_assets.contract import CONTRACTS
+from ecom_assets.ingest import Warehouse
+from ecom_assets.sandbox.data import SandboxSpec
+from ecom_assets.sandbox.server import SandboxServer
+from ecom_assets_tests.conftest import PROJECT_DIR, Sync, day, partition_key
+from ecom_assets_tests.postgres import PostgresServer
+
+CLEAN_SPEC = SandboxSpec(size=1000, days=5, unknown_fields=False)
+
+
+@pytest.fixture
+def warehouse_db(
+    postgres_server: PostgresServer, postgres_database: str, vendor_env: None, monkeypatch
+) -> str:
+    """Point the project at a fresh PostgreSQL database, the way a user configures it."""
+    monkeypatch.setenv("ECOM_DESTINATION", "postgres")
+    monkeypatch.setenv(
+        "DESTINATION__POSTGRES__CREDENTIALS", postgres_server.dsn(postgres_database)
+    )
+    return postgres_database
+
+
+def ids(server: PostgresServer, database: str, table: str) -> list[str]:
+    return [row[0] for row in server.execute(database, f"select id from ecom.{table}")]
+
+
+def vendor_ids(sandbox: SandboxServer, resource: str, first: int, last: int) -> set[str]:
+    return {r["id"] for r in sandbox.dataset.records(resource, day(first), day(last))}
+
+
+def check_results(result) -> dict[tuple[str, str], bool]:
+    return {
+        (e.asset_key.path[-1], e.check_name): e.passed
+        for e in result.get_asset_check_evaluations()
+    }
+
+
+@pytest.mark.parametrize("sandbox_spec", [CLEAN_SPEC])
+def test_a_partition_lands_with_the_contract_types_and_every_check_passes(
+    sync: Sync, sandbox: SandboxServer, postgres_server: PostgresServer, warehouse_db: str
+) -> None:
+    result = sync(partition_key(1))
+
+    assert result.success
+    for name, contract in CONTRACTS.items():
+        assert sorted(ids(postgres_server, warehouse_db, name)) == sorted(
+            vendor_ids(sandbox, name, 1, 2)
+        )
+        columns = {
+            column: (data_type.upper(), nullable == "YES")
+            for column, data_type, nullable in postgres_server.execute(
+                warehouse_db,
+                "select column_name, data_type, is_nullable from information_schema.columns "
+                "where table_schema = 'ecom' and table_name = %s",
+                name,
+            )
+        }
+        for field in contract.fields:
+            expected_type = field.type.sql_type("postgres").split("(")[0]  # NUMERIC(18,2)
+            assert columns[field.name] == (expected_type, field.nullable), field.name
+    checks = check_results(result)
+    assert len(checks) == 12 and all(checks.values()), checks
+    [materialization] = [
+        m for m in result.asset_materializations_for_node("ecom_vendor_sync")
+        if m.asset_key.path[-1] == "products"
+    ]
+    assert materialization.metadata["dagster/partition_row_count"].value == len(
+        vendor_ids(sandbox, "products", 1, 2)
+    )
+
+
+def test_a_range_then_a_rerun_of_one_day_leave_exactly_the_vendor_rows(
+    sync: Sync, sandbox: SandboxServer, postgres_server: PostgresServer, warehouse_db: str
+) -> None:
+    assert sync(partition_range=(partition_key(0), partition_key(2))).success
+    assert sync(partition_key(1)).success
+
+    for name in CONTRACTS:
+        loaded = ids(postgres_server, warehouse_db, name)
+        assert len(loaded) == len(set(loaded)), "no duplicates after the re-run"
+        assert set(loaded) == vendor_ids(sandbox, name, 0, 3)
+
+
+def test_a_full_refresh_replaces_the_table_with_what_the_vendor_has(
+    sync: Sync, sandbox: SandboxServer, postgres_server: PostgresServer, warehouse_db: str
+) -> None:
+    assert sync(partition_key(1), resources=("products",)).success
+    # A row the vendor no longer has: only a full refresh removes it.
+    postgres_server.execute(
+        warehouse_db,
+        "update ecom.products set id = 'prod_deleted_by_vendor' where id = "
+        "(select min(id) from ecom.products) returning id",
+    )
+
+    result = sync(partition_key(0), resources=("products",), config={"full_refresh": True})
+
+    assert result.success
+    assert sorted(ids(postgres_server, warehouse_db, "products")) == sorted(
+        r["id"] for r in sandbox.dataset.all("products")
+    )
+
+
+def test_defective_records_are_quarantined_and_the_checks_fail(
+    sync: Sync, sandbox: SandboxServer, postgres_server: PostgresServer, warehouse_db: str
+) -> None:
+    victim, other = sandbox.dataset.records("order_payments", day(1), day(2))[3:5]
+    sandbox.corrupt("order_payments", victim["id"], currency=None)
+    sandbox.corrupt("order_payments", other["id"], amount="twelve")
+
+    result = sync(partition_key(1), resources=("order_payments",))
+
+    assert not result.success  # the blocking checks fail the run, after the load
+    checks = check_results(result)
+    assert not checks[("order_payments", "no_quarantined_records")]
+    assert not checks[("order_payments", "matches_vendor_total")]
+    assert checks[("order_payments", "schema_types")] and checks[("order_payments", "unique_id")]
+    quarantined = postgres_server.execute(
+        warehouse_db,
+        "select record_id, violations from ecom.order_payments_quarantine order by record_id",
+    )
+    assert {row[0] for row in quarantined} == {victim["id"], other["id"]}
+    violations = {v["field"] for _, vs in quarantined for v in _as_list(vs)}
+    assert violations == {"currency", "amount"}
+    loaded = set(ids(postgres_server, warehouse_db, "order_payments"))
+    expected = vendor_ids(sandbox, "order_payments", 1, 2)
+    assert loaded | {victim["id"], other["id"]} == expected, "every record is somewhere"
+    assert not loaded & {victim["id"], other["id"]}
+
+
+def _as_list(violations: object) -> list[dict]:
+    return json.loads(violations) if isinstance(violations, str) else list(violations)
+
+
+def test_two_writers_of_one_postgres_dataset_take_turns(
+    postgres_server: PostgresServer, warehouse_db: str, tmp_path: Path
+) -> None:
+    warehouse = Warehouse(destination="postgres", duckdb_path=tmp_path / "scratch.duckdb")
+    second_entered = threading.Event()
+
+    def second_writer() -> None:
+        with warehouse.writer("second"):
+            second_entered.set()
+
+    with warehouse.writer("first"):
+        thread = threading.Thread(target=second_writer)
+        thread.start()
+        # It waits on the server's advisory lock for as long as the first writer holds it.
+        assert not second_entered.wait(timeout=2)
+    thread.join(timeout=30)
+    assert second_entered.is_set()
+
+
+def test_the_assets_name_postgres_as_their_kind_and_show_its_column_types() -> None:
+    script = (
+        "from dagster import AssetKey\n"
+        "from ecom_assets.definitions import defs\n"
+        "key = AssetKey(['ecom', 'order_payments'])\n"
+        "spec = defs.resolve_assets_def(key).specs_by_key[key]\n"
+        "schema = spec.metadata['dagster/column_schema'].schema\n"
+        "print(sorted(spec.kinds), {c.name: c.type for c in schema.columns}['amount'])\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "ECOM_DESTINATION": "postgres"},
+        cwd=PROJECT_DIR, capture_output=True, text=True, check=True,
+    ).stdout
+    assert output.strip() == "['dlt', 'postgres'] NUMERIC(18,2)"
