@@ -14,6 +14,7 @@ peak RSS, with ratios to the plain dlt baselines:
 import argparse
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -64,20 +65,38 @@ def _command(label: str, base_url: str, workdir: Path, spec: SandboxSpec) -> lis
     ]
 
 
+def _peak_rss_kib(pid: int) -> int:
+    """The process's own peak RSS so far (VmHWM), 0 once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    return int(match.group(1)) if match else 0
+
+
 def _run(command: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """Wall time and peak RSS (KiB) of one process."""
+    """Wall time and peak RSS (KiB) of one process: its own high-water mark (VmHWM), read
+    every 20 ms. wait4's ru_maxrss would be the largest of the process and its descendants."""
     started = time.perf_counter()
-    process = subprocess.Popen(
-        command, env=env, cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    output = process.stdout.read() if process.stdout else b""
-    _, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        sys.stderr.write(output.decode(errors="replace")[-3000:])
-        raise SystemExit(f"{' '.join(command[:4])} failed with exit {process.returncode}")
-    return elapsed, usage.ru_maxrss
+    with tempfile.TemporaryFile() as output:
+        process = subprocess.Popen(
+            command, env=env, cwd=PROJECT_DIR, stdout=output, stderr=subprocess.STDOUT
+        )
+        peak = 0
+        while True:
+            pid, status = os.waitpid(process.pid, os.WNOHANG)
+            if pid:
+                break
+            peak = max(peak, _peak_rss_kib(process.pid))
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            output.seek(0)
+            sys.stderr.write(output.read().decode(errors="replace")[-3000:])
+            raise SystemExit(f"{' '.join(command[:4])} failed with exit {process.returncode}")
+    return elapsed, peak
 
 
 def _environment(workdir: Path, base_url: str, spec: SandboxSpec) -> dict[str, str]:
