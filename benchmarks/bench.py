@@ -31,6 +31,7 @@ from ecom_assets.sandbox.server import SandboxServer
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 API_KEY = "bench-key"
+KEEP_MARKER = "<!-- make bench rewrites what is above this line and keeps what follows. -->"
 
 
 @dataclass
@@ -185,11 +186,14 @@ def main() -> None:
         variants = measure(int(records), float(latency), args.repeats, args.variants)
         sections.append(table(int(records), float(latency), variants))
         print(sections[-1], flush=True)
+    # Notes written by hand (scale, refresh cost, analysis) follow the marker and are kept.
+    previous = args.output.read_text() if args.output.exists() else ""
+    kept = previous.split(KEEP_MARKER, 1)[1] if KEEP_MARKER in previous else "\n"
     args.output.write_text(
         "# Benchmarks\n\nProduced by `make bench` (benchmarks/bench.py) on "
         f"{time.strftime('%Y-%m-%d')}: {machine()}. Every variant is a fresh process on the "
         "same sandbox data; ratios are what to compare, since the machine is noisy.\n\n"
-        + "\n\n".join(sections) + "\n"
+        + "\n\n".join(sections) + "\n\n" + KEEP_MARKER + kept
     )
     print(f"wrote {args.output}")
 
