@@ -108,3 +108,30 @@ def test_rate_limited_concurrent_pages_still_load_everything(
     assert rows(database, "select count(distinct id) from ecom.order_payments") == [
         (report.received,)
     ]
+
+
+@pytest.mark.parametrize("sandbox_spec", [SandboxSpec(size=5000, days=1)])
+def test_records_stream_to_dlt_while_the_window_is_still_being_paged(
+    sandbox: SandboxServer, api_key: str, tmp_path: Path, monkeypatch
+) -> None:
+    # 50 pages of 100 in one window; batches of 500 records.
+    monkeypatch.setattr(quarantine, "ARROW_BATCH_SIZE", 500)
+    pages_served_at_each_batch: list[int] = []
+    report = SyncReport()
+    with VendorSession(api_key, concurrency=8) as session:
+        source = ecom_source(
+            sandbox.base_url, session, window=Window(day(0), day(1)),
+            resources=["order_payments"], report=report,
+        )
+        source.resources["order_payments"].add_map(
+            lambda batch: pages_served_at_each_batch.append(len(sandbox.request_log)) or batch
+        )
+        pipeline = Warehouse(duckdb_path=tmp_path / "warehouse.duckdb").pipeline()
+        pipeline.run(source, loader_file_format="parquet")
+
+    assert report["order_payments"].received == 5000
+    assert len(pages_served_at_each_batch) == 10
+    # The first batch reached dlt after its 5 pages plus at most 16 fetched ahead: the window
+    # is never gathered whole before dlt sees it.
+    assert pages_served_at_each_batch[0] <= 5 + 16 + 1
+    assert len(sandbox.request_log) >= 50
