@@ -7,6 +7,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 import uuid
 from dataclasses import dataclass
 from glob import glob
@@ -70,9 +71,11 @@ def start(directory: Path) -> PostgresServer:
     binaries = _binaries()
     if os.geteuid() == 0:
         owner = pwd.getpwnam("postgres")
-        # The server user must reach its directory through pytest's private temp directories.
+        # The server user must reach its directory through pytest's private temp directories
+        # (search permission only, and only below the system's temp directory).
+        temp_root = Path(tempfile.gettempdir()).resolve()
         for parent in [directory, *directory.parents]:
-            if parent == Path(parent.anchor):
+            if parent == temp_root or temp_root not in parent.parents:
                 break
             parent.chmod(parent.stat().st_mode | 0o001)
         os.chown(directory, owner.pw_uid, owner.pw_gid)

@@ -8,6 +8,7 @@ import pytest
 from dagster import AssetCheckKey, AssetCheckSeverity, AssetKey, DagsterInstance, asset
 
 from ecom_assets.contract import CONTRACTS
+from ecom_assets.defs.assets import RETRY_ON_FAILURE_TAG
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import OMIT, SandboxServer
 from ecom_assets_tests.conftest import Sync, day, partition_key, rows
@@ -118,6 +119,8 @@ def test_a_defective_record_is_quarantined_its_page_still_loads_and_downstream_s
     assert results[("order_payments", "schema_types")].passed, "the column was never widened"
     assert result.asset_materializations_for_node("payments_report") == []
     assert column_types(duckdb_path, "order_payments")["amount"] == ("DECIMAL(18,2)", False)
+    # Fetching again brings the same defect: the daemon's run retries leave this run failed.
+    assert sync.instance.get_run_by_id(result.run_id).tags[RETRY_ON_FAILURE_TAG] == "false"
 
 
 def test_an_unknown_field_becomes_a_column_and_the_warn_check_lists_it(
@@ -131,6 +134,7 @@ def test_an_unknown_field_becomes_a_column_and_the_warn_check_lists_it(
     result = sync(partition_key(1), resources=("products",), downstream=[])
 
     assert result.success, "a WARN check does not block"
+    assert RETRY_ON_FAILURE_TAG not in sync.instance.get_run_by_id(result.run_id).tags
     tiers = dict(rows(duckdb_path, "select id, loyalty_tier from ecom.products"))
     # Kept as they came: a string as itself, anything else as its JSON text.
     assert (tiers[victim["id"]], tiers[other["id"]]) == ("gold", '{"level": 2}')

@@ -162,3 +162,6 @@ def test_the_key_is_nowhere_in_dagsters_storage_nor_in_the_warehouse(
                 f"%{API_KEY}%",
             )
             assert hits == 0, f"the key is in {database}.{schema}.{table}"
+    # Nor in what the webserver and the daemon logged, and neither is the database password.
+    log = production.log.read_text(errors="replace")
+    assert API_KEY not in log and PASSWORD not in log

@@ -125,10 +125,28 @@ def test_a_page_that_ignores_limit_is_accepted_and_paging_continues_after_it(
     assert len(expected) > 3000
     loaded = [r[0] for r in rows(duckdb_path, "select id from ecom.order_payments")]
     assert sorted(loaded) == sorted(expected)  # every record once: none skipped, none twice
-    served_offsets = {entry[1] for entry in requests_for(sandbox, "order_payments")}
+    served_offsets = [entry[1] for entry in requests_for(sandbox, "order_payments")]
     assert 3000 in served_offsets  # paging resumed right after the oversized page
+    assert served_offsets.count(0) == 1 and "paging the window again" not in caplog.text
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["matches_vendor_total"] and checks["no_quarantined_records"]
+
+
+def test_a_vendor_that_caps_pages_below_limit_loads_everything_in_one_pass(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path, caplog
+) -> None:
+    sandbox.faults.add("order_payments", Fault.ignore_limit(50), times=1000)
+
+    result = sync(partition_key(1), resources=("order_payments",))
+
+    assert result.success
+    expected = [r["id"] for r in sandbox.dataset.records("order_payments", day(1), day(2))]
+    loaded = [r[0] for r in rows(duckdb_path, "select id from ecom.order_payments")]
+    assert sorted(loaded) == sorted(expected)
+    assert "paging the window again" not in caplog.text
+    # Pages fetched ahead follow the vendor's page size: each offset is asked for once.
+    served_offsets = [entry[1] for entry in requests_for(sandbox, "order_payments")]
+    assert len(served_offsets) == len(set(served_offsets)) <= len(expected) // 50 + 1
 
 
 def test_retry_after_as_an_http_date_is_honoured() -> None:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from dagster import (
     AssetCheckResult,
+    AssetCheckSeverity,
     AssetExecutionContext,
     BackfillPolicy,
     Config,
@@ -49,6 +50,11 @@ class SyncConfig(Config):
             "partition window, and replace each table atomically. Launch it over all partitions."
         ),
     )
+
+
+def _not_to_be_retried(context: AssetExecutionContext) -> None:
+    """Tell the daemon's run retries (dagster.yaml `run_retries`) to leave this run failed."""
+    context.instance.add_run_tags(context.run_id, {RETRY_ON_FAILURE_TAG: "false"})
 
 
 def _vendor_failure(exc: PipelineStepFailed, what: str) -> Failure:
@@ -122,9 +128,7 @@ def ecom_vendor_sync(
         except PipelineStepFailed as exc:
             failure = _vendor_failure(exc, what)
             if not failure.allow_retries:
-                # Tell the daemon's run retries (dagster.yaml `run_retries`) to leave this run
-                # failed: a re-execution would be rejected the same way.
-                context.instance.add_run_tags(context.run_id, {RETRY_ON_FAILURE_TAG: "false"})
+                _not_to_be_retried(context)  # the vendor would reject it the same way
             raise failure from None
         yield from _report_load(
             context, pipeline, warehouse.warehouse.destination, contracts, scope, report, results
@@ -159,9 +163,13 @@ def _report_load(
                 for check in context.selected_asset_check_keys
                 if check.asset_key == result.asset_key
             }
-            yield from evaluate_checks(
+            for check_result in evaluate_checks(
                 CheckRun(client, destination, contract, scope, received, load_ids),
                 selected_checks,
-            )
+            ):
+                if not check_result.passed and check_result.severity is AssetCheckSeverity.ERROR:
+                    # Defective or missing vendor data: fetching again at once brings the same.
+                    _not_to_be_retried(context)
+                yield check_result
     # Last, so that what was loaded is still reported when the counts do not add up.
     verify_nothing_lost(pipeline, contracts, report)

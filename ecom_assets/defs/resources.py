@@ -53,13 +53,10 @@ class VendorApiResource(ConfigurableResource):
 
 
 class WarehouseResource(ConfigurableResource):
-    """Where the tables land (schema `ecom`): DuckDB by default, or any dlt destination, whose
-    credentials dlt reads itself (e.g. `DESTINATION__POSTGRES__CREDENTIALS`)."""
+    """Where the tables land (schema `ecom`): the dlt destination named by $ECOM_DESTINATION
+    (default DuckDB), whose credentials dlt reads itself (e.g.
+    `DESTINATION__POSTGRES__CREDENTIALS`)."""
 
-    destination: str | None = Field(
-        default=None,
-        description=f"dlt destination; default: $ECOM_DESTINATION, else {DEFAULT_DESTINATION}",
-    )
     duckdb_path: str | None = Field(
         default=None,
         description=(
@@ -72,9 +69,8 @@ class WarehouseResource(ConfigurableResource):
     def warehouse(self) -> Warehouse:
         # Read when a run uses the warehouse, never at import time.
         return Warehouse(
-            destination=self.destination
-            or os.environ.get("ECOM_DESTINATION")
-            or DEFAULT_DESTINATION,
+            # One setting for the run and for the definitions (kinds, column types in the UI).
+            destination=os.environ.get("ECOM_DESTINATION") or DEFAULT_DESTINATION,
             duckdb_path=Path(
                 self.duckdb_path or os.environ.get("ECOM_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH
             ),

@@ -5,7 +5,7 @@ This paginator checks every page against the contract (a list under `data`, an i
 `total`) and reconciles the window at its end: the records received must equal the vendor's
 `total`, and `total` must not change while paging (records that move during paging shift
 offsets and would otherwise be skipped without a trace). A page that ignores `limit` and
-returns more records is accepted: the next page starts after the last record received.
+returns more or fewer records is accepted: the next page starts after the last record received.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class ReconcilingOffsetPaginator(OffsetPaginator):
             self._restart(where, f"the vendor's total changed from {expected} to {total}")
             return
         self.report.vendor_total = total
-        self.value_step = max(self.limit, len(page))  # the next offset follows what arrived
+        self.value_step = len(page) or self.limit  # the next offset follows what arrived
         super().update_state(response, page)
         if not self.has_next_page:
             distinct = self._distinct_ids() + self._pass_without_id

@@ -123,15 +123,19 @@ class PagePrefetcher:
         self, request: requests.PreparedRequest, response: requests.Response, kwargs: Any
     ) -> None:
         position = _page_position(request.url or "")
-        total = _total(response)
-        if position is None or total is None:
+        shape = _page_shape(response)
+        if position is None or shape is None:
             return
-        window, offset, limit = position
-        last = min(total, offset + limit * (self._ahead + 1))
+        window, offset, _ = position
+        total, length = shape
+        # Predict the next offsets by the length of this page: a vendor may send more or fewer
+        # records than `limit`, and the paginator follows what arrived.
+        stride = length or 1
+        last = min(total, offset + stride * (self._ahead + 1))
         with self._lock:
             # Only offsets past the furthest one already requested for this window.
-            first = max(offset, self._frontier.get(window, offset)) + limit
-            offsets = range(first, last, limit)
+            first = max(offset, self._frontier.get(window, offset)) + stride
+            offsets = range(first, last, stride)
             if offsets:
                 self._frontier[window] = offsets[-1]
             for next_offset in offsets:
@@ -142,12 +146,17 @@ class PagePrefetcher:
                 )
 
 
-def _total(response: requests.Response) -> int | None:
+def _page_shape(response: requests.Response) -> tuple[int, int] | None:
+    """(`total`, records on the page) of a good page; None for anything else."""
     if response.status_code != 200:
         return None
     try:
         body = response.json()
     except ValueError:
         return None
-    total = body.get("total") if isinstance(body, dict) else None
-    return total if isinstance(total, int) and not isinstance(total, bool) else None
+    if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+        return None
+    total = body.get("total")
+    if not isinstance(total, int) or isinstance(total, bool):
+        return None
+    return total, len(body["data"])

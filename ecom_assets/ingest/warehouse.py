@@ -9,6 +9,8 @@ from __future__ import annotations
 import fcntl
 import logging
 import shutil
+import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ DEFAULT_DUCKDB_PATH = "data/warehouse.duckdb"
 # A full refresh (write disposition `replace`) loads into a staging dataset and swaps the data
 # in one transaction: readers see the old table until then, and a failed refresh leaves it.
 REPLACE_STRATEGY = "insert-from-staging"
+LOCK_POLL_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -42,10 +45,10 @@ class Warehouse:
 
     @property
     def loader_file_format(self) -> str | None:
-        """Parquet for DuckDB, which reads the Arrow batches' files directly; elsewhere the
-        destination's own choice (PostgreSQL: INSERT statements, which turn list columns into
-        JSON, where its binary COPY of parquet cannot)."""
-        return "parquet" if self.is_duckdb else "insert_values"
+        """Parquet for DuckDB, which reads the Arrow batches' files directly; INSERT statements
+        for PostgreSQL (they turn list columns into `jsonb`, where dlt's binary COPY of parquet
+        cannot); elsewhere the destination's own choice."""
+        return {"duckdb": "parquet", "postgres": "insert_values"}.get(self.destination)
 
     def dlt_destination(self) -> Destination:
         if not self.is_duckdb:
@@ -101,13 +104,14 @@ class Warehouse:
                     fcntl.flock(lock, fcntl.LOCK_EX)
                 yield
         elif self.destination == "postgres":
-            # A session advisory lock, held by a connection of its own for the whole run.
+            # A session advisory lock, held by a connection of its own for the whole run. It is
+            # polled rather than awaited, so that terminating a waiting run takes effect.
+            name = f"{PIPELINE_NAME}:{pipeline.dataset_name}"
+            key = zlib.crc32(name.encode())
             with pipeline.sql_client() as client:
-                key = f"{PIPELINE_NAME}:{pipeline.dataset_name}"
-                [(locked,)] = client.execute_sql("select pg_try_advisory_lock(hashtext(%s))", key)
-                if not locked:
-                    logger.warning("Waiting for the run that is writing dataset %s", key)
-                    client.execute_sql("select pg_advisory_lock(hashtext(%s))", key)
+                while not client.execute_sql("select pg_try_advisory_lock(%s)", key)[0][0]:
+                    logger.warning("Waiting for the run that is writing dataset %s", name)
+                    time.sleep(LOCK_POLL_SECONDS)
                 yield
         else:
             # Dagster's pool `ecom_warehouse_writer` queues the runs launched through the daemon.
