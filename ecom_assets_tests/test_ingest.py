@@ -1,5 +1,6 @@
 """The dlt source on its own (no Dagster): batching, concurrency, rate-limit backoff."""
 
+import json
 import threading
 from pathlib import Path
 
@@ -135,3 +136,32 @@ def test_records_stream_to_dlt_while_the_window_is_still_being_paged(
     # is never gathered whole before dlt sees it.
     assert pages_served_at_each_batch[0] <= 5 + 16 + 1
     assert len(sandbox.request_log) >= 50
+
+
+def test_a_window_paged_once_lets_the_merge_skip_deduplication_and_a_repaged_one_does_not(
+    sandbox: SandboxServer, api_key: str, tmp_path: Path
+) -> None:
+    database = tmp_path / "warehouse.duckdb"
+
+    def deduplicated_hint() -> bool:
+        """The hint in the schema dlt stored with the latest load."""
+        [(schema,)] = rows(
+            database, "select schema from ecom._dlt_version order by inserted_at desc limit 1"
+        )
+        return json.loads(schema)["tables"]["order_payments"].get(quarantine.DEDUPLICATED)
+
+    load(sandbox, api_key, database)
+    assert deduplicated_hint() is True
+
+    # The window is paged again: the first pass's records are loaded twice before the merge.
+    moved = sandbox.dataset.records("order_payments", day(0), day(5))[1]
+    sandbox.faults.add("order_payments", Fault.stall(0))
+    sandbox.faults.add(
+        "order_payments", Fault.act(lambda: sandbox.update_now("order_payments", moved["id"]))
+    )
+    report = load(sandbox, api_key, database)
+
+    assert report.fetched > report.received
+    assert deduplicated_hint() is False
+    ids = [r[0] for r in rows(database, "select id from ecom.order_payments")]
+    assert len(ids) == len(set(ids)), "the merge deduplicated the pages loaded twice"

@@ -54,6 +54,8 @@ def add_quarantine(
 
 
 ARROW_BATCH_SIZE = 10_000
+# dlt's table hint: the staging data of a merge holds each primary key once.
+DEDUPLICATED = "x-stage-data-deduplicated"
 
 def _as_text(value: Any) -> str | None:
     """An unknown field's value as text: strings as they are, anything else as JSON."""
@@ -121,7 +123,14 @@ class QuarantineRouter(ItemTransform[Any]):
             # Take the batch before yielding: dlt may call the next page's route() before it
             # resumes this generator.
             batch, self._batch = self._batch, []
-            yield _arrow_page(self.contract, batch, sorted(self.report.unknown_fields))
+            table = _arrow_page(self.contract, batch, sorted(self.report.unknown_fields))
+            # A window reconciled in one pass holds each record once, so dlt's merge may skip
+            # its deduplication, whose memory grows with the load. Every batch states the hint,
+            # so a window paged again never inherits `True` from an earlier run's schema.
+            hints = dlt.mark.make_hints(
+                additional_table_hints={DEDUPLICATED: self.report.paged_once}
+            )
+            yield dlt.mark.with_hints(table, hints)
         if quarantined:
             yield dlt.mark.with_table_name(quarantined, self.contract.quarantine_table)
 

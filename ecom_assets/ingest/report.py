@@ -33,6 +33,11 @@ class ResourceReport:
     def valid(self) -> int:
         return self.received - self.quarantined
 
+    @property
+    def paged_once(self) -> bool:
+        """The window was reconciled in a single pass: every record fetched is distinct."""
+        return self.complete and self.fetched == self.received
+
     def add_page(self, records: int) -> None:
         with self._lock:
             self.pages += 1
