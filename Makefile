@@ -1,7 +1,7 @@
 # The project's commands. Each works on a fresh machine with Python 3.11+ and make.
 # A git-ignored .env (see .env.example) configures a real vendor.
 -include .env
-export $(filter ECOM_%,$(.VARIABLES))
+export $(filter ECOM_% DESTINATION__%,$(.VARIABLES))
 
 PYTHON ?= python3
 VENV := .venv
@@ -12,8 +12,8 @@ export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 # `make demo` and `make ui` run against the sandbox vendor: whatever .env says for a real vendor,
 # they keep their own warehouse and Dagster home, so sandbox records never mix with real ones.
 SANDBOX_HOME := $(CURDIR)/dagster_home
-SANDBOX_ENV := DAGSTER_HOME=$(SANDBOX_HOME) ECOM_DUCKDB_PATH=$(CURDIR)/data/sandbox.duckdb \
-	ECOM_PARTITIONS_START=2026-01-01
+SANDBOX_ENV := DAGSTER_HOME=$(SANDBOX_HOME) ECOM_DESTINATION=duckdb \
+	ECOM_DUCKDB_PATH=$(CURDIR)/data/sandbox.duckdb ECOM_PARTITIONS_START=2026-01-01
 SANDBOX_PORT ?= 8765
 UI_PORT ?= 3000
 
