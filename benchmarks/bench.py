@@ -26,6 +26,7 @@ from datetime import timedelta
 from importlib.metadata import version
 from pathlib import Path
 
+from ecom_assets.demo import materialize_command
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
 
@@ -59,11 +60,7 @@ def _command(label: str, base_url: str, workdir: Path, spec: SandboxSpec) -> lis
         return [python, "-m", "benchmarks.floor", base_url, str(database)]
     first = spec.start.date()
     last = first + timedelta(days=spec.days - 1)
-    return [
-        str(Path(python).with_name("dagster")), "asset", "materialize",
-        "-m", "ecom_assets.definitions", "--select", "ecom/order_payments",
-        "--partition-range", f"{first}...{last}",
-    ]
+    return materialize_command("ecom/order_payments", f"{first}...{last}")
 
 
 def _peak_rss_kib(pid: int) -> int:
@@ -76,7 +73,7 @@ def _peak_rss_kib(pid: int) -> int:
     return int(match.group(1)) if match else 0
 
 
-def _run(command: list[str], env: dict[str, str]) -> tuple[float, int]:
+def measure_process(command: list[str], env: dict[str, str]) -> tuple[float, int]:
     """Wall time and peak RSS (KiB) of one process: its own high-water mark (VmHWM), read
     every 20 ms. wait4's ru_maxrss would be the largest of the process and its descendants."""
     started = time.perf_counter()
@@ -100,7 +97,7 @@ def _run(command: list[str], env: dict[str, str]) -> tuple[float, int]:
     return elapsed, peak
 
 
-def _environment(workdir: Path, base_url: str, spec: SandboxSpec) -> dict[str, str]:
+def environment(workdir: Path, base_url: str, spec: SandboxSpec) -> dict[str, str]:
     dagster_home = workdir / "dagster_home"
     dagster_home.mkdir()
     shutil.copy(PROJECT_DIR / "dagster.yaml", dagster_home / "dagster.yaml")
@@ -132,9 +129,9 @@ def measure(records: int, latency_ms: float, repeats: int, labels: str) -> list[
             for variant in variants:
                 with tempfile.TemporaryDirectory(prefix="ecom-bench-") as tmp:
                     workdir = Path(tmp)
-                    env = _environment(workdir, sandbox.base_url, spec)
+                    env = environment(workdir, sandbox.base_url, spec)
                     command = _command(variant.label, sandbox.base_url, workdir, spec)
-                    variant.samples.append(_run(command, env))
+                    variant.samples.append(measure_process(command, env))
                 seconds, rss = variant.samples[-1]
                 print(f"  run {repeat + 1}/{repeats} ({variant.label}) {seconds:6.2f} s "
                       f"{rss / 1024:6.0f} MiB", flush=True)

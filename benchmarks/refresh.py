@@ -9,7 +9,6 @@ they add the CLI's fixed start-up and run overhead.
 """
 
 import argparse
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -17,18 +16,13 @@ from pathlib import Path
 
 from dagster import DagsterEventType, DagsterInstance
 
-from benchmarks.bench import API_KEY, _environment, _run, machine
+from benchmarks.bench import API_KEY, environment, machine, measure_process
+from ecom_assets.demo import materialize_command
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
 
 CHANGED = 100
-
-
-def _command(partitions: str) -> list[str]:
-    option = "--partition-range" if "..." in partitions else "--partition"
-    dagster = str(Path(sys.executable).with_name("dagster"))
-    return [dagster, "asset", "materialize", "-m", "ecom_assets.definitions",
-            "--select", "ecom/order_payments", option, partitions]
+SELECTION = "ecom/order_payments"
 
 
 def _step_and_checks_seconds(dagster_home: Path) -> tuple[float, float, int]:
@@ -69,17 +63,19 @@ def main() -> None:
         records = sandbox.dataset.all("order_payments")
         workdir = Path(tmp)
         (workdir / "data").mkdir()
-        env = _environment(workdir, sandbox.base_url, spec)
+        env = environment(workdir, sandbox.base_url, spec)
         dagster_home = Path(env["DAGSTER_HOME"])
         last_day = spec.start.date() + timedelta(days=spec.days - 1)
 
-        full_wall, full_rss = _run(_command(f"{spec.start.date()}...{last_day}"), env)
+        full_wall, full_rss = measure_process(
+            materialize_command(SELECTION, f"{spec.start.date()}...{last_day}"), env
+        )
         full_step, full_checks, full_loaded = _step_and_checks_seconds(dagster_home)
 
         step = max(1, len(records) // CHANGED)
         for record in records[::step][:CHANGED]:
             sandbox.update_now("order_payments", record["id"])
-        refresh_wall, _ = _run(_command(str(today)), env)
+        refresh_wall, _ = measure_process(materialize_command(SELECTION, str(today)), env)
         refresh_step, refresh_checks, refresh_loaded = _step_and_checks_seconds(dagster_home)
 
     def share(part: float, whole: float) -> str:

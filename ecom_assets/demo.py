@@ -27,12 +27,18 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 SAMPLE_ROWS = 3
 
 
-def _materialize(select: str, partition_range: str, env: dict[str, str]) -> None:
-    dagster = Path(sys.executable).with_name("dagster")
-    command = [
-        str(dagster), "asset", "materialize", "-m", "ecom_assets.definitions",
-        "--select", select, "--partition-range", partition_range,
+def materialize_command(select: str, partitions: str) -> list[str]:
+    """`dagster asset materialize` of this code location for one partition (`2026-01-02`) or a
+    range (`2026-01-01...2026-01-31`), with this interpreter's `dagster`."""
+    option = "--partition-range" if "..." in partitions else "--partition"
+    return [
+        str(Path(sys.executable).with_name("dagster")), "asset", "materialize",
+        "-m", "ecom_assets.definitions", "--select", select, option, partitions,
     ]
+
+
+def _materialize(select: str, partition_range: str, env: dict[str, str]) -> None:
+    command = materialize_command(select, partition_range)
     print(f"$ {' '.join(command)}", flush=True)
     result = subprocess.run(command, env=env, cwd=PROJECT_DIR, capture_output=True, text=True)
     if result.returncode != 0:

@@ -3,7 +3,7 @@
 import os
 import secrets
 import shutil
-import sys
+import socket
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,11 +30,22 @@ from ecom_assets.sandbox.server import SandboxServer
 from ecom_assets_tests import postgres
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-DAGSTER = str(Path(sys.executable).with_name("dagster"))
 
 # About 200 records a day for five days: every day spans several pages of 100.
 SMALL_SPEC = SandboxSpec(size=1000, days=5)
 FIRST_DAY = SMALL_SPEC.start
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on, on loopback."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def vendor_ids(sandbox: SandboxServer, resource: str, since: Any, before: Any) -> set[str]:
+    """The ids of the sandbox vendor's `resource` records with since <= updated_at < before."""
+    return {record["id"] for record in sandbox.dataset.records(resource, since, before)}
 
 
 def day(offset: int) -> datetime:
@@ -70,7 +81,7 @@ def duckdb_path(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory) -> Iterator[postgres.PostgresServer]:
     """A real PostgreSQL server on loopback for the whole session."""
-    server = postgres.start(tmp_path_factory.mktemp("postgres"))
+    server = postgres.start(tmp_path_factory.mktemp("postgres"), free_port())
     try:
         yield server
     finally:
@@ -197,12 +208,3 @@ def project_env(
     if sandbox is not None:
         env.update(ECOM_API_BASE_URL=sandbox.base_url, ECOM_API_KEY=api_key)
     return env
-
-
-def materialize_command(select: str, partitions: str) -> list[str]:
-    """`dagster asset materialize` for one partition (`2026-01-02`) or a range (`a...b`)."""
-    option = "--partition-range" if "..." in partitions else "--partition"
-    return [
-        DAGSTER, "asset", "materialize", "-m", "ecom_assets.definitions",
-        "--select", select, option, partitions,
-    ]

@@ -5,7 +5,6 @@ the package on a fresh machine)."""
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -27,12 +26,6 @@ def _binaries() -> Path:
             "which installs Debian's postgresql package"
         )
     return Path(found[-1]).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -66,8 +59,9 @@ def _as_server_user(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
-def start(directory: Path) -> PostgresServer:
-    """initdb and start a cluster in `directory` (password authentication, loopback only)."""
+def start(directory: Path, port: int) -> PostgresServer:
+    """initdb and start a cluster in `directory` listening on 127.0.0.1:`port` (password
+    authentication)."""
     binaries = _binaries()
     if os.geteuid() == 0:
         owner = pwd.getpwnam("postgres")
@@ -89,7 +83,6 @@ def start(directory: Path) -> PostgresServer:
         ]),
         check=True, capture_output=True,
     )
-    port = _free_port()
     # Durability off: a test cluster trades it for speed; it is deleted afterwards.
     options = (
         f"-c listen_addresses=127.0.0.1 -p {port} -k {sockets} -c fsync=off "

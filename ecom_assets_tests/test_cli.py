@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from ecom_assets.demo import materialize_command
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
-from ecom_assets_tests.conftest import PROJECT_DIR, materialize_command, project_env, rows
+from ecom_assets_tests.conftest import PROJECT_DIR, project_env, rows
 
 
 def test_the_demo_backfills_both_assets_and_prints_rows_and_checks(tmp_path: Path) -> None:

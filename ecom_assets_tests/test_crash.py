@@ -8,9 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from ecom_assets.demo import materialize_command
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
-from ecom_assets_tests.conftest import PROJECT_DIR, materialize_command, project_env, rows
+from ecom_assets_tests.conftest import (
+    PROJECT_DIR,
+    project_env,
+    rows,
+    vendor_ids,
+)
 
 KEY = "crash-test-key"
 
@@ -54,10 +60,6 @@ def test_a_run_killed_then_another_partition_then_a_rerun_load_exactly(
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             )
 
-        def vendor_ids(day: str, next_day: str) -> set[str]:
-            window = (f"{day}T00:00:00Z", f"{next_day}T00:00:00Z")
-            return {r["id"] for r in sb.dataset.records("order_payments", *window)}
-
         kill_point = KILL_POINTS[stage]
         if kill_point is None:
             killed = materialize("2026-01-01")
@@ -71,8 +73,8 @@ def test_a_run_killed_then_another_partition_then_a_rerun_load_exactly(
                 "2026-01-01", PYTHONPATH=str(hook_dir), ECOM_TEST_SIGKILL_AT=kill_point
             )
         assert killed.wait(timeout=300) == -signal.SIGKILL
-        day_1 = vendor_ids("2026-01-01", "2026-01-02")
-        day_2 = vendor_ids("2026-01-02", "2026-01-03")
+        day_1 = vendor_ids(sb, "order_payments", "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z")
+        day_2 = vendor_ids(sb, "order_payments", "2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z")
 
         # The next run is for another partition: it must load that one, not the dead run's.
         assert materialize("2026-01-02").wait(timeout=300) == 0

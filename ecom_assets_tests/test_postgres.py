@@ -14,7 +14,7 @@ from ecom_assets.contract import CONTRACTS
 from ecom_assets.ingest import Warehouse
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
-from ecom_assets_tests.conftest import PROJECT_DIR, Sync, day, partition_key
+from ecom_assets_tests.conftest import PROJECT_DIR, Sync, day, partition_key, vendor_ids
 from ecom_assets_tests.postgres import PostgresServer
 
 CLEAN_SPEC = SandboxSpec(size=1000, days=5, unknown_fields=False)
@@ -36,10 +36,6 @@ def ids(server: PostgresServer, database: str, table: str) -> list[str]:
     return [row[0] for row in server.execute(database, f"select id from ecom.{table}")]
 
 
-def vendor_ids(sandbox: SandboxServer, resource: str, first: int, last: int) -> set[str]:
-    return {r["id"] for r in sandbox.dataset.records(resource, day(first), day(last))}
-
-
 def check_results(result) -> dict[tuple[str, str], bool]:
     return {
         (e.asset_key.path[-1], e.check_name): e.passed
@@ -56,7 +52,7 @@ def test_a_partition_lands_with_the_contract_types_and_every_check_passes(
     assert result.success
     for name, contract in CONTRACTS.items():
         assert sorted(ids(postgres_server, warehouse_db, name)) == sorted(
-            vendor_ids(sandbox, name, 1, 2)
+            vendor_ids(sandbox, name, day(1), day(2))
         )
         columns = {
             column: (data_type.upper(), nullable == "YES")
@@ -77,7 +73,7 @@ def test_a_partition_lands_with_the_contract_types_and_every_check_passes(
         if m.asset_key.path[-1] == "products"
     ]
     assert materialization.metadata["dagster/partition_row_count"].value == len(
-        vendor_ids(sandbox, "products", 1, 2)
+        vendor_ids(sandbox, "products", day(1), day(2))
     )
 
 
@@ -90,7 +86,7 @@ def test_a_range_then_a_rerun_of_one_day_leave_exactly_the_vendor_rows(
     for name in CONTRACTS:
         loaded = ids(postgres_server, warehouse_db, name)
         assert len(loaded) == len(set(loaded)), "no duplicates after the re-run"
-        assert set(loaded) == vendor_ids(sandbox, name, 0, 3)
+        assert set(loaded) == vendor_ids(sandbox, name, day(0), day(3))
 
 
 def test_a_full_refresh_replaces_the_table_with_what_the_vendor_has(
@@ -134,7 +130,7 @@ def test_defective_records_are_quarantined_and_the_checks_fail(
     violations = {v["field"] for _, vs in quarantined for v in _as_list(vs)}
     assert violations == {"currency", "amount"}
     loaded = set(ids(postgres_server, warehouse_db, "order_payments"))
-    expected = vendor_ids(sandbox, "order_payments", 1, 2)
+    expected = vendor_ids(sandbox, "order_payments", day(1), day(2))
     assert loaded | {victim["id"], other["id"]} == expected, "every record is somewhere"
     assert not loaded & {victim["id"], other["id"]}
 

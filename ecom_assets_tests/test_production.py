@@ -15,9 +15,9 @@ import pytest
 
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
-from ecom_assets_tests.conftest import PROJECT_DIR
+from ecom_assets_tests.conftest import PROJECT_DIR, free_port, vendor_ids
 from ecom_assets_tests.postgres import PASSWORD, USER, PostgresServer
-from ecom_assets_tests.test_ui import DagsterDev, free_port, launch, loaded
+from ecom_assets_tests.test_ui import DagsterDev, launch, loaded
 
 API_KEY = "production-test-key-77e1"
 
@@ -94,9 +94,9 @@ def test_a_run_launched_through_the_webserver_is_queued_run_and_loaded_into_post
 
     # Only the daemon takes runs off the queue: success means it dequeued and launched it.
     assert production.wait_for_run(run_id) == "SUCCESS", production.logs()
-    expected = {r["id"] for r in production.sandbox.dataset.records(
-        "products", "2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z"
-    )}
+    expected = vendor_ids(
+        production.sandbox, "products", "2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z"
+    )
     loaded_ids = {
         row[0]
         for row in postgres_server.execute(

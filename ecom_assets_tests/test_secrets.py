@@ -8,9 +8,10 @@ output and every file under the run's directories for the key's value.
 import subprocess
 from pathlib import Path
 
+from ecom_assets.demo import materialize_command
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import Fault, SandboxServer
-from ecom_assets_tests.conftest import PROJECT_DIR, materialize_command, project_env
+from ecom_assets_tests.conftest import PROJECT_DIR, project_env
 
 KEY = "k3y-must-never-leak-7f1e2d"
 

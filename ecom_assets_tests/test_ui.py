@@ -9,7 +9,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,18 +22,12 @@ from dagster import AssetCheckKey, AssetKey, DagsterInstance
 
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import Fault, SandboxServer
-from ecom_assets_tests.conftest import rows
+from ecom_assets_tests.conftest import free_port, rows, vendor_ids
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 SPEC = SandboxSpec(size=1000, days=5)
 API_KEY = "ui-test-key-5c1d"
 WAIT_SECONDS = 180
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -167,9 +160,9 @@ def test_materialize_a_partition_through_the_webserver(dagster_dev: DagsterDev) 
 
     assert dagster_dev.wait_for_run(run_id) == "SUCCESS", dagster_dev.logs()
 
-    expected = {r["id"] for r in dagster_dev.sandbox.dataset.records(
-        "products", "2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z"
-    )}
+    expected = vendor_ids(
+        dagster_dev.sandbox, "products", "2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z"
+    )
     # The sensor may have loaded today's live records meanwhile: compare that day only.
     loaded = {
         r[0]
@@ -351,9 +344,9 @@ def test_the_daemon_retries_a_run_failed_by_an_outage_but_not_one_the_vendor_rej
         "the daemon to re-execute the failed run", lambda: _child_run(dagster_dev, outage_run)
     )
     assert dagster_dev.wait_for_run(str(retry_run)) == "SUCCESS", dagster_dev.logs()
-    expected = {r["id"] for r in sandbox.dataset.records(
-        "order_payments", "2026-01-03T00:00:00Z", "2026-01-04T00:00:00Z"
-    )}
+    expected = vendor_ids(
+        sandbox, "order_payments", "2026-01-03T00:00:00Z", "2026-01-04T00:00:00Z"
+    )
     loaded = {
         r[0]
         for r in rows(

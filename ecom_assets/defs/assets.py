@@ -106,7 +106,10 @@ def ecom_vendor_sync(
     context.log.info(f"Starting the {what}")
 
     report = SyncReport()
-    with warehouse.pipeline(context.run_id) as pipeline, vendor_api.session() as session:
+    target = warehouse.warehouse
+    # The dataset's only writer (see `Warehouse.writer`): the Dagster pool already queues
+    # writers, the lock also covers runs the queue does not see, such as two CLI runs.
+    with target.writer(context.run_id) as pipeline, vendor_api.session() as session:
         source = ecom_source(
             vendor_api.base_url,
             session,
@@ -121,7 +124,7 @@ def ecom_vendor_sync(
                     dlt_source=source,
                     dlt_pipeline=pipeline,
                     dagster_dlt_translator=translator,
-                    loader_file_format=warehouse.warehouse.loader_file_format,
+                    loader_file_format=target.loader_file_format,
                     write_disposition="replace" if config.full_refresh else None,
                 )
             )
@@ -131,7 +134,7 @@ def ecom_vendor_sync(
                 _not_to_be_retried(context)  # the vendor would reject it the same way
             raise failure from None
         yield from _report_load(
-            context, pipeline, warehouse.warehouse.destination, contracts, scope, report, results
+            context, pipeline, target.destination, contracts, scope, report, results
         )
 
 

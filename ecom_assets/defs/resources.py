@@ -2,10 +2,8 @@
 
 
 import os
-from contextlib import AbstractContextManager
 from pathlib import Path
 
-import dlt
 from dagster import ConfigurableResource
 from pydantic import Field
 
@@ -75,12 +73,6 @@ class WarehouseResource(ConfigurableResource):
                 self.duckdb_path or os.environ.get("ECOM_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH
             ),
         )
-
-    def pipeline(self, run_id: str) -> AbstractContextManager[dlt.Pipeline]:
-        """The run's dlt pipeline, held as the dataset's only writer (see `Warehouse.writer`).
-        The Dagster pool already queues writers; the lock also covers runs the queue does not
-        see, such as two CLI runs."""
-        return self.warehouse.writer(working_dir=run_id)
 
 
 class ChangeSensorSettings(ConfigurableResource):

@@ -20,6 +20,7 @@ from dlt.sources.helpers.rest_client.paginators import OffsetPaginator
 from requests import Response
 
 from ecom_assets.ingest.http import VendorResponseError
+from ecom_assets.ingest.page import page_records, page_total
 from ecom_assets.ingest.report import ResourceReport
 
 PAGE_SIZE = 100
@@ -53,14 +54,15 @@ class ReconcilingOffsetPaginator(OffsetPaginator):
     def update_state(self, response: Response, data: list[Any] | None = None) -> None:
         where = f"{self.report.resource} offset {self.current_value}"
         body = response.json()  # the session retried and reported bodies that are not JSON
-        page = body.get("data") if isinstance(body, dict) else None
-        if not isinstance(page, list):
+        page = page_records(body)
+        if page is None:
+            got = type(body.get("data") if isinstance(body, dict) else None).__name__
             raise VendorResponseError(
                 f"{where}: 200 response without a list under 'data' "
-                f"(got {type(page).__name__}); refusing to treat it as the last page"
+                f"(got {got}); refusing to treat it as the last page"
             )
-        total = body.get("total")
-        if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+        total = page_total(body)
+        if total is None:
             raise VendorResponseError(f"{where}: 200 response without an integer 'total'")
         if len(page) > self.limit:
             logger.warning("%s: %d records for limit %d", where, len(page), self.limit)

@@ -17,6 +17,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
 
+from ecom_assets.ingest.page import page_records, page_total
+
 Fetch = Callable[..., requests.Response]
 
 
@@ -61,18 +63,20 @@ def _with_offset(url: str, offset: int) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def _page_position(url: str) -> tuple[str, int, int] | None:
-    """(window, offset, limit) of a paged request, the window being the URL without its offset;
-    None if it is not a paged request."""
+def _page_position(url: str) -> tuple[str, int] | None:
+    """(window, offset) of a paged request (one with a `limit`), the window being the URL
+    without its offset; None if it is not a paged request."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query)
     params = dict(query)
+    if "limit" not in params:
+        return None
     try:
-        offset, limit = int(params.get("offset", 0)), int(params["limit"])
-    except (KeyError, ValueError):
+        offset = int(params.get("offset", 0))
+    except ValueError:
         return None
     window = urlunsplit(parts._replace(query=urlencode([q for q in query if q[0] != "offset"])))
-    return window, offset, limit
+    return window, offset
 
 
 def _window_of(url: str) -> str | None:
@@ -126,7 +130,7 @@ class PagePrefetcher:
         shape = _page_shape(response)
         if position is None or shape is None:
             return
-        window, offset, _ = position
+        window, offset = position
         total, length = shape
         # Predict the next offsets by the length of this page: a vendor may send more or fewer
         # records than `limit`, and the paginator follows what arrived.
@@ -154,9 +158,7 @@ def _page_shape(response: requests.Response) -> tuple[int, int] | None:
         body = response.json()
     except ValueError:
         return None
-    if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+    total, records = page_total(body), page_records(body)
+    if total is None or records is None:
         return None
-    total = body.get("total")
-    if not isinstance(total, int) or isinstance(total, bool):
-        return None
-    return total, len(body["data"])
+    return total, len(records)

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from ecom_assets.contract import CONTRACTS, parse_timestamp
 from ecom_assets.ingest.http import VendorResponseError, VendorSession
+from ecom_assets.ingest.page import page_records, page_total
 from ecom_assets.ingest.window import rfc3339
 
 
@@ -36,8 +37,8 @@ def probe_changes(
             },
         )
         body = response.json()
-        total, page = body.get("total"), body.get("data")
-        if not isinstance(total, int) or not isinstance(page, list):
+        total, page = page_total(body), page_records(body)
+        if total is None or page is None:
             raise VendorResponseError(f"{resource} offset {offset}: no `total` or `data`")
         updated_at = page[0].get("updated_at") if page else None
         return total, parse_timestamp(updated_at) if updated_at else None
