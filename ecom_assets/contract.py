@@ -103,6 +103,10 @@ class ResourceContract:
                 column.update(precision=MONEY_PRECISION, scale=MONEY_SCALE)
             if field.type is FieldType.TIMESTAMP:
                 column.update(timezone=True)
+            if field.name == self.cursor:
+                # A load holding a record twice (a window paged again while it was updated)
+                # keeps its latest version; without this hint dlt keeps either one.
+                column.update(dedup_sort="desc")
             columns[field.name] = column
         return columns
 
