@@ -162,7 +162,7 @@ class VendorSession(requests.Session):
         adapter = HTTPAdapter(pool_maxsize=self.limit.maximum + 1)
         self.mount("http://", adapter)
         self.mount("https://", adapter)
-        self._environment_settings: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._environment_settings: dict[str, dict[str, Any]] = {}
         self._prefetcher = (
             PagePrefetcher(self._send_with_retries, workers=concurrency, ahead=2 * concurrency)
             if concurrency > 1
@@ -181,14 +181,17 @@ class VendorSession(requests.Session):
     ) -> dict[str, Any]:
         # requests reads the proxy variables (and CA bundle paths) from the environment again
         # for every request, a tenth of a page's CPU here; they do not change during a run,
-        # so they are read once per host and per set of arguments.
+        # so they are read once per host and per set of arguments and session settings.
         host = urlsplit(url.decode() if isinstance(url, bytes) else url or "")
-        key = (host.scheme, host.netloc, repr(proxies), stream, repr(verify), repr(cert))
+        key = repr((
+            host.scheme, host.netloc, proxies, stream, verify, cert,
+            self.trust_env, self.proxies, self.verify, self.cert,
+        ))
         settings = self._environment_settings.get(key)
         if settings is None:
             settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
             self._environment_settings[key] = settings
-        return dict(settings)
+        return {**settings, "proxies": dict(settings["proxies"])}
 
     def discard_prefetched(self) -> None:
         """Forget pages fetched ahead: the window is being paged again from the start."""
