@@ -9,7 +9,15 @@ import pytest
 
 from ecom_assets.contract import CONTRACTS, FieldType
 from ecom_assets.sandbox.server import Fault, SandboxServer
-from ecom_assets_tests.conftest import Sync, day, money, partition_key, rows, timestamp
+from ecom_assets_tests.conftest import (
+    Sync,
+    day,
+    failure_message,
+    money,
+    partition_key,
+    rows,
+    timestamp,
+)
 
 
 def expected_rows(sandbox: SandboxServer, resource: str, first: int, last: int) -> dict:
@@ -146,3 +154,30 @@ def test_a_failed_full_refresh_leaves_the_old_table_intact(
 
     assert not result.success
     assert rows(duckdb_path, "select * from ecom.products order by id") == before
+
+
+def test_a_full_refresh_whose_records_move_while_paged_fails_and_replaces_nothing(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+) -> None:
+    assert sync(partition_key(0), resources=("order_payments",)).success
+    before = rows(duckdb_path, "select * from ecom.order_payments order by id")
+    # After the first page, a record is updated: the window's offsets shift. A merge would
+    # page the window again and deduplicate; a replacing load cannot deduplicate, so it must
+    # not land the first pass's records twice.
+    moved = sandbox.dataset.all("order_payments")[10]
+    sandbox.faults.add("order_payments", Fault.stall(0))
+    sandbox.faults.add(
+        "order_payments", Fault.act(lambda: sandbox.update_now("order_payments", moved["id"]))
+    )
+
+    result = sync(partition_key(0), resources=("order_payments",), config={"full_refresh": True})
+
+    assert not result.success
+    assert "did not hold still over 1 pass" in failure_message(result)
+    assert rows(duckdb_path, "select * from ecom.order_payments order by id") == before
+    # Run again once the vendor holds still: everything, once.
+    assert sync(
+        partition_key(0), resources=("order_payments",), config={"full_refresh": True}
+    ).success
+    ids = [r[0] for r in rows(duckdb_path, "select id from ecom.order_payments")]
+    assert sorted(ids) == sorted(r["id"] for r in sandbox.dataset.all("order_payments"))

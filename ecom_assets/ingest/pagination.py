@@ -39,10 +39,12 @@ class ReconcilingOffsetPaginator(OffsetPaginator):
         report: ResourceReport,
         limit: int = PAGE_SIZE,
         on_restart: Callable[[], None] = lambda: None,
+        max_passes: int = MAX_PASSES,
     ) -> None:
         super().__init__(limit=limit, total_path="total")
         self.report = report
         self._on_restart = on_restart
+        self._max_passes = max_passes
         self._passes = 1
         self._pass_received = 0
         # The ids of this pass: they must account for `total`, or pages repeated records
@@ -98,9 +100,11 @@ class ReconcilingOffsetPaginator(OffsetPaginator):
         """Records moved while the window was paged, so offsets shifted and a record may have
         been skipped: page the whole window again. The pages of the earlier pass are loaded
         too; the merge on `id` keeps one row per record."""
-        if self._passes >= MAX_PASSES:
+        if self._passes >= self._max_passes:
+            passes = "passes" if self._max_passes > 1 else "pass"
             raise PaginationDriftError(
-                f"{where}: {drift}; the window did not hold still over {MAX_PASSES} passes"
+                f"{where}: {drift}; the window did not hold still over {self._max_passes} "
+                f"{passes}"
             )
         logger.warning("%s: %s; paging the window again from offset 0", where, drift)
         self._passes += 1

@@ -17,7 +17,7 @@ from jsonpath_ng import Fields
 
 from ecom_assets.contract import CONTRACTS, ResourceContract
 from ecom_assets.ingest.http import VendorSession
-from ecom_assets.ingest.pagination import PAGE_SIZE, ReconcilingOffsetPaginator
+from ecom_assets.ingest.pagination import MAX_PASSES, PAGE_SIZE, ReconcilingOffsetPaginator
 from ecom_assets.ingest.quarantine import add_quarantine
 from ecom_assets.ingest.report import SyncReport
 from ecom_assets.ingest.window import Window
@@ -27,7 +27,11 @@ DEFAULT_PAGE_CONCURRENCY = 8
 
 
 def _resource_config(
-    contract: ResourceContract, window: Window | None, session: VendorSession, report: SyncReport
+    contract: ResourceContract,
+    window: Window | None,
+    session: VendorSession,
+    report: SyncReport,
+    max_passes: int,
 ) -> dict[str, Any]:
     # Quarantine is added to the built resource by `add_quarantine`.
     return {
@@ -39,7 +43,10 @@ def _resource_config(
             # for every page, which cost more CPU than the rest of handling a page.
             "data_selector": Fields("data"),
             "paginator": ReconcilingOffsetPaginator(
-                report[contract.name], limit=PAGE_SIZE, on_restart=session.discard_prefetched
+                report[contract.name],
+                limit=PAGE_SIZE,
+                on_restart=session.discard_prefetched,
+                max_passes=max_passes,
             ),
             # The vendor filters the window server-side (since inclusive, before exclusive),
             # so no client-side cursor tracking is needed: it would only cost extract time.
@@ -55,11 +62,14 @@ def ecom_source(
     window: Window | None = None,
     resources: Sequence[str] = tuple(CONTRACTS),
     report: SyncReport | None = None,
+    max_passes: int = MAX_PASSES,
 ) -> DltSource:
     """The REST API source for `resources`, restricted to `window` (None: everything).
 
     Every request goes through `session` (its key, retry policy and page concurrency); close
-    it after the run. Pass a `SyncReport` to learn what each resource received.
+    it after the run. Pass a `SyncReport` to learn what each resource received. A window whose
+    records move while it is paged is paged again, up to `max_passes` passes in all; the
+    records of every pass are loaded, so the load must merge (deduplicate) them.
     """
     report = report if report is not None else SyncReport()
     config: dict[str, Any] = {
@@ -80,7 +90,8 @@ def ecom_source(
             "max_table_nesting": 0,
         },
         "resources": [
-            _resource_config(CONTRACTS[name], window, session, report) for name in resources
+            _resource_config(CONTRACTS[name], window, session, report, max_passes)
+            for name in resources
         ],
     }
     source = rest_api_source(config, name=SOURCE_NAME)
