@@ -30,7 +30,6 @@ from ecom_assets.defs.resources import VendorApiResource, WarehouseResource
 from ecom_assets.defs.translator import EcomDltTranslator, asset_key
 from ecom_assets.defs.warehouse import sync_metadata, verify_nothing_lost
 from ecom_assets.ingest import SyncReport, VendorAPIError, VendorSession, Window, ecom_source
-from ecom_assets.ingest.pagination import MAX_PASSES
 from ecom_assets.ingest.window import EPOCH
 
 # Runs that write the warehouse must not overlap: DuckDB allows one writer process, and two
@@ -117,10 +116,7 @@ def ecom_vendor_sync(
             window=fetched,
             resources=[c.name for c in contracts],
             report=report,
-            # A replacing load does not deduplicate: a window paged again would land its first
-            # pass's records twice. So a full refresh gets one pass, and a window that moves
-            # fails it before anything is replaced.
-            max_passes=1 if config.full_refresh else MAX_PASSES,
+            replace=config.full_refresh,
         )
         try:
             results = list(
@@ -130,7 +126,6 @@ def ecom_vendor_sync(
                     dlt_pipeline=pipeline,
                     dagster_dlt_translator=translator,
                     loader_file_format=target.loader_file_format,
-                    write_disposition="replace" if config.full_refresh else None,
                 )
             )
         except PipelineStepFailed as exc:

@@ -62,16 +62,21 @@ def ecom_source(
     window: Window | None = None,
     resources: Sequence[str] = tuple(CONTRACTS),
     report: SyncReport | None = None,
-    max_passes: int = MAX_PASSES,
+    replace: bool = False,
 ) -> DltSource:
     """The REST API source for `resources`, restricted to `window` (None: everything).
 
     Every request goes through `session` (its key, retry policy and page concurrency); close
-    it after the run. Pass a `SyncReport` to learn what each resource received. A window whose
-    records move while it is paged is paged again, up to `max_passes` passes in all; the
-    records of every pass are loaded, so the load must merge (deduplicate) them.
+    it after the run. Pass a `SyncReport` to learn what each resource received.
+
+    Tables are merged on `id`. A window whose records move while it is paged is paged again
+    (up to `MAX_PASSES` passes) and every pass is loaded: the merge keeps one row per record.
+    With `replace` (a full refresh) each table is replaced instead; a replacing load does not
+    deduplicate, so each window gets one pass, and a window that moves fails the load before
+    anything is replaced.
     """
     report = report if report is not None else SyncReport()
+    max_passes = 1 if replace else MAX_PASSES
     config: dict[str, Any] = {
         "client": {
             "base_url": base_url,
@@ -85,7 +90,7 @@ def ecom_source(
         },
         "resource_defaults": {
             "primary_key": "id",
-            "write_disposition": "merge",
+            "write_disposition": "replace" if replace else "merge",
             # Unknown nested vendor fields and `tags` stay JSON columns, not child tables.
             "max_table_nesting": 0,
         },
