@@ -9,6 +9,7 @@ record, the violations and the window, while the valid records of the same page 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -56,6 +57,19 @@ def add_quarantine(
 ARROW_BATCH_SIZE = 10_000
 # dlt's table hint: the staging data of a merge holds each primary key once.
 DEDUPLICATED = "x-stage-data-deduplicated"
+
+
+class _SkippedDedupSortFilter(logging.Filter):
+    """Drops dlt's warning that the `dedup_sort` hint "will be ignored" because the staging
+    data is declared deduplicated: that is the design, not a fault. The hint orders the
+    versions of a record that a window paged again holds; a window paged once holds one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Staging data is declared as already deduplicated" not in record.getMessage()
+
+
+logging.getLogger("dlt").addFilter(_SkippedDedupSortFilter())
+
 
 def _as_text(value: Any) -> str | None:
     """An unknown field's value as text: strings as they are, anything else as JSON."""
