@@ -9,7 +9,7 @@ import pytest
 
 from ecom_assets.demo import materialize_command
 from ecom_assets.sandbox.data import SandboxSpec
-from ecom_assets.sandbox.server import SandboxServer
+from ecom_assets.sandbox.server import OMIT, Fault, SandboxServer
 from ecom_assets_tests.conftest import PROJECT_DIR, project_env, rows
 
 
@@ -64,3 +64,37 @@ def test_two_runs_at_once_take_turns_writing_duckdb(
         ids = [r[0] for r in rows(database, f"select id from ecom.{resource}")]
         assert len(ids) == len(set(ids)), "no duplicates"
         assert set(ids) == {r["id"] for r in sandbox.dataset.all(resource)}
+
+
+def test_the_dlt_only_cli_loads_everything_until_now_and_sees_a_record_move(
+    tmp_path: Path, sandbox: SandboxServer, api_key: str
+) -> None:
+    records = sandbox.dataset.all("order_payments")
+    # A defective record without an id is updated after the first page, as an update that
+    # fixes it would be: it moves out of the window the CLI asked for (everything until the
+    # run started), and the vendor's total drops. With no window end it would stay, at the
+    # end, and its two versions (one without an id) would hide the record the shift skipped.
+    moved = records[10]
+    sandbox.corrupt("order_payments", moved["id"], id=OMIT)
+    sandbox.faults.add("order_payments", Fault.stall(0))
+    sandbox.faults.add(
+        "order_payments", Fault.act(lambda: sandbox.update_now("order_payments", moved["id"]))
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-m", "ecom_assets.ingest", "--resource", "order_payments"],
+        env=project_env(tmp_path, sandbox, api_key),
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "paging the window again" in result.stderr
+    assert "order_payments: vendor total 999, received 999, loaded 999, quarantined 1" in (
+        result.stdout
+    )
+    database = tmp_path / "data" / "warehouse.duckdb"
+    ids = {r[0] for r in rows(database, "select id from ecom.order_payments")}
+    assert ids == {r["id"] for r in records} - {moved["id"]}

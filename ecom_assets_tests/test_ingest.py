@@ -4,6 +4,7 @@ import json
 import logging
 import threading
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -18,7 +19,7 @@ from ecom_assets.ingest import (
 from ecom_assets.ingest.prefetch import AdaptiveLimit
 from ecom_assets.ingest.report import ResourceReport
 from ecom_assets.sandbox.data import SandboxSpec
-from ecom_assets.sandbox.server import Fault, SandboxServer
+from ecom_assets.sandbox.server import OMIT, Fault, SandboxServer
 from ecom_assets_tests.conftest import day, rows, timestamp
 
 FIVE_DAYS = Window(day(0), day(5))
@@ -181,10 +182,10 @@ def test_a_record_updated_while_its_window_is_paged_lands_in_its_latest_version(
 ) -> None:
     database = tmp_path / "warehouse.duckdb"
     updated = sandbox.dataset.all("order_payments")[10]
-    # Without a window (everything, as `python -m ecom_assets.ingest` loads by default), an
-    # update during paging keeps the record in the window, at its end: the first pass receives
-    # its old and its new version and misses another record, so the window is paged again, and
-    # the load holds both versions.
+    # Without a window end (or with a vendor clock behind the runner's), an update during
+    # paging keeps the record in the window, at its end: the first pass receives its old and
+    # its new version and misses another record, so the window is paged again, and the load
+    # holds both versions.
     sandbox.faults.add("order_payments", Fault.stall(0))
     sandbox.faults.add(
         "order_payments", Fault.act(lambda: sandbox.update_now("order_payments", updated["id"]))
@@ -197,3 +198,38 @@ def test_a_record_updated_while_its_window_is_paged_lands_in_its_latest_version(
     assert latest["id"] == updated["id"]
     loaded = rows(database, "select updated_at from ecom.order_payments where id = ?", latest["id"])
     assert loaded == [(timestamp(latest["updated_at"]),)], "one row, the latest version"
+
+
+def test_a_record_without_id_served_twice_does_not_hide_the_record_a_shift_skipped(
+    sandbox: SandboxServer, api_key: str, tmp_path: Path, monkeypatch
+) -> None:
+    database = tmp_path / "warehouse.duckdb"
+    records = sandbox.dataset.all("order_payments")
+    updated, id_less = records[150], records[200]
+    sandbox.corrupt("order_payments", id_less["id"], id=OMIT)
+    # Concurrent pages arrive in any order. Page 200 is served first, opening with the
+    # defective record without an id; then a record of page 100 is updated, which, with no
+    # window end, moves it to the end of the data set; then page 100 is served. It now closes
+    # with the id-less record too, and the updated record is on neither page.
+    page_200_served = threading.Event()
+    respond = sandbox.respond
+
+    def page_100_after_page_200_and_an_update(target: str):
+        offset = parse_qs(urlsplit(target).query).get("offset", ["0"])[0]
+        if offset == "100" and not page_200_served.is_set():
+            page_200_served.wait(10)
+            sandbox.update_now("order_payments", updated["id"])
+        reply = respond(target)
+        if offset == "200":
+            page_200_served.set()
+        return reply
+
+    monkeypatch.setattr(sandbox, "respond", page_100_after_page_200_and_an_update)
+
+    report = load(sandbox, api_key, database, page_concurrency=4, window=None)
+
+    assert report.fetched > report.received, "the repeated record was noticed: paged again"
+    ids = {r[0] for r in rows(database, "select id from ecom.order_payments")}
+    assert updated["id"] in ids
+    assert ids == {r["id"] for r in records} - {id_less["id"]}
+    assert rows(database, "select count(*) from ecom.order_payments_quarantine") == [(1,)]

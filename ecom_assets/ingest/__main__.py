@@ -23,6 +23,7 @@ from ecom_assets.ingest import (
 )
 from ecom_assets.ingest.source import DEFAULT_PAGE_CONCURRENCY
 from ecom_assets.ingest.warehouse import DEFAULT_DESTINATION
+from ecom_assets.ingest.window import EPOCH
 
 
 def _utc_day(text: str) -> datetime:
@@ -36,9 +37,14 @@ def main() -> None:
     parser.add_argument("--resource", action="append", choices=sorted(CONTRACTS))
     args = parser.parse_args()
     if (args.since is None) != (args.before is None):
-        parser.error("--since and --before go together (neither: load everything)")
-
-    window = Window(args.since, args.before) if args.since else None
+        parser.error("--since and --before go together (neither: everything until now)")
+    # As the assets do, ask only for what changed before the run started: a record updated
+    # while its window is paged then leaves the window, and the vendor's `total` shows it.
+    started = datetime.now(UTC)
+    since, before = args.since or EPOCH, min(args.before or started, started)
+    if before <= since:
+        parser.error("--since must be a day in the past")
+    window = Window(since, before)
     report = SyncReport()
     warehouse = Warehouse(
         destination=dlt.config.get("ecom_destination") or DEFAULT_DESTINATION,

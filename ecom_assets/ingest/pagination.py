@@ -10,6 +10,7 @@ returns more or fewer records is accepted: the next page starts after the last r
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,18 @@ PAGE_SIZE = 100
 MAX_PASSES = 3
 
 logger = logging.getLogger(__name__)
+
+
+def _identity(record: Any) -> str:
+    """What tells records apart when the window is reconciled: the `id`, or, for a defective
+    record without one (quarantined later), its whole content. Were id-less records all
+    counted as distinct, one served twice by a shifted page would hide the record the shift
+    skipped."""
+    record_id = record.get("id") if isinstance(record, dict) else None
+    if isinstance(record_id, str):
+        return record_id
+    # The NUL prefix keeps a content key from ever equalling a vendor id.
+    return "\0" + json.dumps(record, sort_keys=True, default=str)
 
 
 class PaginationDriftError(VendorResponseError):
@@ -47,11 +60,10 @@ class ReconcilingOffsetPaginator(OffsetPaginator):
         self._max_passes = max_passes
         self._passes = 1
         self._pass_received = 0
-        # The ids of this pass: they must account for `total`, or pages repeated records
-        # (and so skipped others). Kept as Arrow strings, a few bytes per record: a million
-        # ids in a Python set would cost some 70 MB.
+        # The identities of this pass's records: they must account for `total`, or pages
+        # repeated records (and so skipped others). Kept as Arrow strings, a few bytes per
+        # record: a million ids in a Python set would cost some 70 MB.
         self._pass_ids: list[pa.Array] = []
-        self._pass_without_id = 0
 
     def update_state(self, response: Response, data: list[Any] | None = None) -> None:
         where = f"{self.report.resource} offset {self.current_value}"
@@ -70,11 +82,7 @@ class ReconcilingOffsetPaginator(OffsetPaginator):
             logger.warning("%s: %d records for limit %d", where, len(page), self.limit)
         self.report.add_page(len(page))
         self._pass_received += len(page)
-        ids = [record.get("id") if isinstance(record, dict) else None for record in page]
-        page_ids = [record_id for record_id in ids if isinstance(record_id, str)]
-        self._pass_ids.append(pa.array(page_ids, pa.string()))
-        # Records without an id are defective, quarantined later; still records of the window.
-        self._pass_without_id += len(ids) - len(page_ids)
+        self._pass_ids.append(pa.array([_identity(record) for record in page], pa.string()))
         expected = self.report.vendor_total
         if expected is not None and total != expected:
             self._restart(where, f"the vendor's total changed from {expected} to {total}")
@@ -83,7 +91,7 @@ class ReconcilingOffsetPaginator(OffsetPaginator):
         self.value_step = len(page) or self.limit  # the next offset follows what arrived
         super().update_state(response, page)
         if not self.has_next_page:
-            distinct = self._distinct_ids() + self._pass_without_id
+            distinct = self._distinct_ids()
             if self._pass_received != total or distinct != total:
                 self._restart(
                     where,
@@ -110,7 +118,6 @@ class ReconcilingOffsetPaginator(OffsetPaginator):
         self._passes += 1
         self._pass_received = 0
         self._pass_ids.clear()
-        self._pass_without_id = 0
         self.report.restart_window()
         self.current_value = self.initial_value
         self._has_next_page = True

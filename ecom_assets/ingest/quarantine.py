@@ -114,9 +114,15 @@ class QuarantineRouter(ItemTransform[Any]):
         self._quarantined: set[str] = set()
 
     def __call__(self, page: Any, meta: Any = None) -> Iterator[Any]:
+        # Routed now, not in a generator dlt may resume later: dlt fetches the next page only
+        # after this call, so this page is counted in the pass the paginator checked it in.
+        return iter(self._route(page if isinstance(page, list) else [page]))
+
+    def _route(self, page: list[Any]) -> list[Any]:
+        """The page's valid records, batched into Arrow tables, and its quarantine rows."""
         quarantined = []
         known = self.contract.field_names
-        for record in page if isinstance(page, list) else [page]:
+        for record in page:
             if not isinstance(record, dict):
                 violations = [{"field": "", "reason": f"record is a {type(record).__name__}"}]
             else:
@@ -131,11 +137,10 @@ class QuarantineRouter(ItemTransform[Any]):
             self.report.add_quarantined(first_time)
             if first_time:
                 quarantined.append(row)
+        routed = []
         # dlt does per-item schema work for Arrow tables, so pages are batched; the paginator
         # has seen this page already, so the window's last page flushes what is left.
         if self._batch and (self.report.complete or len(self._batch) >= ARROW_BATCH_SIZE):
-            # Take the batch before yielding: dlt may call the next page's route() before it
-            # resumes this generator.
             batch, self._batch = self._batch, []
             table = _arrow_page(self.contract, batch, sorted(self.report.unknown_fields))
             # A window reconciled in one pass holds each record once, so dlt's merge may skip
@@ -144,9 +149,10 @@ class QuarantineRouter(ItemTransform[Any]):
             hints = dlt.mark.make_hints(
                 additional_table_hints={DEDUPLICATED: self.report.paged_once}
             )
-            yield dlt.mark.with_hints(table, hints)
+            routed.append(dlt.mark.with_hints(table, hints))
         if quarantined:
-            yield dlt.mark.with_table_name(quarantined, self.contract.quarantine_table)
+            routed.append(dlt.mark.with_table_name(quarantined, self.contract.quarantine_table))
+        return routed
 
     def _quarantine_row(self, record: Any, violations: list[dict[str, str]]) -> dict[str, Any]:
         record_id = record.get(self.contract.primary_key) if isinstance(record, dict) else None

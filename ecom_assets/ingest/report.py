@@ -10,20 +10,22 @@ from dataclasses import dataclass, field
 @dataclass
 class ResourceReport:
     """Counts of one resource's sync. A window paged again (records moved while it was paged)
-    is fetched more than once: `received` counts the final, reconciled pass; `fetched` and
-    `quarantined_fetched` count every pass, which is what dlt loads before its merge on `id`
-    keeps one row per record."""
+    is fetched more than once: `received` counts the final, reconciled pass (`valid` of them
+    loaded, `quarantined_received` defective); `fetched` and `quarantined_fetched` count every
+    pass, which is what dlt loads before its merge on `id` keeps one row per record."""
 
     resource: str
     vendor_total: int | None = None
     pages: int = 0
     received: int = 0
     quarantined: int = 0  # distinct defective records, one quarantine row each
+    quarantined_received: int = 0  # the defective records among `received`
     fetched: int = 0
     quarantined_fetched: int = 0
     complete: bool = False  # the window was paged to its end, reconciled with `total`
     unknown_fields: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _pass_ended: bool = field(default=False, repr=False, compare=False)
 
     def __deepcopy__(self, memo: dict) -> ResourceReport:
         # dlt deep-copies the REST API config; the copies must count into this same report.
@@ -31,7 +33,7 @@ class ResourceReport:
 
     @property
     def valid(self) -> int:
-        return self.received - self.quarantined
+        return self.received - self.quarantined_received
 
     @property
     def paged_once(self) -> bool:
@@ -40,6 +42,9 @@ class ResourceReport:
 
     def add_page(self, records: int) -> None:
         with self._lock:
+            if self._pass_ended:  # the first page of the window's next pass
+                self.quarantined_received = 0
+                self._pass_ended = False
             self.pages += 1
             self.received += records
             self.fetched += records
@@ -48,6 +53,9 @@ class ResourceReport:
         with self._lock:
             self.received = 0
             self.vendor_total = None
+            # The page that ended the pass is routed (its defective records counted) after
+            # this, and before the next pass's first page arrives.
+            self._pass_ended = True
 
     def add_unknown_fields(self, names: Iterable[str]) -> None:
         """Fields the vendor sent that the contract does not declare."""
@@ -57,6 +65,7 @@ class ResourceReport:
         """A defective record was fetched; `first_time` unless an earlier pass had it too."""
         with self._lock:
             self.quarantined_fetched += 1
+            self.quarantined_received += 1
             self.quarantined += first_time
 
 

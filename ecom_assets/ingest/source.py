@@ -66,6 +66,10 @@ def ecom_source(
 ) -> DltSource:
     """The REST API source for `resources`, restricted to `window` (None: everything).
 
+    End the window in the past, as the assets and the CLI do (when the run starts): a record
+    updated while its window is paged then leaves it, and the vendor's `total` shows that.
+    In a window without an end it stays, at another offset, and only ids tell it apart.
+
     Every request goes through `session` (its key, retry policy and page concurrency); close
     it after the run. Pass a `SyncReport` to learn what each resource received.
 
