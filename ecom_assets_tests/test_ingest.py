@@ -3,6 +3,7 @@
 import json
 import logging
 import threading
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -117,6 +118,74 @@ def test_rate_limited_concurrent_pages_still_load_everything(
     assert rows(database, "select count(distinct id) from ecom.order_payments") == [
         (report.received,)
     ]
+
+
+@pytest.mark.parametrize("page_concurrency", [1, 8])
+def test_a_redirected_page_is_followed_at_any_concurrency(
+    sandbox: SandboxServer, api_key: str, tmp_path: Path, page_concurrency: int
+) -> None:
+    sandbox.faults.add("order_payments", Fault.redirect(), times=3)
+    database = tmp_path / "warehouse.duckdb"
+    loaded: list[ResourceReport] = []
+    # In a thread of its own: following a redirect once waited for the concurrency slot the
+    # redirected request itself held, forever.
+    worker = threading.Thread(
+        target=lambda: loaded.append(load(sandbox, api_key, database, page_concurrency)),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(timeout=60)
+
+    assert not worker.is_alive(), "the load hung on a redirect"
+    assert [r.status for r in sandbox.request_log].count(307) == 3
+    expected = sandbox.dataset.records("order_payments", day(0), day(5))
+    assert loaded[0].received == len(expected)
+    assert rows(database, "select count(distinct id) from ecom.order_payments") == [
+        (len(expected),)
+    ]
+
+
+def test_a_connection_closed_in_the_middle_of_a_page_is_retried(
+    sandbox: SandboxServer, api_key: str, tmp_path: Path
+) -> None:
+    sandbox.faults.add("order_payments", Fault.stall(0))
+    sandbox.faults.add("order_payments", Fault.cut())
+    database = tmp_path / "warehouse.duckdb"
+
+    report = load(sandbox, api_key, database)
+
+    expected = sandbox.dataset.records("order_payments", day(0), day(5))
+    assert report.received == len(expected)
+    assert rows(database, "select count(distinct id) from ecom.order_payments") == [
+        (len(expected),)
+    ]
+    offsets = [r.offset for r in sandbox.request_log]
+    assert len(offsets) == len(set(offsets)) + 1, "the page cut short was fetched again"
+
+
+def test_closing_the_session_stops_page_workers_waiting_to_retry(
+    sandbox: SandboxServer, api_key: str
+) -> None:
+    # The first page is served; every page fetched ahead of it is told to come back in 60 s,
+    # as when a run fails on one page while the others are rate limited.
+    sandbox.faults.add("order_payments", Fault.stall(0))
+    sandbox.faults.add("order_payments", Fault.status(429, retry_after="60"), times=100)
+    threads_before = set(threading.enumerate())
+    session = VendorSession(api_key, concurrency=2)
+    first_page = {"api_key": api_key, "limit": 100, "offset": 0}
+    session.get(f"{sandbox.base_url}/v1/order_payments", params=first_page)
+    deadline = time.monotonic() + 10
+    while len(sandbox.request_log) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)  # until both workers got their 429 and wait to retry
+
+    session.close()
+
+    workers = [t for t in set(threading.enumerate()) - threads_before if "vendor-page" in t.name]
+    assert workers
+    for worker in workers:
+        worker.join(timeout=10)
+    assert not any(worker.is_alive() for worker in workers), "a worker still waits to retry"
+    assert len(sandbox.request_log) == 3, "nothing was sent after the session closed"
 
 
 @pytest.mark.parametrize("sandbox_spec", [SandboxSpec(size=5000, days=1)])

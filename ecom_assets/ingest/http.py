@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.exceptions import ChunkedEncodingError
 
 from ecom_assets.ingest.prefetch import AdaptiveLimit, PagePrefetcher
 
@@ -163,6 +164,8 @@ class VendorSession(requests.Session):
         self.mount("http://", adapter)
         self.mount("https://", adapter)
         self._environment_settings: dict[str, dict[str, Any]] = {}
+        self._closed = threading.Event()
+        self._sending = threading.local()
         self._prefetcher = (
             PagePrefetcher(self._send_with_retries, workers=concurrency, ahead=2 * concurrency)
             if concurrency > 1
@@ -170,6 +173,10 @@ class VendorSession(requests.Session):
         )
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        if getattr(self._sending, "active", False):
+            # requests follows a redirect by calling send() again, from inside the send below:
+            # the hop is part of that request, under its slot and its retries.
+            return super().send(request, **kwargs)
         if kwargs.get("timeout") is None:  # requests' own get() passes timeout=None
             kwargs["timeout"] = self.policy.timeout
         if self._prefetcher is None:
@@ -199,6 +206,9 @@ class VendorSession(requests.Session):
             self._prefetcher.discard()
 
     def close(self) -> None:
+        # A page worker may be waiting to retry (up to the Retry-After ceiling): it stops
+        # instead of calling the vendor for a run that is over.
+        self._closed.set()
         if self._prefetcher is not None:
             self._prefetcher.close()
         super().close()
@@ -210,13 +220,20 @@ class VendorSession(requests.Session):
         retry_number = 0
         while True:
             retry_number += 1
+            if self._closed.is_set():
+                raise VendorAPIError(f"{where}: not sent, the session is closed")
             try:
                 with self.limit:
-                    response = super().send(request, **kwargs)
+                    self._sending.active = True
+                    try:
+                        response = super().send(request, **kwargs)
+                    finally:
+                        self._sending.active = False
             except requests.HTTPError as exc:
                 # dlt's raise-for-status response hook fires inside send(); take its response.
                 response = exc.response
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except (requests.ConnectionError, requests.Timeout, ChunkedEncodingError) as exc:
+                # ChunkedEncodingError: the connection closed before the whole body arrived.
                 response = None
                 failure, wait = type(exc).__name__, self.policy.backoff(retry_number)
             if response is not None:
@@ -250,7 +267,7 @@ class VendorSession(requests.Session):
                 "%s: %s; retry %d of %d in %.2f s",
                 where, failure, retry_number, self.policy.max_retries, wait,
             )
-            time.sleep(wait)
+            self._closed.wait(wait)
 
     def _safe_detail(self, response: requests.Response) -> str:
         # Scrub before shortening: a cut through the key would hide it from the scrubber.

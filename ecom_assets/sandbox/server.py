@@ -43,6 +43,7 @@ class Reply:
     status: int
     body: bytes
     headers: tuple[tuple[str, str], ...] = ()
+    cut_after: int | None = None  # send only this many bytes of the body, then hang up
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -82,7 +83,7 @@ class Fault:
     instead"; a new kind needs a constructor and, if it replaces the answer, a case in `reply`.
     """
 
-    kind: Literal["status", "body", "raw", "stall", "act", "ignore_limit"]
+    kind: Literal["status", "body", "raw", "stall", "act", "ignore_limit", "redirect", "cut"]
     http_status: int = 200
     payload: bytes = b""
     retry_after: str | None = None
@@ -123,6 +124,16 @@ class Fault:
         """Serve up to `page_size` records from the requested offset, whatever `limit` said."""
         return cls("ignore_limit", page_size=page_size)
 
+    @classmethod
+    def redirect(cls) -> Fault:
+        """Answer 307 Temporary Redirect to the same URL (as a vendor moving hosts does)."""
+        return cls("redirect", http_status=307)
+
+    @classmethod
+    def cut(cls) -> Fault:
+        """Send the page's headers and half its body, then close the connection."""
+        return cls("cut")
+
     def reply(self, request_target: str) -> Reply | None:
         """The answer to send instead of the page, or None to serve the page."""
         match self.kind:
@@ -134,7 +145,9 @@ class Fault:
                 return _error_reply(self.http_status, error, message, headers)
             case "body" | "raw":
                 return Reply(self.http_status, self.payload)
-            case "stall" | "ignore_limit":
+            case "redirect":
+                return Reply(self.http_status, b"", (("Location", request_target),))
+            case "stall" | "ignore_limit" | "cut":
                 return None
             case "act":
                 assert self.action is not None
@@ -228,7 +241,11 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in reply.headers:
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(reply.body)
+        if reply.cut_after is None:
+            self.wfile.write(reply.body)
+        else:
+            self.wfile.write(reply.body[: reply.cut_after])
+            self.close_connection = True
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silenced: one stderr line per request is noise, and request lines hold the key."""
@@ -416,8 +433,11 @@ class SandboxServer:
             live_start = max(page.offset - base_total, 0)
             data = data + live[live_start : live_start + limit - len(data)]
         total = base_total + len(live)
-        body = {"data": data, "total": total, "offset": page.offset, "limit": page.limit}
-        return self._logged(resource, page, Reply(200, _json_bytes(body)))
+        body = _json_bytes(
+            {"data": data, "total": total, "offset": page.offset, "limit": page.limit}
+        )
+        cut_after = len(body) // 2 if fault is not None and fault.kind == "cut" else None
+        return self._logged(resource, page, Reply(200, body, cut_after=cut_after))
 
     def _logged(self, resource: str, page: _PageQuery | None, reply: Reply) -> Reply:
         offset, limit = (page.offset, page.limit) if page else (None, None)
