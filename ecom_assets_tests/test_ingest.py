@@ -94,8 +94,8 @@ def test_concurrent_pages_are_bounded_and_load_what_the_sequential_path_loads(
 
 def test_429_halves_the_concurrency_and_success_brings_it_back() -> None:
     limit = AdaptiveLimit(8)
-    limit.rate_limited()
-    limit.rate_limited()
+    limit.rate_limited(retry_after=0)
+    limit.rate_limited(retry_after=0)
     assert limit.limit == 2
     for _ in range(2 + 3):
         limit.succeeded()
@@ -103,6 +103,27 @@ def test_429_halves_the_concurrency_and_success_brings_it_back() -> None:
     for _ in range(100):
         limit.succeeded()
     assert limit.limit == 8
+
+
+def test_a_retry_after_holds_back_every_request_of_the_session(
+    sandbox: SandboxServer, api_key: str, tmp_path: Path
+) -> None:
+    # After the first page, two pages are requested at once: one is told to come back in
+    # 1 s, the other is answered after 0.5 s. The page that worker fetches next waits for the
+    # end of the vendor's 1 s too.
+    sandbox.faults.add("order_payments", Fault.stall(0))
+    sandbox.faults.add("order_payments", Fault.status(429, retry_after="1"))
+    sandbox.faults.add("order_payments", Fault.stall(0.5))
+
+    report = load(sandbox, api_key, tmp_path / "warehouse.duckdb", page_concurrency=2)
+
+    assert report.received == len(sandbox.dataset.records("order_payments", day(0), day(5)))
+    log = sandbox.request_log
+    [limited] = [r for r in log if r.status == 429]
+    pause_start, pause_end = limited.arrived_at, limited.arrived_at + 1.0
+    assert [r for r in log if pause_start + 0.1 < r.arrived_at < pause_end] == []
+    retried = [r for r in log if r.offset == limited.offset and r.status == 200]
+    assert retried and retried[0].arrived_at >= pause_end
 
 
 def test_rate_limited_concurrent_pages_still_load_everything(

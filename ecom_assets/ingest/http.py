@@ -81,7 +81,13 @@ class KeyScrubbingFilter(logging.Filter):
 
     def __init__(self) -> None:
         super().__init__()
-        self.secrets: set[str] = set()
+        # Replaced, never changed in place: another thread may be filtering a record with it.
+        self.secrets: frozenset[str] = frozenset()
+        self._lock = threading.Lock()
+
+    def add(self, secret: str) -> None:
+        with self._lock:
+            self.secrets = self.secrets | {secret}
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -156,7 +162,7 @@ class VendorSession(requests.Session):
         super().__init__()
         self.api_key = api_key
         if api_key:
-            _key_filter.secrets.add(api_key)
+            _key_filter.add(api_key)
         self.policy = policy or RetryPolicy()
         self.limit = AdaptiveLimit(max(1, concurrency))
         # One pooled connection per worker plus the paginator's own, all kept alive.
@@ -209,6 +215,7 @@ class VendorSession(requests.Session):
         # A page worker may be waiting to retry (up to the Retry-After ceiling): it stops
         # instead of calling the vendor for a run that is over.
         self._closed.set()
+        self.limit.stop()
         if self._prefetcher is not None:
             self._prefetcher.close()
         super().close()
@@ -220,10 +227,10 @@ class VendorSession(requests.Session):
         retry_number = 0
         while True:
             retry_number += 1
-            if self._closed.is_set():
-                raise VendorAPIError(f"{where}: not sent, the session is closed")
             try:
                 with self.limit:
+                    if self._closed.is_set():
+                        raise VendorAPIError(f"{where}: not sent, the session is closed")
                     self._sending.active = True
                     try:
                         response = super().send(request, **kwargs)
@@ -250,8 +257,6 @@ class VendorSession(requests.Session):
                     raise VendorRequestRejected(
                         f"{where}: the vendor rejected the request with {failure}; not retried"
                     ) from None
-                if status == 429:
-                    self.limit.rate_limited()
                 retry_after = retry_after_seconds(response)
                 wait = self.policy.backoff(retry_number) if retry_after is None else retry_after
                 if wait > self.policy.max_retry_after:
@@ -259,6 +264,10 @@ class VendorSession(requests.Session):
                         f"{where}: the vendor asked to wait {wait:.0f} s, more than the "
                         f"{self.policy.max_retry_after:.0f} s ceiling; giving up ({failure})"
                     ) from None
+                if status == 429:
+                    # The vendor's limit is on the key, not on this request: every request of
+                    # the session waits, and fewer run at once afterwards.
+                    self.limit.rate_limited(wait)
             if retry_number > self.policy.max_retries:
                 raise VendorAPIError(
                     f"{where}: still failing after {self.policy.max_retries} retries: {failure}"

@@ -10,6 +10,7 @@ waiting per window, so memory stays flat however large the window is.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -23,18 +24,26 @@ Fetch = Callable[..., requests.Response]
 
 
 class AdaptiveLimit:
-    """A concurrency limit that halves when the vendor says 429 and creeps back on success."""
+    """A concurrency limit that halves when the vendor says 429 and creeps back on success.
+    While the vendor's `Retry-After` runs, no request of the session starts; `stop()` lets
+    every waiting request through at once, to find its session closed."""
 
     def __init__(self, maximum: int) -> None:
         self.maximum = maximum
         self.limit = maximum
         self._active = 0
         self._successes = 0
+        self._resume_at = 0.0  # time.monotonic() before which no request starts
+        self._stopped = False
         self._condition = threading.Condition()
 
     def __enter__(self) -> AdaptiveLimit:
         with self._condition:
-            self._condition.wait_for(lambda: self._active < self.limit)
+            while not self._stopped:
+                pause = self._resume_at - time.monotonic()
+                if pause <= 0 and self._active < self.limit:
+                    break
+                self._condition.wait(pause if pause > 0 else None)
             self._active += 1
         return self
 
@@ -43,10 +52,12 @@ class AdaptiveLimit:
             self._active -= 1
             self._condition.notify_all()
 
-    def rate_limited(self) -> None:
+    def rate_limited(self, retry_after: float) -> None:
+        """The vendor answered 429 and asked for `retry_after` seconds."""
         with self._condition:
             self.limit = max(1, self.limit // 2)
             self._successes = 0
+            self._resume_at = max(self._resume_at, time.monotonic() + retry_after)
 
     def succeeded(self) -> None:
         with self._condition:
@@ -55,6 +66,11 @@ class AdaptiveLimit:
                 self.limit += 1
                 self._successes = 0
                 self._condition.notify_all()
+
+    def stop(self) -> None:
+        with self._condition:
+            self._stopped = True
+            self._condition.notify_all()
 
 
 def _with_offset(url: str, offset: int) -> str:
@@ -128,13 +144,12 @@ class PagePrefetcher:
     ) -> None:
         position = _page_position(request.url or "")
         shape = _page_shape(response)
-        if position is None or shape is None:
-            return
+        if position is None or shape is None or shape[1] == 0:
+            return  # an empty page says nothing about where the next one starts
         window, offset = position
-        total, length = shape
+        total, stride = shape
         # Predict the next offsets by the length of this page: a vendor may send more or fewer
         # records than `limit`, and the paginator follows what arrived.
-        stride = length or 1
         last = min(total, offset + stride * (self._ahead + 1))
         with self._lock:
             # Only offsets past the furthest one already requested for this window.

@@ -198,6 +198,7 @@ class RequestRecord(NamedTuple):
     offset: int | None
     limit: int | None
     status: int
+    arrived_at: float  # time.monotonic() when the request arrived
 
 
 class _PageQuery(NamedTuple):
@@ -391,22 +392,24 @@ class SandboxServer:
 
     def respond(self, target: str) -> Reply:
         """Answer one GET for `target` (path and query string) and log it."""
+        arrived_at = time.monotonic()
         if self.spec.latency_ms:
             time.sleep(self.spec.latency_ms / 1000)
         url = urlsplit(target)
         resource = _ROUTES.get(url.path)
         if resource is None:
             message = f"no such endpoint: {url.path}"
-            return self._logged(url.path, None, _error_reply(404, "not_found", message))
+            return self._logged(arrived_at, url.path, None, _error_reply(404, "not_found", message))
         query = dict(parse_qsl(url.query, keep_blank_values=True))
         if not hmac.compare_digest(query.get("api_key", "").encode(), self._api_key):
-            message = "invalid or missing api_key"
-            return self._logged(resource, None, _error_reply(401, "unauthorized", message))
+            reply = _error_reply(401, "unauthorized", "invalid or missing api_key")
+            return self._logged(arrived_at, resource, None, reply)
         try:
             page = _parse_page_query(query)
             lo, hi = self._dataset.window_bounds(resource, page.since, page.before)
         except ValueError as exc:
-            return self._logged(resource, None, _error_reply(400, "bad_request", str(exc)))
+            reply = _error_reply(400, "bad_request", str(exc))
+            return self._logged(arrived_at, resource, None, reply)
         fault = self._faults.take(resource)
         limit = page.limit
         if fault is not None:
@@ -414,7 +417,7 @@ class SandboxServer:
             time.sleep(fault.delay_s)
             replacement = fault.reply(target)
             if replacement is not None:
-                return self._logged(resource, page, replacement)
+                return self._logged(arrived_at, resource, page, replacement)
         moved = self._moved[resource]
         if moved:  # rare, test-only: a window scan that skips the records updated since
             window = self._dataset.records(resource, page.since, page.before)
@@ -437,10 +440,12 @@ class SandboxServer:
             {"data": data, "total": total, "offset": page.offset, "limit": page.limit}
         )
         cut_after = len(body) // 2 if fault is not None and fault.kind == "cut" else None
-        return self._logged(resource, page, Reply(200, body, cut_after=cut_after))
+        return self._logged(arrived_at, resource, page, Reply(200, body, cut_after=cut_after))
 
-    def _logged(self, resource: str, page: _PageQuery | None, reply: Reply) -> Reply:
+    def _logged(
+        self, arrived_at: float, resource: str, page: _PageQuery | None, reply: Reply
+    ) -> Reply:
         offset, limit = (page.offset, page.limit) if page else (None, None)
         with self._log_lock:
-            self._log.append(RequestRecord(resource, offset, limit, reply.status))
+            self._log.append(RequestRecord(resource, offset, limit, reply.status, arrived_at))
         return reply
