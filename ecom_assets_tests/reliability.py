@@ -94,6 +94,9 @@ CASES = [
     Case("200 without total", _faults(Fault.body({"data": []})),
          False, "200 response without an integer 'total'"),
     Case("a page ignoring limit (all of the window)", _faults(Fault.ignore_limit(1000)), True),
+    # Not in the contract, but any HTTP vendor can do it.
+    Case("a redirect to the same URL", _faults(Fault.redirect()), True),
+    Case("a connection closed in the middle of a page", _faults(Fault.cut()), True),
     # The moved record's old version stays until its new day is loaded: the check says so.
     Case("a record updated while paging", _update_a_record_while_paging, True,
          "matches_vendor_total"),
