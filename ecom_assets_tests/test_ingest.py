@@ -8,9 +8,11 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from dlt.pipeline.exceptions import PipelineStepFailed
 
 from ecom_assets.ingest import (
     SyncReport,
+    VendorAPIError,
     VendorSession,
     Warehouse,
     Window,
@@ -302,11 +304,12 @@ def test_a_record_without_id_served_twice_does_not_hide_the_record_a_shift_skipp
     # window end, moves it to the end of the data set; then page 100 is served. It now closes
     # with the id-less record too, and the updated record is on neither page.
     page_200_served = threading.Event()
+    first_page_100 = threading.Lock()
     respond = sandbox.respond
 
     def page_100_after_page_200_and_an_update(target: str):
         offset = parse_qs(urlsplit(target).query).get("offset", ["0"])[0]
-        if offset == "100" and not page_200_served.is_set():
+        if offset == "100" and first_page_100.acquire(blocking=False):
             page_200_served.wait(10)
             sandbox.update_now("order_payments", updated["id"])
         reply = respond(target)
@@ -323,3 +326,42 @@ def test_a_record_without_id_served_twice_does_not_hide_the_record_a_shift_skipp
     assert updated["id"] in ids
     assert ids == {r["id"] for r in records} - {id_less["id"]}
     assert rows(database, "select count(*) from ecom.order_payments_quarantine") == [(1,)]
+
+
+def test_identical_records_without_id_from_the_vendor_itself_still_load_the_window(
+    sandbox: SandboxServer, api_key: str, tmp_path: Path, caplog
+) -> None:
+    database = tmp_path / "warehouse.duckdb"
+    records = sandbox.dataset.all("order_payments")
+    field_names = records[0].keys()
+    # Two defective records that are nothing but empty objects: indistinguishable, so the
+    # first pass looks as if paging had repeated one. The second pass reads the same.
+    for copy in (records[10], records[500]):
+        sandbox.corrupt("order_payments", copy["id"], **dict.fromkeys(field_names, OMIT))
+
+    report = load(sandbox, api_key, database, window=None)
+
+    assert report.complete and report.fetched == 2 * report.received == 2000
+    assert "taken as the vendor's own copies" in caplog.text
+    ids = {r[0] for r in rows(database, "select id from ecom.order_payments")}
+    assert ids == {r["id"] for r in records} - {records[10]["id"], records[500]["id"]}
+    assert report.valid == 998
+
+
+def test_a_redirect_loop_fails_with_a_message_that_names_it_without_the_key(
+    sandbox: SandboxServer, api_key: str, tmp_path: Path
+) -> None:
+    sandbox.faults.add("order_payments", Fault.redirect(), times=100)
+
+    with pytest.raises(PipelineStepFailed) as failure:
+        load(sandbox, api_key, tmp_path / "warehouse.duckdb", page_concurrency=1)
+
+    causes = []
+    cause: BaseException | None = failure.value
+    while cause is not None:
+        causes.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    rejected = [c for c in causes if isinstance(c, VendorAPIError)]
+    assert rejected and not rejected[0].retryable
+    assert "redirect could not be followed (TooManyRedirects)" in str(rejected[0])
+    assert api_key not in "".join(str(c) for c in causes)

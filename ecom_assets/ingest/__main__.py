@@ -43,7 +43,7 @@ def main() -> None:
     started = datetime.now(UTC)
     since, before = args.since or EPOCH, min(args.before or started, started)
     if before <= since:
-        parser.error("--since must be a day in the past")
+        parser.error("empty window: --since must be before --before, and in the past")
     window = Window(since, before)
     report = SyncReport()
     warehouse = Warehouse(

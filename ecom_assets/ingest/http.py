@@ -243,6 +243,13 @@ class VendorSession(requests.Session):
                 # ChunkedEncodingError: the connection closed before the whole body arrived.
                 response = None
                 failure, wait = type(exc).__name__, self.policy.backoff(retry_number)
+            except (requests.RequestException, ValueError) as exc:
+                # A redirect that cannot be followed (a loop, another scheme, a broken URL).
+                # requests' message holds the URL and its key: only the kind is told.
+                raise VendorRequestRejected(
+                    f"{where}: the vendor's redirect could not be followed "
+                    f"({type(exc).__name__}); not retried"
+                ) from None
             if response is not None:
                 status = response.status_code
                 if status < 400 and _parse_json_once(response):

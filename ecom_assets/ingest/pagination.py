@@ -64,6 +64,8 @@ class ReconcilingOffsetPaginator(OffsetPaginator):
         # repeated records (and so skipped others). Kept as Arrow strings, a few bytes per
         # record: a million ids in a Python set would cost some 70 MB.
         self._pass_ids: list[pa.Array] = []
+        # A pass whose only repeats were identical records without an id, sorted identities.
+        self._repeating_pass: pa.Array | None = None
 
     def update_state(self, response: Response, data: list[Any] | None = None) -> None:
         where = f"{self.report.resource} offset {self.current_value}"
@@ -91,8 +93,11 @@ class ReconcilingOffsetPaginator(OffsetPaginator):
         self.value_step = len(page) or self.limit  # the next offset follows what arrived
         super().update_state(response, page)
         if not self.has_next_page:
-            distinct = self._distinct_ids()
-            if self._pass_received != total or distinct != total:
+            identities = pa.chunked_array(self._pass_ids, pa.string())
+            distinct = pc.count_distinct(identities).as_py()
+            if self._pass_received != total or (
+                distinct != total and not self._vendor_sent_copies(where, identities)
+            ):
                 self._restart(
                     where,
                     f"received {self._pass_received} records ({distinct} distinct) of a total "
@@ -101,8 +106,24 @@ class ReconcilingOffsetPaginator(OffsetPaginator):
                 return
             self.report.complete = True
 
-    def _distinct_ids(self) -> int:
-        return pc.count_distinct(pa.chunked_array(self._pass_ids, pa.string())).as_py()
+    def _vendor_sent_copies(self, where: str, identities: pa.ChunkedArray) -> bool:
+        """Whether the repeats of this full pass are identical records without an id that
+        the vendor itself holds: the ids are distinct, and the previous pass read exactly the
+        same records. Paging repeats a record only when records move, which two passes in a
+        row would not reproduce record for record."""
+        with_id = pc.invert(pc.starts_with(identities, "\0"))
+        ids = pc.filter(identities, with_id)
+        if pc.count_distinct(ids).as_py() != len(ids):
+            return False
+        records = pc.take(identities, pc.sort_indices(identities)).combine_chunks()
+        previous, self._repeating_pass = self._repeating_pass, records
+        if previous is None or not previous.equals(records):
+            return False
+        logger.warning(
+            "%s: identical records without an id, the same in two passes: taken as the "
+            "vendor's own copies", where,
+        )
+        return True
 
     def _restart(self, where: str, drift: str) -> None:
         """Records moved while the window was paged, so offsets shifted and a record may have
