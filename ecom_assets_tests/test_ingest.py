@@ -17,6 +17,7 @@ from ecom_assets.ingest import (
     Warehouse,
     Window,
     ecom_source,
+    http,
     quarantine,
 )
 from ecom_assets.ingest.prefetch import AdaptiveLimit
@@ -365,3 +366,33 @@ def test_a_redirect_loop_fails_with_a_message_that_names_it_without_the_key(
     assert rejected and not rejected[0].retryable
     assert "redirect could not be followed (TooManyRedirects)" in str(rejected[0])
     assert api_key not in "".join(str(c) for c in causes)
+
+
+def test_a_redirect_to_another_host_is_refused_and_the_key_not_sent_there(
+    sandbox: SandboxServer, api_key: str, tmp_path: Path
+) -> None:
+    # localhost is this very sandbox, but another host by name: following would be seen.
+    other_host = sandbox.base_url.replace("127.0.0.1", "localhost")
+    sandbox.faults.add("order_payments", Fault.redirect(to_origin=other_host))
+
+    with pytest.raises(PipelineStepFailed) as failure:
+        load(sandbox, api_key, tmp_path / "warehouse.duckdb")
+
+    assert "redirected to another host or to plain HTTP; not followed" in str(failure.value)
+    assert api_key not in str(failure.value)
+    assert [r.status for r in sandbox.request_log] == [307], "the hop was never sent"
+
+
+@pytest.mark.parametrize(
+    ("origin", "hop", "followed"),
+    [
+        ("https://api.example.com/v1/x", "https://api.example.com:8443/v1/x", True),
+        ("http://api.example.com/v1/x", "https://api.example.com/v1/x", True),
+        ("https://api.example.com/v1/x", "http://api.example.com/v1/x", False),
+        ("https://api.example.com/v1/x", "https://example.org/v1/x", False),
+    ],
+)
+def test_redirects_stay_with_the_vendor_host_and_never_downgrade_to_http(
+    origin: str, hop: str, followed: bool
+) -> None:
+    assert http.redirect_stays_with_vendor(urlsplit(origin), urlsplit(hop)) is followed

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -151,6 +151,14 @@ def retry_after_seconds(response: requests.Response) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+def redirect_stays_with_vendor(origin: SplitResult, hop: SplitResult) -> bool:
+    """A redirect stays with the vendor: the same host, and HTTPS if the request was (an
+    upgrade from HTTP to HTTPS is followed)."""
+    return hop.hostname == origin.hostname and (
+        hop.scheme == origin.scheme or (origin.scheme, hop.scheme) == ("http", "https")
+    )
+
+
 class VendorSession(requests.Session):
     """A `requests.Session` with the vendor's retry rules, key-free errors and, with
     `concurrency` > 1, the next pages of a window fetched concurrently. Close it after use:
@@ -179,9 +187,17 @@ class VendorSession(requests.Session):
         )
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        if getattr(self._sending, "active", False):
+        origin = getattr(self._sending, "origin", None)
+        if origin is not None:
             # requests follows a redirect by calling send() again, from inside the send below:
-            # the hop is part of that request, under its slot and its retries.
+            # the hop is part of that request, under its slot and its retries. The key is in
+            # the URL, so it goes to the vendor's own host only, never over plain HTTP if the
+            # request was HTTPS.
+            if not redirect_stays_with_vendor(origin, urlsplit(request.url or "")):
+                raise VendorRequestRejected(
+                    f"{describe_request(request.url or '')}: the vendor redirected to another "
+                    "host or to plain HTTP; not followed, so that the key goes nowhere else"
+                )
             return super().send(request, **kwargs)
         if kwargs.get("timeout") is None:  # requests' own get() passes timeout=None
             kwargs["timeout"] = self.policy.timeout
@@ -231,11 +247,11 @@ class VendorSession(requests.Session):
                 with self.limit:
                     if self._closed.is_set():
                         raise VendorAPIError(f"{where}: not sent, the session is closed")
-                    self._sending.active = True
+                    self._sending.origin = urlsplit(request.url or "")
                     try:
                         response = super().send(request, **kwargs)
                     finally:
-                        self._sending.active = False
+                        self._sending.origin = None
             except requests.HTTPError as exc:
                 # dlt's raise-for-status response hook fires inside send(); take its response.
                 response = exc.response

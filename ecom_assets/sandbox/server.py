@@ -91,6 +91,7 @@ class Fault:
     delay_s: float = 0.0
     action: Callable[[], None] | None = None
     page_size: int | None = None
+    redirect_origin: str = ""
 
     @classmethod
     def status(cls, code: int, retry_after: str | None = None, echo_url: bool = False) -> Fault:
@@ -125,9 +126,10 @@ class Fault:
         return cls("ignore_limit", page_size=page_size)
 
     @classmethod
-    def redirect(cls) -> Fault:
-        """Answer 307 Temporary Redirect to the same URL (as a vendor moving hosts does)."""
-        return cls("redirect", http_status=307)
+    def redirect(cls, to_origin: str = "") -> Fault:
+        """Answer 307 Temporary Redirect to the same URL, or to the same path and query on
+        `to_origin` (e.g. `http://localhost:8765`), as a vendor moving hosts does."""
+        return cls("redirect", http_status=307, redirect_origin=to_origin)
 
     @classmethod
     def cut(cls) -> Fault:
@@ -146,7 +148,8 @@ class Fault:
             case "body" | "raw":
                 return Reply(self.http_status, self.payload)
             case "redirect":
-                return Reply(self.http_status, b"", (("Location", request_target),))
+                location = self.redirect_origin + request_target
+                return Reply(self.http_status, b"", (("Location", location),))
             case "stall" | "ignore_limit" | "cut":
                 return None
             case "act":
