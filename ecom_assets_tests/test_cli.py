@@ -13,15 +13,16 @@ from ecom_assets.sandbox.server import OMIT, Fault, SandboxServer
 from ecom_assets_tests.conftest import PROJECT_DIR, project_env, rows
 
 
-def test_the_demo_backfills_both_assets_and_prints_rows_and_checks(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "ecom_assets.demo"],
-        env=project_env(tmp_path),
-        cwd=PROJECT_DIR,
-        capture_output=True,
-        text=True,
-        timeout=600,
+def _run_module(module_and_args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`python -m ...` of this project in a real process, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", *module_and_args],
+        env=env, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=600,
     )
+
+
+def test_the_demo_backfills_both_assets_and_prints_rows_and_checks(tmp_path: Path) -> None:
+    result = _run_module(["ecom_assets.demo"], project_env(tmp_path))
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ecom.order_payments: 5000 rows (0 quarantined)" in result.stdout
@@ -81,13 +82,9 @@ def test_the_dlt_only_cli_loads_everything_until_now_and_sees_a_record_move(
         "order_payments", Fault.act(lambda: sandbox.update_now("order_payments", moved["id"]))
     )
 
-    result = subprocess.run(
-        [sys.executable, "-m", "ecom_assets.ingest", "--resource", "order_payments"],
-        env=project_env(tmp_path, sandbox, api_key),
-        cwd=PROJECT_DIR,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = _run_module(
+        ["ecom_assets.ingest", "--resource", "order_payments"],
+        project_env(tmp_path, sandbox, api_key),
     )
 
     assert result.returncode == 0, result.stdout + result.stderr

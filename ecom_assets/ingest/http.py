@@ -187,13 +187,13 @@ class VendorSession(requests.Session):
         )
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        origin = getattr(self._sending, "origin", None)
+        origin = getattr(self._sending, "url", None)
         if origin is not None:
             # requests follows a redirect by calling send() again, from inside the send below:
             # the hop is part of that request, under its slot and its retries. The key is in
             # the URL, so it goes to the vendor's own host only, never over plain HTTP if the
             # request was HTTPS.
-            if not redirect_stays_with_vendor(origin, urlsplit(request.url or "")):
+            if not redirect_stays_with_vendor(urlsplit(origin), urlsplit(request.url or "")):
                 raise VendorRequestRejected(
                     f"{describe_request(request.url or '')}: the vendor redirected to another "
                     "host or to plain HTTP; not followed, so that the key goes nowhere else"
@@ -247,11 +247,11 @@ class VendorSession(requests.Session):
                 with self.limit:
                     if self._closed.is_set():
                         raise VendorAPIError(f"{where}: not sent, the session is closed")
-                    self._sending.origin = urlsplit(request.url or "")
+                    self._sending.url = request.url or ""
                     try:
                         response = super().send(request, **kwargs)
                     finally:
-                        self._sending.origin = None
+                        self._sending.url = None
             except requests.HTTPError as exc:
                 # dlt's raise-for-status response hook fires inside send(); take its response.
                 response = exc.response
