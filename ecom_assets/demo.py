@@ -27,13 +27,15 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 SAMPLE_ROWS = 3
 
 
-def materialize_command(select: str, partitions: str) -> list[str]:
-    """`dagster asset materialize` of this code location for one partition (`2026-01-02`) or a
-    range (`2026-01-01...2026-01-31`), with this interpreter's `dagster`."""
+def materialize_command(
+    select: str, partitions: str, module: str = "ecom_assets.definitions"
+) -> list[str]:
+    """`dagster asset materialize` of this code location (or `module`) for one partition
+    (`2026-01-02`) or a range (`2026-01-01...2026-01-31`), with this interpreter's `dagster`."""
     option = "--partition-range" if "..." in partitions else "--partition"
     return [
         str(Path(sys.executable).with_name("dagster")), "asset", "materialize",
-        "-m", "ecom_assets.definitions", "--select", select, option, partitions,
+        "-m", module, "--select", select, option, partitions,
     ]
 
 
