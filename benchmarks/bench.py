@@ -32,6 +32,7 @@ from datetime import timedelta
 from importlib.metadata import version
 from pathlib import Path
 
+import duckdb
 from dagster import DagsterInstance
 
 from ecom_assets.demo import materialize_command
@@ -108,6 +109,14 @@ def measure_process(command: list[str], env: dict[str, str]) -> tuple[float, int
     return elapsed, peak
 
 
+def _check_loaded(variant: Variant, database: Path, records: int) -> None:
+    """A variant counts only if it loaded every record: one that lost some is not fast."""
+    with duckdb.connect(str(database), read_only=True) as connection:
+        [(loaded,)] = connection.execute("select count(*) from ecom.order_payments").fetchall()
+    if loaded != records:
+        raise SystemExit(f"({variant.label}) loaded {loaded} of {records} records")
+
+
 def environment(workdir: Path, base_url: str, spec: SandboxSpec) -> dict[str, str]:
     dagster_home = workdir / "dagster_home"
     dagster_home.mkdir()
@@ -154,6 +163,8 @@ def measure(records: int, latency_ms: float, repeats: int, labels: str) -> list[
                         env.pop("ARROW_DEFAULT_MEMORY_POOL", None)
                     command = _command(variant.label, sandbox.base_url, workdir, spec)
                     variant.samples.append(measure_process(command, env))
+                    if variant.label != "e":  # (e) loads nothing by design
+                        _check_loaded(variant, workdir / "data" / "warehouse.duckdb", records)
                 seconds, rss = variant.samples[-1]
                 print(f"  run {repeat + 1}/{repeats} ({variant.label}) {seconds:6.2f} s "
                       f"{rss / 1024:6.0f} MiB", flush=True)

@@ -1,5 +1,6 @@
 """The user's paths through real processes: `make demo`'s module and the dagster CLI."""
 
+import os
 import re
 import subprocess
 import sys
@@ -95,3 +96,22 @@ def test_the_dlt_only_cli_loads_everything_until_now_and_sees_a_record_move(
     database = tmp_path / "data" / "warehouse.duckdb"
     ids = {r[0] for r in rows(database, "select id from ecom.order_payments")}
     assert ids == {r["id"] for r in records} - {moved["id"]}
+
+
+def test_make_bench_runs_every_variant_on_the_same_data_and_writes_the_table(
+    tmp_path: Path,
+) -> None:
+    # A tiny scenario: this checks that the benchmark works (every variant ran and loaded
+    # all 300 records, or it exits), never how fast anything is.
+    output = tmp_path / "BENCHMARKS.md"
+    result = _run_module(
+        ["benchmarks.bench", "--scenario", "300:5", "--repeats", "1", "--output", str(output)],
+        {**os.environ, "TMPDIR": str(tmp_path)},  # the variants' warehouses and Dagster homes
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = output.read_text()
+    for label in "abcde":
+        assert re.search(rf"^\| \({label}\) .* \| [\d.]+x \| [\d.]+x \|$", table, re.M), label
+    assert re.search(r"^Ceiling for \(c\) .* = \*\*[\d.]+x\*\*\.$", table, re.M)
+    assert "make bench rewrites what is above this line" in table
