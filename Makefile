@@ -10,9 +10,11 @@ STAMP := $(VENV)/.installed
 
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 # `make demo` and `make ui` run against the sandbox vendor: whatever .env says for a real vendor,
-# they keep their own warehouse and Dagster home, so sandbox records never mix with real ones.
-SANDBOX_HOME := $(CURDIR)/dagster_home
-SANDBOX_ENV := DAGSTER_HOME=$(SANDBOX_HOME) ECOM_DESTINATION=duckdb \
+# they keep their own warehouse and Dagster home (the paths ecom_assets/demo.py defaults to), so
+# sandbox records never mix with real ones. Their Dagster processes run in that home, not here:
+# Dagster's CLI loads a `.env` from its working directory over the environment.
+SANDBOX_HOME := $(CURDIR)/data/sandbox_dagster_home
+SANDBOX_ENV := DAGSTER_HOME=$(SANDBOX_HOME) DLT_PROJECT_DIR=$(CURDIR) ECOM_DESTINATION=duckdb \
 	ECOM_DUCKDB_PATH=$(CURDIR)/data/sandbox.duckdb ECOM_PARTITIONS_START=2026-01-01
 SANDBOX_PORT ?= 8765
 UI_PORT ?= 3000
@@ -33,15 +35,16 @@ $(STAMP): pyproject.toml setup.cfg
 
 ## The main job end to end: sandbox API, backfill both assets, checks, a printed summary.
 demo: install $(SANDBOX_HOME)/dagster.yaml
-	$(SANDBOX_ENV) $(BIN)/python -m ecom_assets.demo
+	$(BIN)/python -m ecom_assets.demo
 
 ## The sandbox vendor plus the Dagster webserver and daemon on http://127.0.0.1:$(UI_PORT).
 ui: install $(SANDBOX_HOME)/dagster.yaml
 	@export $(SANDBOX_ENV) ECOM_API_BASE_URL=http://127.0.0.1:$(SANDBOX_PORT) \
 	        ECOM_API_KEY=sandbox-key; \
-	$(BIN)/python -m ecom_assets.sandbox --port $(SANDBOX_PORT) --live 10 & sandbox=$$!; \
+	cd $(SANDBOX_HOME); \
+	$(CURDIR)/$(BIN)/python -m ecom_assets.sandbox --port $(SANDBOX_PORT) --live 10 & sandbox=$$!; \
 	trap 'kill $$sandbox 2>/dev/null' EXIT INT TERM; \
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
+	$(CURDIR)/$(BIN)/dagster dev -w $(CURDIR)/workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
 
 ## Reload everything the vendor has for RESOURCE (order_payments or products) and swap the
 ## table atomically. Needs ECOM_API_BASE_URL and ECOM_API_KEY, e.g. from .env.
@@ -87,4 +90,4 @@ test: lint chromium postgresql
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) data dagster_home .pytest_cache .ruff_cache
+	rm -rf $(VENV) data dagster_home .pytest_cache .ruff_cache *.egg-info

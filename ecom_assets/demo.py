@@ -5,6 +5,7 @@ the real `dagster asset materialize` CLI (one run per asset, each a single dlt r
 row counts, sample rows and the asset check results as the Dagster instance recorded them.
 """
 
+import argparse
 import os
 import secrets
 import subprocess
@@ -19,11 +20,14 @@ from dagster import AssetCheckKey, DagsterInstance
 from ecom_assets.contract import CONTRACTS
 from ecom_assets.defs.checks import CHECKS
 from ecom_assets.defs.translator import asset_key
-from ecom_assets.ingest import DEFAULT_DUCKDB_PATH
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+# The sandbox's own Dagster home and warehouse (`make demo` and `make ui`), never a real
+# vendor's: the Makefile names the same two paths.
+SANDBOX_DAGSTER_HOME = PROJECT_DIR / "data" / "sandbox_dagster_home"
+SANDBOX_DATABASE = PROJECT_DIR / "data" / "sandbox.duckdb"
 SAMPLE_ROWS = 3
 
 
@@ -42,7 +46,11 @@ def materialize_command(
 def _materialize(select: str, partition_range: str, env: dict[str, str]) -> None:
     command = materialize_command(select, partition_range)
     print(f"$ {' '.join(command)}", flush=True)
-    result = subprocess.run(command, env=env, cwd=PROJECT_DIR, capture_output=True, text=True)
+    # Not in the project directory: Dagster's CLI loads a `.env` from its working directory
+    # over the environment, and the project's `.env` configures the real vendor.
+    result = subprocess.run(
+        command, env=env, cwd=env["DAGSTER_HOME"], capture_output=True, text=True
+    )
     if result.returncode != 0:
         sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
         raise SystemExit(f"materializing {select} failed (exit {result.returncode})")
@@ -86,12 +94,18 @@ def _print_checks(instance: DagsterInstance) -> None:
 
 
 def main() -> None:
+    # Its own options, not DAGSTER_HOME and ECOM_DUCKDB_PATH: those may name a real vendor's.
+    parser = argparse.ArgumentParser(prog="python -m ecom_assets.demo", description=__doc__)
+    parser.add_argument("--dagster-home", type=Path, default=SANDBOX_DAGSTER_HOME,
+                        help="the demo's Dagster home (default: %(default)s)")
+    parser.add_argument("--database", type=Path, default=SANDBOX_DATABASE,
+                        help="the demo's DuckDB warehouse (default: %(default)s)")
+    args = parser.parse_args()
     started = time.monotonic()
     spec = SandboxSpec()
     first_day = spec.start.date()
     last_day = first_day + timedelta(days=spec.days - 1)
-    dagster_home = Path(os.environ.get("DAGSTER_HOME") or PROJECT_DIR / "dagster_home")
-    database = Path(os.environ.get("ECOM_DUCKDB_PATH") or PROJECT_DIR / DEFAULT_DUCKDB_PATH)
+    dagster_home, database = args.dagster_home.resolve(), args.database.resolve()
     dagster_home.mkdir(parents=True, exist_ok=True)
     # A throwaway key, so the demo also shows that no key ever reaches a log.
     api_key = secrets.token_urlsafe(24)
@@ -103,9 +117,11 @@ def main() -> None:
             **os.environ,
             "ECOM_API_BASE_URL": sandbox.base_url,
             "ECOM_API_KEY": api_key,
+            "ECOM_DESTINATION": "duckdb",
             "ECOM_DUCKDB_PATH": str(database),
             "ECOM_PARTITIONS_START": str(first_day),
             "DAGSTER_HOME": str(dagster_home),
+            "DLT_PROJECT_DIR": str(PROJECT_DIR),  # dlt's settings: .dlt/config.toml
         }
         for contract in CONTRACTS.values():
             _materialize(asset_key(contract).to_user_string(), f"{first_day}...{last_day}", env)

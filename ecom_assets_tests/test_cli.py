@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +23,28 @@ def _run_module(module_and_args: list[str], env: dict[str, str]) -> subprocess.C
     )
 
 
-def test_the_demo_backfills_both_assets_and_prints_rows_and_checks(tmp_path: Path) -> None:
-    result = _run_module(["ecom_assets.demo"], project_env(tmp_path))
+def test_the_demo_backfills_both_assets_and_prints_rows_and_checks_whatever_dotenv_says(
+    tmp_path: Path,
+) -> None:
+    # The project as a user has it, with a `.env` for a real vendor: an unreachable one and
+    # another warehouse and Dagster home. Dagster's CLI would load that file over the
+    # demo's environment if it ran in the project directory.
+    project = tmp_path / "project"
+    skip = shutil.ignore_patterns("__pycache__", "secrets.toml")
+    for part in ("ecom_assets", ".dlt"):
+        shutil.copytree(PROJECT_DIR / part, project / part, ignore=skip)
+    real = tmp_path / "real_vendor"
+    (project / ".env").write_text(
+        "ECOM_API_BASE_URL=http://127.0.0.1:9\nECOM_API_KEY=real-key\n"
+        f"ECOM_DUCKDB_PATH={real / 'warehouse.duckdb'}\nDAGSTER_HOME={real / 'dagster_home'}\n"
+    )
+    database = tmp_path / "sandbox.duckdb"
+
+    result = subprocess.run(
+        [sys.executable, "-m", "ecom_assets.demo", "--dagster-home",
+         str(tmp_path / "sandbox_home"), "--database", str(database)],
+        cwd=project, capture_output=True, text=True, timeout=600,
+    )
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ecom.order_payments: 5000 rows (0 quarantined)" in result.stdout
@@ -31,7 +52,7 @@ def test_the_demo_backfills_both_assets_and_prints_rows_and_checks(tmp_path: Pat
     for resource in ("order_payments", "products"):
         for check in ("schema_types", "not_null", "unique_id", "matches_vendor_total"):
             assert re.search(rf"ecom/{resource}\s+{check}\s+PASSED", result.stdout), check
-    assert (tmp_path / "data" / "warehouse.duckdb").exists()
+    assert database.exists() and not real.exists()
 
 
 @pytest.mark.parametrize(
@@ -115,3 +136,22 @@ def test_make_bench_runs_every_variant_on_the_same_data_and_writes_the_table(
         assert re.search(rf"^\| \({label}\) .* \| [\d.]+x \| [\d.]+x \|$", table, re.M), label
     assert re.search(r"^Ceiling for \(c\) .* = \*\*[\d.]+x\*\*\.$", table, re.M)
     assert "make bench rewrites what is above this line" in table
+
+
+def test_the_dlt_only_cli_says_what_the_vendor_rejected_without_a_traceback_or_the_key(
+    tmp_path: Path, sandbox: SandboxServer
+) -> None:
+    wrong_key = "wrong-key-4f1c2a"
+
+    result = _run_module(
+        ["ecom_assets.ingest", "--resource", "products"],
+        project_env(tmp_path, sandbox, wrong_key),
+    )
+
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "extract failed: products offset 0: the vendor rejected the request with HTTP 401 "
+        "(unauthorized: invalid or missing api_key); not retried"
+    )
+    assert "Traceback" not in result.stderr
+    assert wrong_key not in result.stdout + result.stderr

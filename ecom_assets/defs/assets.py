@@ -5,7 +5,7 @@ resources, is a single dlt run (`BackfillPolicy.single_run()`): one extract, one
 """
 
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 from dagster import (
@@ -28,8 +28,14 @@ from ecom_assets.defs.checks import CheckRun, check_specs, evaluate_checks
 from ecom_assets.defs.partitions import daily_partitions
 from ecom_assets.defs.resources import VendorApiResource, WarehouseResource
 from ecom_assets.defs.translator import EcomDltTranslator, asset_key
-from ecom_assets.defs.warehouse import sync_metadata, verify_nothing_lost
-from ecom_assets.ingest import SyncReport, VendorAPIError, VendorSession, Window, ecom_source
+from ecom_assets.defs.warehouse import sync_metadata
+from ecom_assets.ingest import (
+    SyncReport,
+    VendorSession,
+    Window,
+    ecom_source,
+    vendor_error_behind,
+)
 from ecom_assets.ingest.window import EPOCH
 
 # Runs that write the warehouse must not overlap: DuckDB allows one writer process, and two
@@ -59,9 +65,7 @@ def _not_to_be_retried(context: AssetExecutionContext) -> None:
 
 def _vendor_failure(exc: PipelineStepFailed, what: str) -> Failure:
     """A Dagster failure naming the vendor problem, not dlt's wrapper around it."""
-    cause: BaseException | None = exc
-    while cause is not None and not isinstance(cause, VendorAPIError):
-        cause = cause.__cause__ or cause.__context__
+    cause = vendor_error_behind(exc)
     if cause is None:
         return Failure(description=f"{what} failed in dlt step `{exc.step}`: {exc.exception}")
     return Failure(
@@ -136,6 +140,27 @@ def ecom_vendor_sync(
         yield from _report_load(
             context, pipeline, target.destination, contracts, scope, report, results
         )
+
+
+def verify_nothing_lost(
+    pipeline: Pipeline, contracts: Sequence[ResourceContract], report: SyncReport
+) -> None:
+    """Fail unless every received record was normalized into its table or its quarantine."""
+    normalize_info = pipeline.last_trace.last_normalize_info
+    row_counts = normalize_info.row_counts if normalize_info else {}
+    for contract in contracts:
+        received = report[contract.name]
+        loaded = row_counts.get(contract.name, 0)
+        quarantined = row_counts.get(contract.quarantine_table, 0)
+        expected = received.fetched - received.quarantined_fetched
+        if loaded != expected or quarantined != received.quarantined:
+            raise Failure(
+                description=(
+                    f"{contract.name}: fetched {received.fetched} records from the vendor "
+                    f"({expected} valid, {received.quarantined} defective) but dlt normalized "
+                    f"{loaded} rows and {quarantined} quarantined rows"
+                )
+            )
 
 
 def _report_load(

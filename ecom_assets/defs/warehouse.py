@@ -8,14 +8,13 @@ Python, and the same code serves any SQL destination dlt supports.
 from collections.abc import Sequence
 from typing import Any
 
-import dlt
-from dagster import Failure, MetadataValue
+from dagster import MetadataValue
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.sql_client import SqlClientBase
 
 from ecom_assets.contract import ResourceContract
 from ecom_assets.defs.translator import column_schema
-from ecom_assets.ingest import SyncReport, Window
+from ecom_assets.ingest import Window
 from ecom_assets.ingest.report import ResourceReport
 
 
@@ -70,27 +69,6 @@ def count_rows(
     where, params = window_filter(contract, window)
     row = query_one(client, contract.name, "select count(*)", where, params)
     return int(row[0]) if row else 0
-
-
-def verify_nothing_lost(
-    pipeline: dlt.Pipeline, contracts: Sequence[ResourceContract], report: SyncReport
-) -> None:
-    """Fail unless every received record was normalized into its table or its quarantine."""
-    normalize_info = pipeline.last_trace.last_normalize_info
-    row_counts = normalize_info.row_counts if normalize_info else {}
-    for contract in contracts:
-        received = report[contract.name]
-        loaded = row_counts.get(contract.name, 0)
-        quarantined = row_counts.get(contract.quarantine_table, 0)
-        expected = received.fetched - received.quarantined_fetched
-        if loaded != expected or quarantined != received.quarantined:
-            raise Failure(
-                description=(
-                    f"{contract.name}: fetched {received.fetched} records from the vendor "
-                    f"({expected} valid, {received.quarantined} defective) but dlt normalized "
-                    f"{loaded} rows and {quarantined} quarantined rows"
-                )
-            )
 
 
 def sync_metadata(

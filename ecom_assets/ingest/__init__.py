@@ -1,6 +1,11 @@
 """Extract and load the vendor API with dlt. No Dagster imports here."""
 
-from ecom_assets.ingest.http import RetryPolicy, VendorAPIError, VendorSession
+from ecom_assets.ingest.http import (
+    RetryPolicy,
+    VendorAPIError,
+    VendorSession,
+    vendor_error_behind,
+)
 from ecom_assets.ingest.report import SyncReport
 from ecom_assets.ingest.source import ecom_source
 from ecom_assets.ingest.warehouse import DEFAULT_DUCKDB_PATH, Warehouse
@@ -15,4 +20,5 @@ __all__ = [
     "Warehouse",
     "Window",
     "ecom_source",
+    "vendor_error_behind",
 ]

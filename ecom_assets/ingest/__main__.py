@@ -7,10 +7,11 @@ Configuration comes from dlt's providers (environment variables or `.dlt/*.toml`
 
 import argparse
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 import dlt
+from dlt.pipeline.exceptions import PipelineStepFailed
 
 from ecom_assets.contract import CONTRACTS
 from ecom_assets.ingest import (
@@ -20,6 +21,7 @@ from ecom_assets.ingest import (
     Warehouse,
     Window,
     ecom_source,
+    vendor_error_behind,
 )
 from ecom_assets.ingest.source import DEFAULT_PAGE_CONCURRENCY
 from ecom_assets.ingest.warehouse import DEFAULT_DESTINATION
@@ -27,14 +29,21 @@ from ecom_assets.ingest.window import EPOCH
 
 
 def _utc_day(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+    """Midnight UTC of a day given as YYYY-MM-DD (a time or offset would be ambiguous)."""
+    try:
+        return datetime.combine(date.fromisoformat(text), time(), UTC)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a day as YYYY-MM-DD, got {text!r}") from None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--since", type=_utc_day, help="first day (UTC), inclusive")
-    parser.add_argument("--before", type=_utc_day, help="last day (UTC), exclusive")
-    parser.add_argument("--resource", action="append", choices=sorted(CONTRACTS))
+    parser = argparse.ArgumentParser(
+        prog="python -m ecom_assets.ingest", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--since", type=_utc_day, help="first UTC day, inclusive (YYYY-MM-DD)")
+    parser.add_argument("--before", type=_utc_day, help="UTC day to stop before (YYYY-MM-DD)")
+    parser.add_argument("--resource", action="append", choices=sorted(CONTRACTS),
+                        help="a resource to load; repeat for several (default: all)")
     args = parser.parse_args()
     if (args.since is None) != (args.before is None):
         parser.error("--since and --before go together (neither: everything until now)")
@@ -62,7 +71,14 @@ def main() -> None:
             resources=args.resource or tuple(CONTRACTS),
             report=report,
         )
-        pipeline.run(source, loader_file_format=warehouse.loader_file_format)
+        try:
+            pipeline.run(source, loader_file_format=warehouse.loader_file_format)
+        except PipelineStepFailed as exc:
+            cause = vendor_error_behind(exc)
+            if cause is None:
+                raise
+            # What went wrong at the vendor, not dlt's traceback around it (key-free).
+            raise SystemExit(f"{exc.step} failed: {cause}") from None
     for name, received in report.items():
         print(f"{name}: vendor total {received.vendor_total}, received {received.received}, "
               f"loaded {received.valid}, quarantined {received.quarantined}")

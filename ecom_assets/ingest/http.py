@@ -51,6 +51,14 @@ class VendorAPIError(Exception):
     retryable = True
 
 
+def vendor_error_behind(exc: BaseException) -> VendorAPIError | None:
+    """The vendor error behind `exc` (dlt wraps what a source raises in its own exceptions)."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, VendorAPIError):
+        cause = cause.__cause__ or cause.__context__
+    return cause
+
+
 class VendorRequestRejected(VendorAPIError):
     """A 4xx other than 429: wrong key, bad request. Retrying cannot help."""
 
