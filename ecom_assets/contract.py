@@ -64,6 +64,13 @@ class Field:
     type: FieldType
     nullable: bool
     description: str
+    # The values the vendor's schema allows (an OpenAPI `enum`); None: any value of the type.
+    allowed: frozenset[str] | None = None
+
+    @property
+    def constraint(self) -> str | None:
+        """The allowed values as the UI shows them."""
+        return f"one of {', '.join(sorted(self.allowed))}" if self.allowed else None
 
 
 @dataclass(frozen=True)
@@ -189,6 +196,10 @@ def conform(
             converted[field.name] = _PARSERS[field.type](value)
         except ValueError as exc:
             violations.append({"field": field.name, "reason": str(exc)})
+            continue
+        if field.allowed is not None and value not in field.allowed:
+            reason = f"{str(value)[:40]!r} is not {field.constraint}"
+            violations.append({"field": field.name, "reason": reason})
     return converted, violations
 
 
@@ -202,7 +213,13 @@ ORDER_PAYMENTS = ResourceContract(
         Field("customer_id", FieldType.TEXT, False, "The paying customer."),
         Field("amount", FieldType.MONEY, False, "Amount paid, exact decimal with 2 digits."),
         Field("currency", FieldType.TEXT, False, "ISO 4217 currency code, e.g. EUR."),
-        Field("status", FieldType.TEXT, False, "pending, succeeded, failed or refunded."),
+        Field(
+            "status",
+            FieldType.TEXT,
+            False,
+            "pending, succeeded, failed or refunded.",
+            allowed=frozenset({"pending", "succeeded", "failed", "refunded"}),
+        ),
         Field("payment_method", FieldType.TEXT, True, "card, paypal, bank_transfer, ..."),
         Field("created_at", FieldType.TIMESTAMP, False, "When the payment was created (UTC)."),
         Field("updated_at", FieldType.TIMESTAMP, False, "Last change at the vendor (UTC)."),

@@ -75,6 +75,10 @@ DEFECTS = [
     pytest.param({"amount": {"value": 12}}, "amount", "got dict", id="type-change"),
     pytest.param({"created_at": "yesterday"}, "created_at", "not an RFC 3339", id="bad-time"),
     pytest.param({"id": OMIT}, "id", "required field is missing", id="missing-id"),
+    pytest.param(
+        {"status": "chargeback"}, "status",
+        "'chargeback' is not one of failed, pending, refunded, succeeded", id="outside-enum",
+    ),
 ]
 
 

@@ -51,6 +51,11 @@ def test_assets_group_partitions_checks_and_metadata() -> None:
         assert partitions.get_last_partition_key() == today
         columns = node.metadata["dagster/column_schema"].value.columns
         assert {c.name: c.constraints.nullable for c in columns}["id"] is False
+    payment_columns = graph.get(AssetKey(["ecom", "order_payments"])).metadata[
+        "dagster/column_schema"
+    ].value.columns
+    status = next(c for c in payment_columns if c.name == "status")
+    assert status.constraints.other == ["one of failed, pending, refunded, succeeded"]
     for key in ASSET_KEYS:
         checks = {check.name for check in assets_def.check_keys if check.asset_key == key}
         assert checks == {

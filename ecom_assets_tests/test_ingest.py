@@ -1,5 +1,6 @@
 """The dlt source on its own (no Dagster): batching, concurrency, rate-limit backoff."""
 
+import dataclasses
 import json
 import logging
 import threading
@@ -19,7 +20,9 @@ from ecom_assets.ingest import (
     ecom_source,
     http,
     quarantine,
+    vendor_error_behind,
 )
+from ecom_assets.ingest.pagination import PaginationDriftError
 from ecom_assets.ingest.prefetch import AdaptiveLimit
 from ecom_assets.ingest.report import ResourceReport
 from ecom_assets.sandbox.data import SandboxSpec
@@ -35,6 +38,7 @@ def load(
     database: Path,
     page_concurrency: int = 8,
     window: Window | None = FIVE_DAYS,
+    replace: bool = False,
 ) -> ResourceReport:
     """A plain dlt run of the source: no Dagster involved."""
     report = SyncReport()
@@ -45,6 +49,7 @@ def load(
             window=window,
             resources=["order_payments"],
             report=report,
+            replace=replace,
         )
         Warehouse(duckdb_path=database).pipeline().run(source, loader_file_format="parquet")
     return report["order_payments"]
@@ -329,24 +334,60 @@ def test_a_record_without_id_served_twice_does_not_hide_the_record_a_shift_skipp
     assert rows(database, "select count(*) from ecom.order_payments_quarantine") == [(1,)]
 
 
-def test_identical_records_without_id_from_the_vendor_itself_still_load_the_window(
-    sandbox: SandboxServer, api_key: str, tmp_path: Path, caplog
+@pytest.mark.parametrize("replace", [False, True], ids=["merge", "full-refresh"])
+def test_identical_records_without_id_on_one_page_are_the_vendors_own_copies(
+    sandbox: SandboxServer, api_key: str, tmp_path: Path, caplog, replace: bool
 ) -> None:
     database = tmp_path / "warehouse.duckdb"
     records = sandbox.dataset.all("order_payments")
     field_names = records[0].keys()
-    # Two defective records that are nothing but empty objects: indistinguishable, so the
-    # first pass looks as if paging had repeated one. The second pass reads the same.
-    for copy in (records[10], records[500]):
+    # Two defective records that are nothing but empty objects, in one response: one
+    # snapshot of the vendor's data, so paging cannot have repeated either.
+    for copy in (records[10], records[20]):
         sandbox.corrupt("order_payments", copy["id"], **dict.fromkeys(field_names, OMIT))
 
-    report = load(sandbox, api_key, database, window=None)
+    report = load(sandbox, api_key, database, window=None, replace=replace)
 
-    assert report.complete and report.fetched == 2 * report.received == 2000
+    assert report.complete and report.fetched == report.received == 1000  # one pass
     assert "taken as the vendor's own copies" in caplog.text
     ids = {r[0] for r in rows(database, "select id from ecom.order_payments")}
-    assert ids == {r["id"] for r in records} - {records[10]["id"], records[500]["id"]}
+    assert ids == {r["id"] for r in records} - {records[10]["id"], records[20]["id"]}
     assert report.valid == 998
+
+
+def test_a_record_without_id_served_on_two_pages_fails_the_window_instead_of_hiding_another(
+    sandbox: SandboxServer, api_key: str, tmp_path: Path, monkeypatch
+) -> None:
+    records = sandbox.dataset.all("order_payments")
+    tied, skipped = records[99], records[100]  # the two sides of the first page boundary
+    # Two different defective records without an id, updated at the same instant: the
+    # vendor's (updated_at, id) order has no tie-break for them, and its LIMIT/OFFSET query
+    # serves one of them on both pages, the same on every pass, and never the other.
+    sandbox.corrupt("order_payments", tied["id"], id=OMIT)
+    sandbox.corrupt("order_payments", skipped["id"], id=OMIT, updated_at=tied["updated_at"])
+    tied_as_served = {k: v for k, v in tied.items() if k != "id"}
+    respond = sandbox.respond
+
+    def without_tie_break(target: str):
+        reply = respond(target)
+        if parse_qs(urlsplit(target).query).get("offset") == ["100"] and reply.status == 200:
+            body = json.loads(reply.body)
+            body["data"][0] = tied_as_served
+            reply = dataclasses.replace(reply, body=json.dumps(body).encode())
+        return reply
+
+    monkeypatch.setattr(sandbox, "respond", without_tie_break)
+
+    with pytest.raises(PipelineStepFailed) as failure:
+        load(sandbox, api_key, tmp_path / "warehouse.duckdb", window=None)
+
+    drift = vendor_error_behind(failure.value)
+    assert isinstance(drift, PaginationDriftError)
+    message = str(drift)
+    assert "received 1000 records (999 distinct): identical records without an id on two " in (
+        message
+    )
+    assert "did not hold still over 3 passes" in message
 
 
 def test_a_redirect_loop_fails_with_a_message_that_names_it_without_the_key(
@@ -396,3 +437,24 @@ def test_redirects_stay_with_the_vendor_host_and_never_downgrade_to_http(
     origin: str, hop: str, followed: bool
 ) -> None:
     assert http.redirect_stays_with_vendor(urlsplit(origin), urlsplit(hop)) is followed
+
+
+def test_vendor_numbers_stay_json_numbers_in_quarantine_and_unknown_field_columns(
+    sandbox: SandboxServer, api_key: str, tmp_path: Path
+) -> None:
+    database = tmp_path / "warehouse.duckdb"
+    records = sandbox.dataset.all("order_payments")
+    defective, extended = records[3], records[4]
+    # Three decimals: defective money, sent as a JSON number. A new field with a fraction.
+    sandbox.corrupt("order_payments", defective["id"], amount=12.345)
+    sandbox.corrupt("order_payments", extended["id"], fee=1.5, fee_count=2)
+
+    load(sandbox, api_key, database, window=None)
+
+    [(raw_record,)] = rows(database, "select raw_record from ecom.order_payments_quarantine")
+    assert '"amount": 12.345' in raw_record  # as the vendor sent it, not "12.345"
+    assert json.loads(raw_record)["id"] == defective["id"]
+    [(fee, fee_count)] = rows(
+        database, "select fee, fee_count from ecom.order_payments where id = ?", extended["id"]
+    )
+    assert (fee, fee_count) == ("1.5", "2")

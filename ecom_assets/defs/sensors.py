@@ -4,7 +4,8 @@ Each tick probes every resource with `updated_since=<cursor - lookback>` and `li
 one-record requests: the earliest and the latest change). Records only move forward in time
 when they change, so the changed daily partitions are the days from the earliest to the latest
 change. One run per changed day covers the resources that changed on it; its run key names the
-vendor's state (latest change and count), so a tick evaluated twice requests nothing twice.
+vendor's state (each resource's latest change), so a tick evaluated twice requests nothing
+twice.
 
 It starts RUNNING: keeping the warehouse fresh is what the project is for, and the probe costs
 two tiny requests per resource and tick. Stop it in the UI (Automation) if the vendor's rate
@@ -37,7 +38,16 @@ from ecom_assets.ingest.window import rfc3339
 MILLISECOND = timedelta(milliseconds=1)
 # How often the daemon may evaluate the sensor. Dagster needs it when the definitions load, so
 # it is read then, like the partitions' start date.
-MINIMUM_INTERVAL_SECONDS = int(os.getenv("ECOM_SENSOR_INTERVAL_SECONDS") or 30)
+def _minimum_interval_seconds() -> int:
+    text = os.getenv("ECOM_SENSOR_INTERVAL_SECONDS") or "30"
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(
+            f"ECOM_SENSOR_INTERVAL_SECONDS must be whole seconds, at least 1: {text!r}"
+        )
+    return int(text)
+
+
+MINIMUM_INTERVAL_SECONDS = _minimum_interval_seconds()
 
 
 def _days(first: datetime, last: datetime) -> list[str]:

@@ -43,7 +43,10 @@ def column_schema(
                     name=field.name,
                     type=field.type.sql_type(destination) or field.type.dlt_type,
                     description=field.description,
-                    constraints=TableColumnConstraints(nullable=field.nullable),
+                    constraints=TableColumnConstraints(
+                        nullable=field.nullable,
+                        other=[field.constraint] if field.constraint else [],
+                    ),
                 )
                 for field in contract.fields
             ),

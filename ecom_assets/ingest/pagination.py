@@ -63,9 +63,7 @@ class ReconcilingOffsetPaginator(OffsetPaginator):
         # The identities of this pass's records: they must account for `total`, or pages
         # repeated records (and so skipped others). Kept as Arrow strings, a few bytes per
         # record: a million ids in a Python set would cost some 70 MB.
-        self._pass_ids: list[pa.Array] = []
-        # A pass whose only repeats were identical records without an id, sorted identities.
-        self._repeating_pass: pa.Array | None = None
+        self._pass_ids: list[pa.Array] = []  # one array per page
 
     def update_state(self, response: Response, data: list[Any] | None = None) -> None:
         where = f"{self.report.resource} offset {self.current_value}"
@@ -95,35 +93,37 @@ class ReconcilingOffsetPaginator(OffsetPaginator):
         if not self.has_next_page:
             identities = pa.chunked_array(self._pass_ids, pa.string())
             distinct = pc.count_distinct(identities).as_py()
-            if self._pass_received != total or (
-                distinct != total and not self._vendor_sent_copies(where, identities)
-            ):
-                self._restart(
-                    where,
-                    f"received {self._pass_received} records ({distinct} distinct) of a total "
-                    f"of {total}",
-                )
+            received = f"received {self._pass_received} records ({distinct} distinct)"
+            if self._pass_received != total:
+                self._restart(where, f"{received} of a total of {total}")
                 return
+            if distinct != total:
+                repeats = self._unexplained_repeats(identities)
+                if repeats:
+                    self._restart(where, f"{received}: {repeats}")
+                    return
+                logger.warning(
+                    "%s: identical records without an id on one page: taken as the vendor's "
+                    "own copies", where,
+                )
             self.report.complete = True
 
-    def _vendor_sent_copies(self, where: str, identities: pa.ChunkedArray) -> bool:
-        """Whether the repeats of this full pass are identical records without an id that
-        the vendor itself holds: the ids are distinct, and the previous pass read exactly the
-        same records. Paging repeats a record only when records move, which two passes in a
-        row would not reproduce record for record."""
-        with_id = pc.invert(pc.starts_with(identities, "\0"))
-        ids = pc.filter(identities, with_id)
+    def _unexplained_repeats(self, identities: pa.ChunkedArray) -> str | None:
+        """What of this pass's repeated records may stand for a record paging skipped; None
+        if each is a record without an id repeated within one page. One response is one
+        snapshot of the vendor's data, which holds a record once: such copies are the
+        vendor's own. Across pages they cannot be told from a record served twice because
+        records moved between two requests (or a vendor sort without a tie-break)."""
+        ids = pc.filter(identities, pc.invert(pc.starts_with(identities, "\0")))
         if pc.count_distinct(ids).as_py() != len(ids):
-            return False
-        records = pc.take(identities, pc.sort_indices(identities)).combine_chunks()
-        previous, self._repeating_pass = self._repeating_pass, records
-        if previous is None or not previous.equals(records):
-            return False
-        logger.warning(
-            "%s: identical records without an id, the same in two passes: taken as the "
-            "vendor's own copies", where,
-        )
-        return True
+            return "ids repeated, as when records move while a window is paged"
+        per_page = pa.chunked_array([pc.unique(page) for page in self._pass_ids], pa.string())
+        if pc.count_distinct(per_page).as_py() != len(per_page):
+            return (
+                "identical records without an id on two pages: the vendor's own copies cannot "
+                "be told from a record served twice while another was skipped"
+            )
+        return None
 
     def _restart(self, where: str, drift: str) -> None:
         """Records moved while the window was paged, so offsets shifted and a record may have

@@ -8,7 +8,6 @@ record, the violations and the window, while the valid records of the same page 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,6 +15,7 @@ from typing import Any
 
 import dlt
 import pyarrow as pa
+import simplejson
 from dlt.extract.items_transform import ItemTransform
 from dlt.extract.resource import DltResource
 
@@ -71,11 +71,17 @@ class _SkippedDedupSortFilter(logging.Filter):
 logging.getLogger("dlt").addFilter(_SkippedDedupSortFilter())
 
 
+def _as_json(value: Any) -> str:
+    """Vendor JSON written back as it came: its numbers, parsed as exact Decimals, as numbers
+    (the standard library would have to write them as strings)."""
+    return simplejson.dumps(value, ensure_ascii=False, sort_keys=True, use_decimal=True)
+
+
 def _as_text(value: Any) -> str | None:
     """An unknown field's value as text: strings as they are, anything else as JSON."""
     if value is None or isinstance(value, str):
         return value
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    return _as_json(value)
 
 
 def _arrow_page(
@@ -159,7 +165,7 @@ class QuarantineRouter(ItemTransform[Any]):
         return {
             "record_id": record_id if isinstance(record_id, str) else None,
             "violations": violations,
-            "raw_record": json.dumps(record, ensure_ascii=False, sort_keys=True, default=str),
+            "raw_record": _as_json(record),
             "window_start": self.window.start if self.window else None,
             "window_end": self.window.end if self.window else None,
             "quarantined_at": datetime.now(UTC),
