@@ -31,6 +31,19 @@ def test_definitions_load_without_any_secret_or_url_set(tmp_path) -> None:
     assert list(tmp_path.iterdir()) == [], "loading definitions must not write files"
 
 
+def test_a_sensor_interval_that_is_not_whole_seconds_names_the_setting(tmp_path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "ECOM_SENSOR_INTERVAL_SECONDS": "30s"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import ecom_assets.definitions"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "ValueError: ECOM_SENSOR_INTERVAL_SECONDS must be whole seconds, at least 1: '30s'"
+    )
+
+
 def test_assets_group_partitions_checks_and_metadata() -> None:
     from ecom_assets.definitions import defs
 
