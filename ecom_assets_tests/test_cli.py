@@ -15,11 +15,13 @@ from ecom_assets.sandbox.server import OMIT, Fault, SandboxServer
 from ecom_assets_tests.conftest import PROJECT_DIR, project_env, rows
 
 
-def _run_module(module_and_args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    """`python -m ...` of this project in a real process, its output captured."""
+def _run_module(
+    module_and_args: list[str], env: dict[str, str], cwd: Path = PROJECT_DIR
+) -> subprocess.CompletedProcess:
+    """`python -m ...` in a real process (of this project, run in `cwd`), output captured."""
     return subprocess.run(
         [sys.executable, "-m", *module_and_args],
-        env=env, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=600,
+        env=env, cwd=cwd, capture_output=True, text=True, timeout=600,
     )
 
 
@@ -40,10 +42,11 @@ def test_the_demo_backfills_both_assets_and_prints_rows_and_checks_whatever_dote
     )
     database = tmp_path / "sandbox.duckdb"
 
-    result = subprocess.run(
-        [sys.executable, "-m", "ecom_assets.demo", "--dagster-home",
-         str(tmp_path / "sandbox_home"), "--database", str(database)],
-        cwd=project, capture_output=True, text=True, timeout=600,
+    result = _run_module(
+        ["ecom_assets.demo", "--dagster-home", str(tmp_path / "sandbox_home"),
+         "--database", str(database)],
+        dict(os.environ),
+        cwd=project,
     )
 
     assert result.returncode == 0, result.stdout + result.stderr

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import simplejson
+
 
 def page_records(body: Any) -> list[Any] | None:
     """The page's records; None if `data` is missing or not a list."""
@@ -18,3 +20,9 @@ def page_total(body: Any) -> int | None:
     if isinstance(total, bool) or not isinstance(total, int) or total < 0:
         return None
     return total
+
+
+def vendor_json(value: Any) -> str:
+    """Vendor JSON written back canonically (keys sorted), as it came: its numbers, parsed as
+    exact Decimals, as numbers (the standard library would have to write them as strings)."""
+    return simplejson.dumps(value, ensure_ascii=False, sort_keys=True, use_decimal=True)

@@ -10,7 +10,6 @@ returns more or fewer records is accepted: the next page starts after the last r
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +20,7 @@ from dlt.sources.helpers.rest_client.paginators import OffsetPaginator
 from requests import Response
 
 from ecom_assets.ingest.http import VendorResponseError
-from ecom_assets.ingest.page import page_records, page_total
+from ecom_assets.ingest.page import page_records, page_total, vendor_json
 from ecom_assets.ingest.report import ResourceReport
 
 PAGE_SIZE = 100
@@ -39,7 +38,7 @@ def _identity(record: Any) -> str:
     if isinstance(record_id, str):
         return record_id
     # The NUL prefix keeps a content key from ever equalling a vendor id.
-    return "\0" + json.dumps(record, sort_keys=True, default=str)
+    return "\0" + vendor_json(record)
 
 
 class PaginationDriftError(VendorResponseError):

@@ -15,11 +15,11 @@ from typing import Any
 
 import dlt
 import pyarrow as pa
-import simplejson
 from dlt.extract.items_transform import ItemTransform
 from dlt.extract.resource import DltResource
 
 from ecom_assets.contract import ResourceContract, conform
+from ecom_assets.ingest.page import vendor_json
 from ecom_assets.ingest.report import ResourceReport
 from ecom_assets.ingest.window import Window
 
@@ -71,17 +71,11 @@ class _SkippedDedupSortFilter(logging.Filter):
 logging.getLogger("dlt").addFilter(_SkippedDedupSortFilter())
 
 
-def _as_json(value: Any) -> str:
-    """Vendor JSON written back as it came: its numbers, parsed as exact Decimals, as numbers
-    (the standard library would have to write them as strings)."""
-    return simplejson.dumps(value, ensure_ascii=False, sort_keys=True, use_decimal=True)
-
-
 def _as_text(value: Any) -> str | None:
     """An unknown field's value as text: strings as they are, anything else as JSON."""
     if value is None or isinstance(value, str):
         return value
-    return _as_json(value)
+    return vendor_json(value)
 
 
 def _arrow_page(
@@ -165,7 +159,7 @@ class QuarantineRouter(ItemTransform[Any]):
         return {
             "record_id": record_id if isinstance(record_id, str) else None,
             "violations": violations,
-            "raw_record": _as_json(record),
+            "raw_record": vendor_json(record),
             "window_start": self.window.start if self.window else None,
             "window_end": self.window.end if self.window else None,
             "quarantined_at": datetime.now(UTC),
