@@ -96,8 +96,9 @@ class ResourceContract:
     def required_fields(self) -> tuple[Field, ...]:
         return tuple(f for f in self.fields if not f.nullable)
 
-    def dlt_columns(self) -> dict[str, dict[str, Any]]:
-        """dlt column hints: exact types, and NOT NULL where the contract requires a value."""
+    def dlt_columns(self, dedup: bool = True) -> dict[str, dict[str, Any]]:
+        """dlt column hints: exact types, and NOT NULL where the contract requires a value;
+        with `dedup`, the merge keeps the latest version of a record a load holds twice."""
         columns: dict[str, dict[str, Any]] = {}
         for field in self.fields:
             column: dict[str, Any] = {
@@ -110,17 +111,30 @@ class ResourceContract:
                 column.update(precision=MONEY_PRECISION, scale=MONEY_SCALE)
             if field.type is FieldType.TIMESTAMP:
                 column.update(timezone=True)
-            if field.name == self.cursor:
-                # A load holding a record twice (a window paged again while it was updated)
-                # keeps its latest version; without this hint dlt keeps either one.
+            if dedup and field.name == self.cursor:
+                # A load holding a record twice (it moved into a later part of the window
+                # while that was read) keeps its latest version; without the hint, either.
                 column.update(dedup_sort="desc")
             columns[field.name] = column
         return columns
 
 
+def json_type(value: Any) -> str:
+    """The JSON type of a parsed vendor value, for messages: a string, a number, an object..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float, Decimal)):
+        return "a number"
+    return {str: "a string", dict: "an object", list: "an array"}.get(
+        type(value), type(value).__name__
+    )
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {type(value).__name__}")
+        raise ValueError(f"expected a string, got {json_type(value)}")
     return value
 
 
@@ -128,12 +142,14 @@ def _money(value: Any) -> Decimal:
     # Parsed from the JSON text of a number or from a decimal string, never through a float:
     # the sandbox and real vendors send "12.50" and 12.5 for the same amount.
     if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
-        raise ValueError(f"expected a decimal number or decimal string, got {type(value).__name__}")
+        raise ValueError(f"expected a decimal number or decimal string, got {json_type(value)}")
     try:
         amount = value if isinstance(value, Decimal) else Decimal(str(value).strip())
     except InvalidOperation:
         raise ValueError(f"not a decimal: {str(value)[:40]!r}") from None
-    if not amount.is_finite() or abs(amount) >= _MONEY_LIMIT:
+    if not amount.is_finite():
+        raise ValueError(f"not a finite number: {amount}")
+    if abs(amount) >= _MONEY_LIMIT:
         raise ValueError(f"out of range for DECIMAL({MONEY_PRECISION},{MONEY_SCALE}): {amount}")
     cents = amount.quantize(_CENT)
     if cents != amount:
@@ -144,19 +160,22 @@ def _money(value: Any) -> Decimal:
 def parse_timestamp(value: Any) -> datetime:
     """An RFC 3339 timestamp with an offset (`Z` or `+hh:mm`) as an aware UTC datetime."""
     if not isinstance(value, str):
-        raise ValueError(f"expected an RFC 3339 timestamp string, got {type(value).__name__}")
+        raise ValueError(f"expected an RFC 3339 timestamp string, got {json_type(value)}")
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise ValueError(f"not an RFC 3339 timestamp: {value[:40]!r}") from None
     if parsed.tzinfo is None:
         raise ValueError(f"timestamp without a UTC offset: {value[:40]!r}")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59.999-01:00 lies past datetime's range in UTC
+        raise ValueError(f"out of range: {value[:40]!r}") from None
 
 
 def _boolean(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"expected a boolean, got {type(value).__name__}")
+        raise ValueError(f"expected a boolean, got {json_type(value)}")
     return value
 
 

@@ -21,9 +21,10 @@ from dagster import (
     ExecuteInProcessResult,
     materialize,
 )
-from dagster_dlt import DagsterDltResource
 
-from ecom_assets.defs.assets import ecom_vendor_sync
+from ecom_assets.contract import CONTRACTS
+from ecom_assets.defs.assets import build_sync_assets
+from ecom_assets.defs.partitions import daily_partitions
 from ecom_assets.defs.resources import VendorApiResource, WarehouseResource
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
@@ -112,11 +113,17 @@ def instance(tmp_path: Path) -> Iterator[DagsterInstance]:
         yield temp_instance
 
 
+SYNC_ASSETS = build_sync_assets(
+    list(CONTRACTS.values()), daily_partitions(datetime(2026, 1, 1).date()), "duckdb"
+)
+
+
 @dataclass
 class Sync:
     """Materializes the assets in process, the way a Dagster run does."""
 
     instance: DagsterInstance
+    duckdb_path: Path
     request_timeout: float = 30.0
 
     def __call__(
@@ -137,7 +144,7 @@ class Sync:
             }
         run_config = {"ops": {"ecom_vendor_sync": {"config": dict(config)}}} if config else None
         return materialize(
-            [ecom_vendor_sync, *downstream],
+            [SYNC_ASSETS, *downstream],
             selection=[
                 *(AssetKey(["ecom", name]) for name in resources),
                 *(assets_def.key for assets_def in downstream),
@@ -155,15 +162,17 @@ class Sync:
                     retry_backoff_factor=backoff_factor,
                     request_timeout_seconds=self.request_timeout,
                 ),
-                "warehouse": WarehouseResource(),
-                "dlt": DagsterDltResource(),
+                "warehouse": WarehouseResource(
+                    duckdb_path=str(self.duckdb_path),
+                    pipelines_dir=str(self.duckdb_path.parent / "dlt_pipelines"),
+                ),
             },
         )
 
 
 @pytest.fixture
-def sync(vendor_env: None, instance: DagsterInstance) -> Sync:
-    return Sync(instance)
+def sync(vendor_env: None, instance: DagsterInstance, duckdb_path: Path) -> Sync:
+    return Sync(instance, duckdb_path)
 
 
 def rows(database: Path, sql: str, *params: Any) -> list[tuple]:
@@ -208,3 +217,11 @@ def project_env(
     if sandbox is not None:
         env.update(ECOM_API_BASE_URL=sandbox.base_url, ECOM_API_KEY=api_key)
     return env
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that is neither `unit` nor `system` is an integration test (sandbox, dlt and
+    Dagster in process): `pytest -m "not system"` is the fast layers."""
+    for item in items:
+        if not any(item.get_closest_marker(layer) for layer in ("unit", "system")):
+            item.add_marker(pytest.mark.integration)

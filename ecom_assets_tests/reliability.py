@@ -169,7 +169,7 @@ def run_case(case: Case, workdir: Path) -> Outcome:
             )
             window = {r["id"] for r in _window(sandbox)}
             case.misbehave(sandbox)
-            result = Sync(instance, request_timeout=1.0)(
+            result = Sync(instance, database, request_timeout=1.0)(
                 partition_key(PARTITION), resources=("order_payments",)
             )
             error = None if result.success else failure_message(result)

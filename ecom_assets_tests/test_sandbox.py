@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import requests
 
+from ecom_assets.contract import CONTRACTS
 from ecom_assets.sandbox.data import RESOURCES, Dataset, SandboxSpec
 from ecom_assets.sandbox.server import Fault, SandboxServer
 
@@ -25,6 +26,7 @@ KEY = "test-key-5f1d"
 # About a thousand records a day over five days: each day spans many pages.
 SPEC = SandboxSpec(size=5000, days=5)
 DAY = timedelta(days=1)
+MS = timedelta(milliseconds=1)
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 MONEY_STRING = re.compile(r"-?[0-9]+\.[0-9]{2}")
 MONEY_FIELD = {"order_payments": "amount", "products": "price"}
@@ -181,28 +183,43 @@ def test_empty_and_inverted_windows(server, session):
 
 
 @pytest.mark.parametrize("resource", RESOURCES)
-def test_records_have_the_contract_shape_plus_an_unknown_field(server, resource):
+def test_records_have_the_contract_shape_and_no_other_field(server, resource):
     records = server.dataset.all(resource)
+    contract = CONTRACTS[resource]
     if resource == "order_payments":
-        required = {"id", "order_id", "customer_id", "amount", "currency", "status"}
-        extra = "gateway_reference"
         assert {r["status"] for r in records} == {"pending", "succeeded", "failed", "refunded"}
         assert None in {r["payment_method"] for r in records}
     else:
-        required = {"id", "product_id", "name", "price", "currency", "active", "tags"}
-        extra = "warehouse_code"
         assert all(isinstance(r["active"], bool) for r in records)
-        assert all(len(r["tags"]) <= 3 for r in records)
+        assert all(r["tags"] is None or len(r["tags"]) <= 3 for r in records)
         assert None in {r["description"] for r in records}
         names = {r["name"] for r in records}
         assert "Café crème 250 g" in names
         assert any(ord(char) > 0xFFFF for name in names for char in name)  # an emoji
     for record in records:
-        assert required | {"created_at", "updated_at", extra} <= record.keys()
+        # A clean sandbox (the default) sends exactly the contract's fields.
+        assert list(record) == [field.name for field in contract.fields]
         assert TIMESTAMP.fullmatch(record["updated_at"])
         assert TIMESTAMP.fullmatch(record["created_at"])
         assert record["created_at"] <= record["updated_at"]
         assert "2026-01-01" <= record["updated_at"] < "2026-01-06"
+
+
+@pytest.mark.parametrize(
+    ("resource", "extra", "shape"),
+    [("order_payments", "gateway_reference", r"gw_[0-9a-f]{12}"),
+     ("products", "warehouse_code", r"[A-Z]{3}-[0-9]")],
+)
+def test_unknown_fields_switch_adds_a_field_the_contract_does_not_list(resource, extra, shape):
+    spec = SandboxSpec(size=300, days=2, unknown_fields=True)
+    with SandboxServer(spec, api_key=KEY) as noisy, requests.Session() as session:
+        page = get(session, noisy, resource, limit=300).json()["data"]
+    contract_fields = [field.name for field in CONTRACTS[resource].fields]
+    assert all(list(record) == [*contract_fields, extra] for record in page)
+    assert all(re.fullmatch(shape, record[extra]) for record in page)
+    # The contract's fields are the same as without the switch.
+    clean = Dataset(SandboxSpec(size=300, days=2)).all(resource)
+    assert [{k: r[k] for k in contract_fields} for r in page] == clean
 
 
 def test_non_ascii_text_survives_the_wire(server, session):
@@ -373,28 +390,85 @@ def test_stop_closes_keep_alive_connections():
             session.get(url, params={"api_key": KEY}, timeout=5)
 
 
-def test_command_line_serves_until_sigterm_without_printing_the_key():
-    secret = "cli-secret-9c2e"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ecom_assets.sandbox", "--port", "0", "--size", "50", "--days", "2"],
+LISTENING = re.compile(
+    r"sandbox listening on (?P<url>http://127\.0\.0\.1:\d+) \(order_payments=50, "
+    r"products=50 records, (?P<first>\d{4}-\d{2}-\d{2})\.\.(?P<last>\d{4}-\d{2}-\d{2}), "
+    r"updated_at in \[(?P<start>\S+), (?P<end>\S+)\)(?P<extras>.*)\)\n"
+)
+
+
+def start_command_line(*args: str, secret: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ecom_assets.sandbox", "--port", "0", "--size", "50", *args],
         cwd=Path(__file__).resolve().parents[1],
         env={**os.environ, "ECOM_API_KEY": secret},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_command_line_serves_recent_data_until_a_signal_without_printing_the_key(signum):
+    secret = "cli-secret-9c2e"
+    before_start = datetime.now(UTC)
+    process = start_command_line("--days", "2", secret=secret)
     try:
         line = process.stdout.readline()
-        match = re.fullmatch(
-            r"sandbox listening on (http://127\.0\.0\.1:\d+) \(order_payments=50, "
-            r"products=50 records, 2026-01-01\.\.2026-01-02\)\n",
-            line,
-        )
+        match = LISTENING.fullmatch(line)
         assert match, line
+        # Recent by default: yesterday and today, up to the moment it started.
+        after_start = datetime.now(UTC)
+        assert match["last"] in {f"{before_start:%Y-%m-%d}", f"{after_start:%Y-%m-%d}"}
+        last_day = datetime.fromisoformat(match["last"])
+        assert match["first"] == f"{last_day - DAY:%Y-%m-%d}"
+        assert match["start"] == f"{match['first']}T00:00:00.000Z"
+        end = datetime.fromisoformat(match["end"])
+        assert before_start - MS <= end <= after_start + MS  # ms precision
         response = requests.get(
-            f"{match[1]}/v1/products", params={"api_key": secret, "limit": 1000}, timeout=5
+            f"{match['url']}/v1/products", params={"api_key": secret, "limit": 1000}, timeout=5
         )
-        assert response.json()["total"] == 50
+        page = response.json()
+        assert page["total"] == 50
+        assert all(match["start"] <= r["updated_at"] < match["end"] for r in page["data"])
+        assert any(r["updated_at"].startswith(match["last"]) for r in page["data"])
+        process.send_signal(signum)
+        started = time.monotonic()
+        stdout, stderr = process.communicate(timeout=10)
+        assert time.monotonic() - started < 2, "it exits within 2 s of the signal"
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    assert secret not in line + stdout + stderr
+
+
+def test_command_line_pins_the_start_and_turns_on_the_live_shop_and_switches():
+    secret = "cli-secret-77ab"
+    process = start_command_line(
+        "--days", "2", "--start", "2026-01-01", "--unknown-fields", "--fresh",
+        "--changes-per-second", "100", "--creates-per-second", "200",
+        "--late-arrival-ms", "1000", secret=secret,
+    )
+    try:
+        line = process.stdout.readline()
+        match = LISTENING.fullmatch(line)
+        assert match, line
+        assert (match["first"], match["last"]) == ("2026-01-01", "2026-01-02")
+        assert (match["start"], match["end"]) == (
+            "2026-01-01T00:00:00.000Z", "2026-01-03T00:00:00.000Z"
+        )
+        assert match["extras"] == (
+            ", 100 changes/s, 200 creates/s, late arrivals up to 1000 ms, fresh pages, "
+            "unknown fields"
+        )
+        url, params = f"{match['url']}/v1/order_payments", {"api_key": secret, "limit": 1000}
+        deadline, total = time.monotonic() + 4, 50
+        with requests.Session() as session:
+            while total <= 60 and time.monotonic() < deadline:  # the shop creates records
+                page = session.get(url, params=params, timeout=5).json()
+                total = page["total"]
+        assert total > 60
+        assert all("gateway_reference" in record for record in page["data"])
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=10)
     finally:

@@ -10,7 +10,7 @@ import duckdb
 import pytest
 import requests
 
-from ecom_assets.ingest.http import retry_after_seconds
+from ecom_assets.ingest.vendor_session import retry_after_seconds
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import Fault, SandboxServer
 from ecom_assets_tests.conftest import Sync, day, failure_message, partition_key, rows
@@ -103,7 +103,8 @@ def test_a_200_without_data_fails_the_run_with_a_clear_error(
 
     assert not result.success
     message = failure_message(result)
-    assert "order_payments offset 0: 200 response without a list under 'data'" in message
+    assert "order_payments [2026-01-02T00:00:00.000Z, 2026-01-03T00:00:00.000Z) offset 0: " \
+        "200 response without a list under 'data' (got null)" in message
     with duckdb.connect(str(duckdb_path), read_only=True) as connection:
         assert connection.execute(
             "select count(*) from information_schema.tables where table_name = 'order_payments'"
@@ -120,16 +121,16 @@ def test_a_page_that_ignores_limit_is_accepted_and_paging_continues_after_it(
     result = sync(partition_key(0), resources=("order_payments",))
 
     assert result.success
-    assert "order_payments offset 0: 3000 records for limit 100" in caplog.text
+    assert "2026-01-02T00:00:00.000Z) offset 0: 3000 records for limit 100" in caplog.text
     expected = [r["id"] for r in sandbox.dataset.records("order_payments", day(0), day(1))]
     assert len(expected) > 3000
     loaded = [r[0] for r in rows(duckdb_path, "select id from ecom.order_payments")]
     assert sorted(loaded) == sorted(expected)  # every record once: none skipped, none twice
     served_offsets = [entry[1] for entry in requests_for(sandbox, "order_payments")]
     assert 3000 in served_offsets  # paging resumed right after the oversized page
-    assert served_offsets.count(0) == 1 and "paging the window again" not in caplog.text
+    assert served_offsets.count(0) == 1 and "paging it again" not in caplog.text
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks["matches_vendor_total"] and checks["no_quarantined_records"]
+    assert checks["reconciled_with_vendor"] and checks["no_quarantined_records"]
 
 
 def test_a_vendor_that_caps_pages_below_limit_loads_everything_in_one_pass(
@@ -143,18 +144,36 @@ def test_a_vendor_that_caps_pages_below_limit_loads_everything_in_one_pass(
     expected = [r["id"] for r in sandbox.dataset.records("order_payments", day(1), day(2))]
     loaded = [r[0] for r in rows(duckdb_path, "select id from ecom.order_payments")]
     assert sorted(loaded) == sorted(expected)
-    assert "paging the window again" not in caplog.text
+    assert "paging it again" not in caplog.text
     # Pages fetched ahead follow the vendor's page size: each offset is asked for once.
     served_offsets = [entry[1] for entry in requests_for(sandbox, "order_payments")]
     assert len(served_offsets) == len(set(served_offsets)) <= len(expected) // 50 + 1
 
 
-def test_retry_after_as_an_http_date_is_honoured() -> None:
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("3", 3.0),
+        (format_datetime(datetime.now(UTC) + timedelta(hours=1), usegmt=True), 3600.0),
+        # No wait given: the exponential backoff applies instead of three retries at once.
+        ("0", None),
+        (format_datetime(datetime.now(UTC) - timedelta(minutes=5), usegmt=True), None),
+        ("soon", None),
+        ("", None),
+    ],
+    ids=["seconds", "http-date", "zero", "date-in-the-past", "garbage", "empty"],
+)
+def test_retry_after_in_seconds_or_as_an_http_date(header: str, seconds: float | None) -> None:
     response = requests.Response()
-    in_two_seconds = datetime.now(UTC) + timedelta(seconds=2)
-    response.headers["Retry-After"] = format_datetime(in_two_seconds, usegmt=True)
+    response.headers["Retry-After"] = header
 
-    assert 0.5 <= retry_after_seconds(response) <= 2.0
+    waited = retry_after_seconds(response)
+
+    if seconds is None or seconds < 10:
+        assert waited == seconds
+    else:  # counted from when the test was collected
+        assert seconds - 600 <= waited <= seconds
 
 
 def test_a_retry_after_beyond_the_ceiling_fails_fast_with_a_rate_limit_error(

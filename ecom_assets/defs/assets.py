@@ -1,42 +1,48 @@
 """One software-defined asset per vendor resource, materialized by one dlt run.
 
-Both assets live in one dagster-dlt multi-asset so a backfill of many partitions, or of both
-resources, is a single dlt run (`BackfillPolicy.single_run()`): one extract, one load.
+The assets of all resources live in one multi-asset so that a backfill of many partitions, or of
+several resources, is a single dlt run (`BackfillPolicy.single_run()`): one extract, one load.
 """
 
-
-from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
+    AssetsDefinition,
     BackfillPolicy,
     Config,
     Failure,
     MaterializeResult,
+    MetadataValue,
+    PartitionsDefinition,
     multi_asset,
 )
-from dagster_dlt import DagsterDltResource, build_dlt_asset_specs
+from dagster_dlt import build_dlt_asset_specs
 from dlt import Pipeline
+from dlt.common.pipeline import LoadInfo
 from dlt.pipeline.exceptions import PipelineStepFailed
 from pydantic import Field
 
-from ecom_assets.contract import CONTRACTS, ResourceContract
-from ecom_assets.defs.checks import CheckRun, check_specs, evaluate_checks
-from ecom_assets.defs.partitions import daily_partitions
-from ecom_assets.defs.resources import VendorApiResource, WarehouseResource
-from ecom_assets.defs.translator import EcomDltTranslator, asset_key
-from ecom_assets.defs.warehouse import sync_metadata
-from ecom_assets.ingest import (
-    SyncReport,
-    VendorSession,
-    Window,
-    ecom_source,
-    vendor_error_behind,
+from ecom_assets.contract import ResourceContract
+from ecom_assets.defs.checks import (
+    STAGED_CHECKS,
+    CheckRun,
+    TableStats,
+    check_specs,
+    evaluate_checks,
 )
-from ecom_assets.ingest.window import EPOCH
+from ecom_assets.defs.resources import VendorApiResource, WarehouseResource
+from ecom_assets.defs.sql import table_columns
+from ecom_assets.defs.translator import EcomDltTranslator, asset_key, column_schema
+from ecom_assets.ingest import SyncReport, Warehouse, Window, ecom_source, vendor_error_behind
+from ecom_assets.ingest.full_refresh import StagedRefresh
+from ecom_assets.ingest.scrubbing import SECRETS, scrub
+from ecom_assets.ingest.vendor_session import VendorSession
+from ecom_assets.ingest.warehouse import WarehouseBusyError, busy_holder
+from ecom_assets.ingest.window import EPOCH, MILLISECOND
 
 # Runs that write the warehouse must not overlap: DuckDB allows one writer process, and two
 # merges into one table through one staging dataset would corrupt each other on any database.
@@ -45,17 +51,193 @@ WAREHOUSE_WRITER_POOL = "ecom_warehouse_writer"
 # Dagster's run tag that decides whether the daemon re-executes a run failed by an asset.
 RETRY_ON_FAILURE_TAG = "dagster/retry_on_asset_or_op_failure"
 
-translator = EcomDltTranslator()
-
 
 class SyncConfig(Config):
     full_refresh: bool = Field(
         default=False,
         description=(
             "Reload everything the vendor has for the selected resources, ignoring the "
-            "partition window, and replace each table atomically. Launch it over all partitions."
+            "partition window, validate it, and replace each table atomically. Launch it over "
+            "all partitions."
         ),
     )
+    allow_removing_rows: bool = Field(
+        default=False,
+        description=(
+            "Let a full refresh remove more of a table's rows than "
+            "ECOM_FULL_REFRESH_MAX_REMOVED_SHARE allows (the vendor really deleted them)."
+        ),
+    )
+
+
+def build_sync_assets(
+    contracts: Sequence[ResourceContract], partitions_def: PartitionsDefinition, destination: str
+) -> AssetsDefinition:
+    """The multi-asset of `contracts`: one asset per resource, one dlt run per Dagster run."""
+    translator = EcomDltTranslator({c.name: c for c in contracts}, destination)
+    # Only the source's shape is needed here: URL, key and window are resolved in a run.
+    shape = ecom_source(
+        "http://vendor.invalid", VendorSession(api_key=""), Window(EPOCH, EPOCH + MILLISECOND),
+        contracts=contracts,
+    )
+
+    @multi_asset(
+        name="ecom_vendor_sync",
+        specs=build_dlt_asset_specs(shape, None, translator),  # type: ignore[arg-type]
+        check_specs=check_specs(contracts),
+        can_subset=True,
+        partitions_def=partitions_def,
+        backfill_policy=BackfillPolicy.single_run(),
+        pool=WAREHOUSE_WRITER_POOL,
+    )
+    def ecom_vendor_sync(
+        context: AssetExecutionContext,
+        config: SyncConfig,
+        vendor_api: VendorApiResource,
+        warehouse: WarehouseResource,
+    ) -> Iterator[MaterializeResult | AssetCheckResult]:
+        selected = [c for c in contracts if asset_key(c) in context.selected_asset_keys]
+        try:
+            yield from _sync(
+                context, config, selected, vendor_api, warehouse.get_warehouse(),
+                warehouse.full_refresh_max_removed_share,
+            )
+        except WarehouseBusyError as exc:
+            raise Failure(description=scrub(str(exc), SECRETS.secrets)) from None
+
+    return ecom_vendor_sync
+
+
+def _sync(
+    context: AssetExecutionContext,
+    config: SyncConfig,
+    contracts: list[ResourceContract],
+    vendor_api: VendorApiResource,
+    target: Warehouse,
+    max_removed_share: float,
+) -> Iterator[MaterializeResult | AssetCheckResult]:
+    names = [c.name for c in contracts]
+    # The dataset's only writer (see `Warehouse.writer`): the Dagster pool already queues
+    # writers, the lock also covers runs the queue does not see, such as two CLI runs.
+    with target.writer(context.run_id, names) as pipeline, vendor_api.session() as session:
+        # Read only what changed before now, with the lock held: a record that changes while
+        # the run reads belongs to the next run, and one that changed while this run waited
+        # for the lock belongs to this one.
+        started = datetime.now(UTC)
+        report = SyncReport()
+        first_seen = {
+            key: seen
+            for contract in contracts
+            for key, seen in target.quarantine_first_seen(pipeline, contract).items()
+        }
+
+        def read(window: Window, into: Pipeline) -> LoadInfo:
+            """Read `window` of every selected resource and load it with `into`."""
+            context.log.info(f"Reading {', '.join(names)} for {window}")
+            source = ecom_source(
+                vendor_api.base_url, session, window, contracts=contracts, report=report,
+                quarantine_first_seen=first_seen,
+                late_arrival=timedelta(minutes=vendor_api.late_arrival_minutes),
+            )
+            try:
+                return into.run(source, loader_file_format=target.loader_file_format)
+            except PipelineStepFailed as exc:
+                failure = _failure(exc, f"the sync of {', '.join(names)} for {window}")
+                if not failure.allow_retries:
+                    _not_to_be_retried(context)  # the vendor would reject it the same way
+                raise failure from None
+
+        if config.full_refresh:
+            refresh = StagedRefresh(target, context.run_id, pipeline)
+            load_info = _full_refresh(context, config, contracts, refresh, report, started, read,
+                                      max_removed_share, late_arrival=timedelta(
+                                          minutes=vendor_api.late_arrival_minutes))
+            window = None
+        else:
+            partition_start, partition_end = context.partition_time_window
+            window = Window.between(partition_start, min(partition_end, started))
+            load_info = read(window, pipeline)
+        yield from _report_load(context, pipeline, target.destination, contracts, window,
+                                report, load_info)
+
+
+# Rounds of looking for rows a full refresh did not see among the records that changed since.
+FOLLOW_ROUNDS = 2
+
+
+def _full_refresh(
+    context: AssetExecutionContext,
+    config: SyncConfig,
+    contracts: list[ResourceContract],
+    refresh: StagedRefresh,
+    report: SyncReport,
+    started: datetime,
+    read: Callable[[Window, Pipeline], LoadInfo],
+    max_removed_share: float,
+    late_arrival: timedelta,
+) -> LoadInfo:
+    """Stage everything the vendor has, validate it, then swap it in (`ingest/full_refresh.py`).
+    Nothing is replaced when the staged data fails a check or a table would lose too much."""
+    refresh.reset()
+    window = Window.between(EPOCH, started)
+    load_ids = list(read(window, refresh.pipeline).loads_ids)
+    # A record that changed while the refresh ran has left its window for a later one: rows
+    # the refresh did not see are looked for among the records changed since, before they
+    # count as removed.
+    for _ in range(FOLLOW_ROUNDS):
+        unaccounted = sum(c.rows_removed for c in refresh.changes(contracts))
+        if not unaccounted:
+            break
+        following = Window.between(window.end - late_arrival, datetime.now(UTC))
+        load_ids += read(following, refresh.pipeline).loads_ids
+        window = following
+        if sum(c.rows_removed for c in refresh.changes(contracts)) == unaccounted:
+            break  # none of them changed: the vendor no longer has them
+    problems = _staged_problems(refresh, contracts, report, load_ids)
+    if problems:
+        _not_to_be_retried(context)
+        raise Failure(
+            description="The full refresh was staged but failed its checks, so nothing was "
+            f"replaced: {'; '.join(problems)}"
+        )
+    changes = refresh.changes(contracts)
+    refusals = [r for c in changes if (r := c.refusal(max_removed_share))]
+    if refusals and not config.allow_removing_rows:
+        _not_to_be_retried(context)
+        raise Failure(
+            description=f"Refusing the full refresh, nothing was replaced: {'; '.join(refusals)}."
+            " If the vendor really deleted those records, launch the full refresh again with "
+            "the run config `allow_removing_rows: true`."
+        )
+    for change in changes:
+        report[change.table].kept = change.rows_kept
+        context.log.info(
+            f"Replacing {change.table}: {change.rows_now} rows now, {change.rows_staged} from "
+            f"the vendor, {change.rows_kept} kept (defective now), {change.rows_removed} removed"
+        )
+    load_info = refresh.swap(contracts)
+    refresh.reset()
+    return load_info
+
+
+def _staged_problems(
+    refresh: StagedRefresh,
+    contracts: list[ResourceContract],
+    report: SyncReport,
+    load_ids: list[str],
+) -> list[str]:
+    """The blocking checks, on the staged tables: what failed."""
+    problems = []
+    with refresh.pipeline.sql_client() as client:
+        for contract in contracts:
+            stats = TableStats.query(client, contract, None, load_ids)
+            run = CheckRun(client, refresh.warehouse.destination, contract, None,
+                           report[contract.name], load_ids, stats)
+            for check in STAGED_CHECKS:
+                outcome = check.evaluate(run)
+                if not outcome.passed:
+                    problems.append(f"{contract.name} {check.name}: {outcome.metadata}")
+    return problems
 
 
 def _not_to_be_retried(context: AssetExecutionContext) -> None:
@@ -63,104 +245,21 @@ def _not_to_be_retried(context: AssetExecutionContext) -> None:
     context.instance.add_run_tags(context.run_id, {RETRY_ON_FAILURE_TAG: "false"})
 
 
-def _vendor_failure(exc: PipelineStepFailed, what: str) -> Failure:
-    """A Dagster failure naming the vendor problem, not dlt's wrapper around it."""
+def _failure(exc: PipelineStepFailed, what: str) -> Failure:
+    """A Dagster failure naming what went wrong, not dlt's wrapper around it."""
     cause = vendor_error_behind(exc)
-    if cause is None:
-        return Failure(description=f"{what} failed in dlt step `{exc.step}`: {exc.exception}")
-    return Failure(
-        description=f"{what} failed: {cause}",
-        # A rejected request (wrong key, bad request) fails the same way on every retry.
-        allow_retries=cause.retryable,
-    )
-
-
-@multi_asset(
-    name="ecom_vendor_sync",
-    specs=build_dlt_asset_specs(
-        # Only the source's shape is needed here: URL and key are resolved when a run starts.
-        dlt_source=ecom_source("http://vendor.invalid", VendorSession(api_key="")),
-        dlt_pipeline=None,
-        dagster_dlt_translator=translator,
-    ),
-    check_specs=check_specs(),
-    can_subset=True,
-    partitions_def=daily_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
-    pool=WAREHOUSE_WRITER_POOL,
-)
-def ecom_vendor_sync(
-    context: AssetExecutionContext,
-    config: SyncConfig,
-    vendor_api: VendorApiResource,
-    warehouse: WarehouseResource,
-    dlt: DagsterDltResource,
-) -> Iterator[MaterializeResult | AssetCheckResult]:
-    contracts = [c for c in CONTRACTS.values() if asset_key(c) in context.selected_asset_keys]
-    started = datetime.now(UTC)
-    # Ask the vendor only for what changed before this run started: today's partition is still
-    # open, and a record that changes during the run belongs to the next run, not to this
-    # window's reconciliation.
-    if config.full_refresh:
-        scope, fetched = None, Window(EPOCH, started)
+    if cause is not None:
+        return Failure(
+            description=f"{what} failed: {cause}",
+            # A rejected request (wrong key, bad request) fails the same way on every retry.
+            allow_retries=cause.retryable,
+        )
+    holder = busy_holder(exc)
+    if holder is not None:
+        reason = f"the DuckDB file was taken by {holder} while the run was writing it"
     else:
-        partition_start, partition_end = context.partition_time_window
-        scope = fetched = Window(partition_start, min(partition_end, started))
-    what = f"sync of {', '.join(c.name for c in contracts)} for {scope or 'a full refresh'}"
-    context.log.info(f"Starting the {what}")
-
-    report = SyncReport()
-    target = warehouse.warehouse
-    # The dataset's only writer (see `Warehouse.writer`): the Dagster pool already queues
-    # writers, the lock also covers runs the queue does not see, such as two CLI runs.
-    with target.writer(context.run_id) as pipeline, vendor_api.session() as session:
-        source = ecom_source(
-            vendor_api.base_url,
-            session,
-            window=fetched,
-            resources=[c.name for c in contracts],
-            report=report,
-            replace=config.full_refresh,
-        )
-        try:
-            results = list(
-                dlt.run(
-                    context=context,
-                    dlt_source=source,
-                    dlt_pipeline=pipeline,
-                    dagster_dlt_translator=translator,
-                    loader_file_format=target.loader_file_format,
-                )
-            )
-        except PipelineStepFailed as exc:
-            failure = _vendor_failure(exc, what)
-            if not failure.allow_retries:
-                _not_to_be_retried(context)  # the vendor would reject it the same way
-            raise failure from None
-        yield from _report_load(
-            context, pipeline, target.destination, contracts, scope, report, results
-        )
-
-
-def verify_nothing_lost(
-    pipeline: Pipeline, contracts: Sequence[ResourceContract], report: SyncReport
-) -> None:
-    """Fail unless every received record was normalized into its table or its quarantine."""
-    normalize_info = pipeline.last_trace.last_normalize_info
-    row_counts = normalize_info.row_counts if normalize_info else {}
-    for contract in contracts:
-        received = report[contract.name]
-        loaded = row_counts.get(contract.name, 0)
-        quarantined = row_counts.get(contract.quarantine_table, 0)
-        expected = received.fetched - received.quarantined_fetched
-        if loaded != expected or quarantined != received.quarantined:
-            raise Failure(
-                description=(
-                    f"{contract.name}: fetched {received.fetched} records from the vendor "
-                    f"({expected} valid, {received.quarantined} defective) but dlt normalized "
-                    f"{loaded} rows and {quarantined} quarantined rows"
-                )
-            )
+        reason = f"dlt step `{exc.step}`: {type(exc.exception).__name__}: {exc.exception}"
+    return Failure(description=scrub(f"{what} failed: {reason}", SECRETS.secrets)[:2000])
 
 
 def _report_load(
@@ -168,36 +267,46 @@ def _report_load(
     pipeline: Pipeline,
     destination: str,
     contracts: list[ResourceContract],
-    scope: Window | None,
+    window: Window | None,
     report: SyncReport,
-    results: list[MaterializeResult],
+    load_info: LoadInfo,
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
-    """Materializations with the load's metadata, then each asset's checks."""
-    load_info = pipeline.last_trace.last_load_info
-    load_ids = load_info.loads_ids if load_info else []
+    """Materializations with the load's reconciliation numbers, then each asset's checks."""
+    load_ids = list(load_info.loads_ids)
     with pipeline.sql_client() as client:
-        for result in results:
-            contract = CONTRACTS[result.asset_key.path[-1]]
+        for contract in contracts:
             received = report[contract.name]
+            stats = TableStats.query(client, contract, window, load_ids)
+            unknown_columns = [
+                name for name in table_columns(client, contract.name)
+                if name not in contract.field_names and not name.startswith("_dlt")
+            ]
             yield MaterializeResult(
-                asset_key=result.asset_key,
+                asset_key=asset_key(contract),
                 metadata={
-                    **(result.metadata or {}),
-                    **sync_metadata(client, destination, contract, scope, received),
+                    "window": str(window) if window else "full refresh",
+                    "vendor_total": received.vendor_total,
+                    "records_received": received.listed,
+                    "records_loaded": received.loaded,
+                    "records_quarantined": received.defective,
+                    "dagster/partition_row_count": stats.rows_in_window,
+                    "dagster/row_count": stats.rows,
+                    "pages_fetched": received.requests,
+                    "window_parts_paged_again": received.repaged,
+                    "dlt_load_id": ", ".join(load_ids) or "none (nothing to load)",
+                    "dagster/column_schema": MetadataValue.table_schema(
+                        column_schema(contract, destination, unknown_columns)
+                    ),
                 },
             )
             selected_checks = {
                 check.name
                 for check in context.selected_asset_check_keys
-                if check.asset_key == result.asset_key
+                if check.asset_key == asset_key(contract)
             }
-            for check_result in evaluate_checks(
-                CheckRun(client, destination, contract, scope, received, load_ids),
-                selected_checks,
-            ):
+            run = CheckRun(client, destination, contract, window, received, load_ids, stats)
+            for check_result in evaluate_checks(run, selected_checks):
                 if not check_result.passed and check_result.severity is AssetCheckSeverity.ERROR:
                     # Defective or missing vendor data: fetching again at once brings the same.
                     _not_to_be_retried(context)
                 yield check_result
-    # Last, so that what was loaded is still reported when the counts do not add up.
-    verify_nothing_lost(pipeline, contracts, report)

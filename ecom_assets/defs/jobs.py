@@ -1,13 +1,18 @@
-"""Jobs that schedules target."""
+"""The job the schedule and the sensor launch: a refresh of some partitions of some assets."""
 
-from dagster import AssetSelection, define_asset_job
+from dagster import AssetSelection, PartitionsDefinition, define_asset_job
+from dagster._core.definitions.unresolved_asset_job_definition import (
+    UnresolvedAssetJobDefinition,
+)
 
-from ecom_assets.defs.partitions import daily_partitions
 from ecom_assets.defs.translator import ASSET_GROUP
 
-ecom_daily_refresh_job = define_asset_job(
-    name="ecom_daily_refresh",
-    selection=AssetSelection.groups(ASSET_GROUP),
-    partitions_def=daily_partitions,
-    description="Reloads one daily partition of every ecom asset.",
-)
+
+def build_refresh_job(partitions_def: PartitionsDefinition) -> UnresolvedAssetJobDefinition:
+    return define_asset_job(
+        name="ecom_refresh",
+        selection=AssetSelection.groups(ASSET_GROUP),
+        partitions_def=partitions_def,
+        description="Refreshes daily partitions of the ecom assets: the schedule's whole-day "
+        "reconciliation and the sensor's refreshes of what changed.",
+    )

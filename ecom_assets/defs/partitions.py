@@ -1,15 +1,14 @@
-"""Daily UTC partitions on `updated_at`, from ECOM_PARTITIONS_START through today."""
+"""Daily UTC partitions on `updated_at`, from the first partition day through today."""
 
-import os
+from datetime import date
 
 from dagster import DailyPartitionsDefinition
 
-DEFAULT_PARTITIONS_START = "2026-01-01"
 
-# Definitions need the first day when they load, so this one setting is read at import time.
-daily_partitions = DailyPartitionsDefinition(
-    start_date=os.getenv("ECOM_PARTITIONS_START") or DEFAULT_PARTITIONS_START,
-    timezone="UTC",
-    # Include the current, still-open day so today's changes can be loaded too.
-    end_offset=1,
-)
+def daily_partitions(start: date) -> DailyPartitionsDefinition:
+    return DailyPartitionsDefinition(
+        start_date=start.isoformat(),
+        timezone="UTC",
+        # Include the current, still-open day so today's changes can be loaded too.
+        end_offset=1,
+    )

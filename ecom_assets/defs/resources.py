@@ -1,15 +1,15 @@
-"""Configurable resources: the vendor API and the warehouse, resolved at run time."""
+"""Configurable resources: the vendor API and the warehouse, with values from the settings."""
 
-
-import os
 from pathlib import Path
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
-from ecom_assets.ingest import DEFAULT_DUCKDB_PATH, RetryPolicy, VendorSession, Warehouse
-from ecom_assets.ingest.source import DEFAULT_PAGE_CONCURRENCY
-from ecom_assets.ingest.warehouse import DEFAULT_DESTINATION
+from ecom_assets.ingest import RetryPolicy, VendorSession, Warehouse
+from ecom_assets.settings import Settings, read_settings
+
+# Each setting's default, for a resource built without `build_resources` (as tests do).
+DEFAULTS = read_settings({})
 
 
 class VendorApiResource(ConfigurableResource):
@@ -21,12 +21,20 @@ class VendorApiResource(ConfigurableResource):
         default=2.0, description="Exponential backoff factor between retries, in seconds"
     )
     max_retry_after_seconds: float = Field(
-        default=120.0, description="Fail fast when the vendor's Retry-After exceeds this"
+        default=DEFAULTS.max_retry_after_seconds,
+        description="Fail fast when the vendor's Retry-After exceeds this",
     )
-    request_timeout_seconds: float = Field(default=30.0, description="Per-request timeout")
+    request_timeout_seconds: float = Field(
+        default=DEFAULTS.request_timeout_seconds, description="Per-request timeout"
+    )
     page_concurrency: int = Field(
-        default=DEFAULT_PAGE_CONCURRENCY,
-        description="Pages of a window fetched at once; halved while the vendor answers 429",
+        default=DEFAULTS.page_concurrency,
+        description="Pages fetched at once; halved while the vendor answers 429",
+    )
+    late_arrival_minutes: int = Field(
+        default=DEFAULTS.late_arrival_minutes,
+        description="How far in the past the vendor may file a record late: the sensor looks "
+        "back this far, and a window ending this close to now is paged twice",
     )
 
     def session(self) -> VendorSession:
@@ -51,34 +59,48 @@ class VendorApiResource(ConfigurableResource):
 
 
 class WarehouseResource(ConfigurableResource):
-    """Where the tables land (schema `ecom`): the dlt destination named by $ECOM_DESTINATION
-    (default DuckDB), whose credentials dlt reads itself (e.g.
-    `DESTINATION__POSTGRES__CREDENTIALS`)."""
+    """Where the tables land (schema `ecom`): a dlt destination whose credentials dlt reads
+    itself (e.g. `DESTINATION__POSTGRES__CREDENTIALS`)."""
 
-    duckdb_path: str | None = Field(
-        default=None,
-        description=(
-            "DuckDB file, beside which dlt's working directories live whatever the "
-            f"destination; default: $ECOM_DUCKDB_PATH, else {DEFAULT_DUCKDB_PATH}"
-        ),
+    destination: str = Field(default=DEFAULTS.destination, description="The dlt destination")
+    duckdb_path: str = Field(default=str(DEFAULTS.duckdb_path), description="The DuckDB file")
+    pipelines_dir: str = Field(
+        default=str(DEFAULTS.dlt_pipelines_dir), description="dlt's working directories"
+    )
+    duckdb_lock_wait_seconds: float = Field(
+        default=DEFAULTS.duckdb_lock_wait_seconds,
+        description="How long to wait for another process to release the DuckDB file",
+    )
+    full_refresh_max_removed_share: float = Field(
+        default=DEFAULTS.full_refresh_max_removed_share,
+        description="The largest share of a table's rows a full refresh may remove",
     )
 
-    @property
-    def warehouse(self) -> Warehouse:
-        # Read when a run uses the warehouse, never at import time.
+    def get_warehouse(self) -> Warehouse:
         return Warehouse(
-            # One setting for the run and for the definitions (kinds, column types in the UI).
-            destination=os.environ.get("ECOM_DESTINATION") or DEFAULT_DESTINATION,
-            duckdb_path=Path(
-                self.duckdb_path or os.environ.get("ECOM_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH
-            ),
+            self.destination,
+            Path(self.duckdb_path),
+            Path(self.pipelines_dir),
+            self.duckdb_lock_wait_seconds,
         )
 
 
-class ChangeSensorSettings(ConfigurableResource):
-    """How the new-data sensor looks for changes."""
-
-    lookback_minutes: int = Field(
-        default=10,
-        description="Re-check this long before the cursor, for late-arriving vendor updates",
-    )
+def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
+    """The resources of the code location: values from the settings, secrets through EnvVar."""
+    return {
+        "vendor_api": VendorApiResource(
+            base_url=EnvVar("ECOM_API_BASE_URL"),
+            api_key=EnvVar("ECOM_API_KEY"),
+            max_retry_after_seconds=settings.max_retry_after_seconds,
+            request_timeout_seconds=settings.request_timeout_seconds,
+            page_concurrency=settings.page_concurrency,
+            late_arrival_minutes=settings.late_arrival_minutes,
+        ),
+        "warehouse": WarehouseResource(
+            destination=settings.destination,
+            duckdb_path=str(settings.duckdb_path),
+            pipelines_dir=str(settings.dlt_pipelines_dir),
+            duckdb_lock_wait_seconds=settings.duckdb_lock_wait_seconds,
+            full_refresh_max_removed_share=settings.full_refresh_max_removed_share,
+        ),
+    }

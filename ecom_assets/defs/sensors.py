@@ -1,11 +1,13 @@
 """A sensor that asks the vendor what changed and refreshes only the partitions that did.
 
-Each tick probes every resource with `updated_since=<cursor - lookback>` and `limit=1` (two
-one-record requests: the earliest and the latest change). Records only move forward in time
-when they change, so the changed daily partitions are the days from the earliest to the latest
-change. One run per changed day covers the resources that changed on it; its run key names the
-vendor's state (each resource's latest change), so a tick evaluated twice requests nothing
-twice.
+Each tick probes every resource with `updated_since=<since>` and `limit=1` (two one-record
+requests: the earliest and the latest change, and the vendor's count). Records only move forward
+in time when they change, so the changed daily partitions are the days from the earliest to the
+latest change. The cursor keeps, per resource, the `since` it probes and what the vendor said
+then (latest change, count): a change shows as a new latest change, a late arrival (filed in
+the past, behind the latest change) as a new count. One run per tick refreshes the changed
+partitions of the resources that changed; its run key names the vendor's state, so a tick
+evaluated twice requests nothing twice.
 
 It starts RUNNING: keeping the warehouse fresh is what the project is for, and the probe costs
 two tiny requests per resource and tick. Stop it in the UI (Automation) if the vendor's rate
@@ -13,99 +15,151 @@ limit is tight.
 """
 
 import json
-import os
-from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from dagster import (
-    AssetSelection,
+    DailyPartitionsDefinition,
     DefaultSensorStatus,
     RunRequest,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
     sensor,
 )
+from dagster._core.definitions.unresolved_asset_job_definition import (
+    UnresolvedAssetJobDefinition,
+)
 
-from ecom_assets.contract import CONTRACTS, parse_timestamp
-from ecom_assets.defs.partitions import daily_partitions
-from ecom_assets.defs.resources import ChangeSensorSettings, VendorApiResource
-from ecom_assets.defs.translator import ASSET_GROUP, asset_key
+from ecom_assets.contract import ResourceContract, parse_timestamp
+from ecom_assets.defs.resources import VendorApiResource
+from ecom_assets.defs.translator import asset_key
 from ecom_assets.ingest import VendorAPIError
-from ecom_assets.ingest.probe import probe_changes
+from ecom_assets.ingest.probe import count_since, probe_changes
 from ecom_assets.ingest.window import rfc3339
 
-MILLISECOND = timedelta(milliseconds=1)
-# How often the daemon may evaluate the sensor. Dagster needs it when the definitions load, so
-# it is read then, like the partitions' start date.
-def _minimum_interval_seconds() -> int:
-    text = os.getenv("ECOM_SENSOR_INTERVAL_SECONDS") or "30"
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(
-            f"ECOM_SENSOR_INTERVAL_SECONDS must be whole seconds, at least 1: {text!r}"
+TRIGGER_TAG = "ecom/trigger"
+SENSOR_TRIGGER = "vendor_changes"
+PARTITION_RANGE_START = "dagster/asset_partition_range_start"
+PARTITION_RANGE_END = "dagster/asset_partition_range_end"
+
+
+def build_change_sensor(
+    contracts: Sequence[ResourceContract],
+    job: UnresolvedAssetJobDefinition,
+    partitions_def: DailyPartitionsDefinition,
+    interval_seconds: int,
+) -> SensorDefinition:
+    @sensor(
+        name="ecom_vendor_changes",
+        job=job,
+        minimum_interval_seconds=interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Refreshes the daily partitions in which the vendor reports changes.",
+    )
+    def ecom_vendor_changes(
+        context: SensorEvaluationContext, vendor_api: VendorApiResource
+    ) -> SensorResult:
+        now = datetime.now(UTC)
+        lookback = timedelta(minutes=vendor_api.late_arrival_minutes)
+        cursor = _read_cursor(context, contracts)
+        changed: list[str] = []
+        days: set[str] = set()
+        problems: list[str] = []
+        for contract in contracts:
+            seen = cursor.get(contract.name) or {}
+            # Without a cursor the sensor watches from now on; backfills cover the past.
+            since = min(_moment(seen.get("since")) or now - lookback, now)
+            try:
+                with vendor_api.probe_session() as session:
+                    changes = probe_changes(vendor_api.base_url, session, contract, since, now)
+                    observed = {
+                        "last": rfc3339(changes.last_updated_at or since),
+                        "total": changes.total,
+                    }
+                    if changes.first_updated_at is None or observed == {
+                        "last": seen.get("last"), "total": seen.get("total")
+                    }:
+                        _log_skipped(context, changes.skipped)
+                        continue
+                    _log_skipped(context, changes.skipped)
+                    first = changes.first_updated_at
+                    last = changes.last_updated_at or first
+                    # Probe from closer to the latest change next time, counting anew from there.
+                    next_since = max(since, min(last, now) - lookback)
+                    next_total = (
+                        changes.total if next_since == since
+                        else count_since(vendor_api.base_url, session, contract, next_since)
+                    )
+            except VendorAPIError as exc:
+                # The other resources are still looked at; this one is asked again next tick.
+                problems.append(f"{contract.name}: {exc}")
+                context.log.warning(f"Could not ask the vendor for changes to {contract.name}: "
+                                    f"{exc}")
+                continue
+            changed.append(f"{contract.name}@{observed['last']}#{observed['total']}")
+            days.update(_days(partitions_def, first, last, now))
+            cursor[contract.name] = {
+                "since": rfc3339(next_since), "last": observed["last"], "total": next_total,
+            }
+        new_cursor = json.dumps(cursor, sort_keys=True)
+        if not changed or not days:
+            reason = "; ".join(problems) or "The vendor reports no changes since the last tick."
+            return SensorResult(skip_reason=SkipReason(reason), cursor=new_cursor)
+        names = [entry.split("@", 1)[0] for entry in changed]
+        first_day, last_day = min(days), max(days)
+        tags = {TRIGGER_TAG: SENSOR_TRIGGER, "ecom/changed": ", ".join(names)}
+        if first_day != last_day:
+            tags |= {PARTITION_RANGE_START: first_day, PARTITION_RANGE_END: last_day}
+        run = RunRequest(
+            run_key=f"{first_day}..{last_day}:{','.join(changed)}",
+            asset_selection=[asset_key(c) for c in contracts if c.name in names],
+            partition_key=first_day if first_day == last_day else None,
+            tags=tags,
         )
-    return int(text)
+        return SensorResult(run_requests=[run], cursor=new_cursor)
+
+    return ecom_vendor_changes
 
 
-MINIMUM_INTERVAL_SECONDS = _minimum_interval_seconds()
+def _read_cursor(
+    context: SensorEvaluationContext, contracts: Sequence[ResourceContract]
+) -> dict[str, Any]:
+    """The cursor, or an empty one (watch from now on) if it cannot be read."""
+    if not context.cursor:
+        return {}
+    try:
+        cursor = json.loads(context.cursor)
+        if not isinstance(cursor, dict) or not all(
+            isinstance(cursor.get(c.name, {}), dict) for c in contracts
+        ):
+            raise ValueError("not a JSON object of resources")
+    except ValueError as exc:
+        context.log.warning(
+            f"The sensor's cursor could not be read ({exc}); watching for changes from now on"
+        )
+        return {}
+    return cursor
 
 
-def _days(first: datetime, last: datetime) -> list[str]:
+def _moment(value: Any) -> datetime | None:
+    try:
+        return parse_timestamp(value)
+    except ValueError:
+        return None
+
+
+def _log_skipped(context: SensorEvaluationContext, skipped: Sequence[str]) -> None:
+    for message in skipped:
+        context.log.warning(message)
+
+
+def _days(
+    partitions_def: DailyPartitionsDefinition, first: datetime, last: datetime, now: datetime
+) -> list[str]:
     """Partition keys from `first`'s day to `last`'s day, clipped to existing partitions."""
-    existing = set(daily_partitions.get_partition_keys())
-    day, days = first.date(), []
-    while day <= last.date():
-        if day.isoformat() in existing:
-            days.append(day.isoformat())
-        day += timedelta(days=1)
-    return days
-
-
-@sensor(
-    name="ecom_vendor_changes",
-    target=AssetSelection.groups(ASSET_GROUP),
-    minimum_interval_seconds=MINIMUM_INTERVAL_SECONDS,
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Refreshes the daily partitions in which the vendor reports changes.",
-)
-def ecom_vendor_changes(
-    context: SensorEvaluationContext,
-    vendor_api: VendorApiResource,
-    change_sensor: ChangeSensorSettings,
-) -> SensorResult | SkipReason:
-    now = datetime.now(UTC)
-    cursor = json.loads(context.cursor) if context.cursor else {}
-    lookback = timedelta(minutes=change_sensor.lookback_minutes)
-    changed_by_day: dict[str, list[str]] = defaultdict(list)
-    run_key_parts: dict[str, list[str]] = defaultdict(list)
-    new_cursor = dict(cursor)
-    for name in CONTRACTS:
-        # Without a cursor the sensor watches from now on; backfills cover the past.
-        since = parse_timestamp(cursor.get(name, rfc3339(now))) - lookback
-        try:
-            with vendor_api.probe_session() as session:
-                changes = probe_changes(vendor_api.base_url, session, name, since)
-        except (VendorAPIError, ValueError) as exc:
-            # No run, cursor unchanged: the next tick asks again. The message holds no key.
-            return SkipReason(f"Could not ask the vendor for changes to {name}: {exc}")
-        if not changes.total or not changes.first_updated_at or not changes.last_updated_at:
-            continue
-        for day in _days(changes.first_updated_at, changes.last_updated_at):
-            changed_by_day[day].append(name)
-            # The latest change names the vendor's state: the same on a tick that saw nothing
-            # new, whatever the lookback counted.
-            run_key_parts[day].append(f"{name}@{rfc3339(changes.last_updated_at)}")
-        new_cursor[name] = rfc3339(max(changes.last_updated_at + MILLISECOND, since + lookback))
-
-    runs = [
-        RunRequest(
-            partition_key=day,
-            asset_selection=[asset_key(CONTRACTS[name]) for name in names],
-            run_key=f"{day}:{','.join(run_key_parts[day])}",
-            tags={"ecom/trigger": "vendor_changes"},
-        )
-        for day, names in sorted(changed_by_day.items())
-    ]
-    if not runs:
-        return SkipReason("The vendor reports no changes since the last tick.")
-    return SensorResult(run_requests=runs, cursor=json.dumps(new_cursor, sort_keys=True))
+    start = max(first, partitions_def.start).date()
+    end = min(last, now).date()
+    return [(start + timedelta(days=n)).isoformat() for n in range((end - start).days + 1)]

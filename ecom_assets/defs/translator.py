@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from dagster import (
     AssetKey,
@@ -16,14 +15,11 @@ from dagster import (
 from dagster_dlt import DagsterDltTranslator
 from dagster_dlt.translator import DltResourceTranslatorData
 
-from ecom_assets.contract import CONTRACTS, FieldType, ResourceContract
-from ecom_assets.ingest.warehouse import DATASET_NAME, DEFAULT_DESTINATION
+from ecom_assets.contract import FieldType, ResourceContract
+from ecom_assets.ingest.warehouse import DATASET_NAME
 
 ASSET_GROUP = "ecom"
 OWNERS = ["team:data-platform"]
-# The destination is the assets' kind and decides the column types shown in the UI, which
-# Dagster reads when the definitions load: like the partitions' start date, it is read then.
-DESTINATION = os.getenv("ECOM_DESTINATION") or DEFAULT_DESTINATION
 
 
 def asset_key(contract: ResourceContract) -> AssetKey:
@@ -31,7 +27,7 @@ def asset_key(contract: ResourceContract) -> AssetKey:
 
 
 def column_schema(
-    contract: ResourceContract, destination: str, unknown_fields: Iterable[str] = ()
+    contract: ResourceContract, destination: str, unknown_columns: Iterable[str] = ()
 ) -> TableSchema:
     """The contract as Dagster's `dagster/column_schema` (column types of `destination`), with
     nullability constraints, plus the columns of fields the vendor sent that the contract does
@@ -56,18 +52,22 @@ def column_schema(
                     type=FieldType.TEXT.sql_type(destination) or FieldType.TEXT.dlt_type,
                     description="Not in the contract.",
                 )
-                for name in sorted(unknown_fields)
+                for name in sorted(unknown_columns)
             ),
         ]
     )
 
 
 class EcomDltTranslator(DagsterDltTranslator):
-    def __init__(self, destination: str = DESTINATION) -> None:
+    """Keys, group, owners, kinds and the contract's column schema of each resource's asset.
+    The destination is the assets' kind and decides the column types shown in the UI."""
+
+    def __init__(self, contracts: Mapping[str, ResourceContract], destination: str) -> None:
+        self.contracts = contracts
         self.destination = destination
 
     def get_asset_spec(self, data: DltResourceTranslatorData) -> AssetSpec:
-        contract = CONTRACTS[data.resource.name]
+        contract = self.contracts[data.resource.name]
         return super().get_asset_spec(data).replace_attributes(
             key=asset_key(contract),
             deps=[],

@@ -1,21 +1,19 @@
 """Run the dlt pipeline without Dagster: `python -m ecom_assets.ingest [--since D --before D]`.
 
-Configuration comes from dlt's providers (environment variables or `.dlt/*.toml`):
-`ECOM_API_BASE_URL`, `ECOM_API_KEY` (a secret), `ECOM_DESTINATION` (default duckdb) and
-`ECOM_DUCKDB_PATH`; other destinations' credentials the way dlt reads them.
+Settings come from the environment (see `ecom_assets/settings.py`), the key from dlt's providers
+(`ECOM_API_KEY`, or `ecom_api_key` in `.dlt/secrets.toml`); other destinations' credentials the
+way dlt reads them.
 """
 
 import argparse
 import uuid
-from datetime import UTC, date, datetime, time
-from pathlib import Path
+from datetime import UTC, date, datetime, time, timedelta
 
-import dlt
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from ecom_assets.contract import CONTRACTS
 from ecom_assets.ingest import (
-    DEFAULT_DUCKDB_PATH,
+    RetryPolicy,
     SyncReport,
     VendorSession,
     Warehouse,
@@ -23,9 +21,8 @@ from ecom_assets.ingest import (
     ecom_source,
     vendor_error_behind,
 )
-from ecom_assets.ingest.source import DEFAULT_PAGE_CONCURRENCY
-from ecom_assets.ingest.warehouse import DEFAULT_DESTINATION
 from ecom_assets.ingest.window import EPOCH
+from ecom_assets.settings import SettingsError, api_key_for_cli, get_settings
 
 
 def _utc_day(text: str) -> datetime:
@@ -47,29 +44,44 @@ def main() -> None:
     args = parser.parse_args()
     if (args.since is None) != (args.before is None):
         parser.error("--since and --before go together (neither: everything until now)")
-    # As the assets do, ask only for what changed before the run started: a record updated
-    # while its window is paged then leaves the window, and the vendor's `total` shows it.
-    started = datetime.now(UTC)
-    since, before = args.since or EPOCH, min(args.before or started, started)
-    if before <= since:
-        parser.error("empty window: --since must be before --before, and in the past")
-    window = Window(since, before)
-    report = SyncReport()
+    try:
+        settings = get_settings()
+        api_key = api_key_for_cli()
+    except SettingsError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if settings.api_base_url is None:
+        raise SystemExit("error: ECOM_API_BASE_URL must be set; it is not set")
+    contracts = [CONTRACTS[name] for name in args.resource or CONTRACTS]
     warehouse = Warehouse(
-        destination=dlt.config.get("ecom_destination") or DEFAULT_DESTINATION,
-        duckdb_path=Path(dlt.config.get("ecom_duckdb_path") or DEFAULT_DUCKDB_PATH),
+        settings.destination, settings.duckdb_path, settings.dlt_pipelines_dir,
+        settings.duckdb_lock_wait_seconds,
     )
-    api_key = dlt.secrets["ecom_api_key"]
+    report = SyncReport()
+    policy = RetryPolicy(
+        max_retry_after=settings.max_retry_after_seconds, timeout=settings.request_timeout_seconds
+    )
     with (
-        warehouse.writer(working_dir=f"cli-{uuid.uuid4().hex}") as pipeline,
-        VendorSession(api_key, concurrency=DEFAULT_PAGE_CONCURRENCY) as session,
+        warehouse.writer(f"cli-{uuid.uuid4().hex}", [c.name for c in contracts]) as pipeline,
+        VendorSession(api_key, policy, settings.page_concurrency) as session,
     ):
+        # As the assets do, ask only for what changed before the writer lock was taken: a
+        # record updated while its window is read then leaves it, which `total` shows.
+        started = datetime.now(UTC)
+        since, before = args.since or EPOCH, min(args.before or started, started)
+        if before <= since:
+            parser.error("empty window: --since must be before --before, and in the past")
         source = ecom_source(
-            dlt.config["ecom_api_base_url"],
+            settings.api_base_url,
             session,
-            window=window,
-            resources=args.resource or tuple(CONTRACTS),
+            Window.between(since, before),
+            contracts=contracts,
             report=report,
+            quarantine_first_seen={
+                key: seen
+                for contract in contracts
+                for key, seen in warehouse.quarantine_first_seen(pipeline, contract).items()
+            },
+            late_arrival=timedelta(minutes=settings.late_arrival_minutes),
         )
         try:
             pipeline.run(source, loader_file_format=warehouse.loader_file_format)
@@ -80,8 +92,8 @@ def main() -> None:
             # What went wrong at the vendor, not dlt's traceback around it (key-free).
             raise SystemExit(f"{exc.step} failed: {cause}") from None
     for name, received in report.items():
-        print(f"{name}: vendor total {received.vendor_total}, received {received.received}, "
-              f"loaded {received.valid}, quarantined {received.quarantined}")
+        print(f"{name}: vendor total {received.vendor_total}, loaded {received.loaded}, "
+              f"quarantined {received.defective}")
 
 
 if __name__ == "__main__":

@@ -2,165 +2,242 @@
 
 dlt alone offers three answers to a defective record, each wrong here: a stray variant column
 (`amount__v_text`), failing the whole load (`freeze`), or dropping it without trace
-(`discard_row`). Instead a defective record goes to `<resource>_quarantine` with the raw
-record, the violations and the window, while the valid records of the same page still load.
+(`discard_row`). Instead a defective record goes to `<resource>_quarantine` with the raw record,
+the reasons and the window, while the valid records of the same page still load. Quarantine
+holds one row per distinct defective record (its exact content), however many runs see it,
+with when it was first and last seen.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-from datetime import UTC, datetime
+import hashlib
+from collections.abc import Iterator, Mapping
+from datetime import datetime
 from typing import Any
 
 import dlt
 import pyarrow as pa
+from dlt.common.normalizers.naming.snake_case import NamingConvention
 from dlt.extract.items_transform import ItemTransform
 from dlt.extract.resource import DltResource
 
-from ecom_assets.contract import ResourceContract, conform
-from ecom_assets.ingest.page import vendor_json
+from ecom_assets.contract import ResourceContract, conform, json_type
+from ecom_assets.ingest.pages import DefectiveRecord, record_id
 from ecom_assets.ingest.report import ResourceReport
-from ecom_assets.ingest.window import Window
+from ecom_assets.ingest.vendor_json import dump_vendor_json, is_non_finite
+from ecom_assets.ingest.window import Window, rfc3339
 
+QUARANTINE_KEY = "quarantine_key"
 QUARANTINE_COLUMNS: dict[str, dict[str, Any]] = {
+    QUARANTINE_KEY: {"data_type": "text", "nullable": False},
     "record_id": {"data_type": "text", "nullable": True},
     "violations": {"data_type": "json", "nullable": False},
     "raw_record": {"data_type": "text", "nullable": False},
     "window_start": {"data_type": "timestamp", "nullable": True},
     "window_end": {"data_type": "timestamp", "nullable": True},
-    "quarantined_at": {"data_type": "timestamp", "nullable": False},
+    "first_seen_at": {"data_type": "timestamp", "nullable": False},
+    "last_seen_at": {"data_type": "timestamp", "nullable": False},
 }
+ARROW_BATCH_SIZE = 10_000
+# dlt's table hint: the staging data of a merge holds each primary key once.
+DEDUPLICATED = "x-stage-data-deduplicated"
+
+
+def quarantine_key(resource: str, raw_record: str) -> str:
+    """One quarantine row per distinct defective record: its resource and exact content."""
+    return hashlib.sha256(f"{resource}\0{raw_record}".encode()).hexdigest()[:32]
 
 
 def add_quarantine(
-    resource: DltResource, contract: ResourceContract, window: Window | None, report: ResourceReport
+    resource: DltResource,
+    contract: ResourceContract,
+    window: Window,
+    report: ResourceReport,
+    first_seen: Mapping[str, datetime],
+    now: datetime,
 ) -> None:
     """Route the resource's records through a `QuarantineRouter` into its table or into
-    `<resource>_quarantine`, an append-only table variant of the resource.
+    `<resource>_quarantine`, a table variant of the resource merged on `quarantine_key`.
 
-    A dlt table variant starts as a copy of the resource's hints, so the contract's columns,
-    primary key and merge disposition are cleared before the quarantine columns are set.
+    A dlt table variant starts as a copy of the resource's hints, so the contract's columns
+    are cleared before the quarantine columns are set.
     """
     table = contract.quarantine_table
     resource.apply_hints(
         table_name=table,
         create_table_variant=True,
         columns={},
-        primary_key=[],
-        write_disposition="append",
+        primary_key=[QUARANTINE_KEY],
+        write_disposition="merge",
     )
     resource.apply_hints(table_name=table, create_table_variant=True, columns=QUARANTINE_COLUMNS)
-    resource.add_step(QuarantineRouter(contract, window, report))
+    resource.add_step(QuarantineRouter(contract, window, report, first_seen, now))
 
 
-ARROW_BATCH_SIZE = 10_000
-# dlt's table hint: the staging data of a merge holds each primary key once.
-DEDUPLICATED = "x-stage-data-deduplicated"
+_NAMING = NamingConvention()
 
 
-class _SkippedDedupSortFilter(logging.Filter):
-    """Drops dlt's warning that the `dedup_sort` hint "will be ignored" because the staging
-    data is declared deduplicated: that is the design, not a fault. The hint orders the
-    versions of a record that a window paged again holds; a window paged once holds one."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Staging data is declared as already deduplicated" not in record.getMessage()
-
-
-logging.getLogger("dlt").addFilter(_SkippedDedupSortFilter())
+def _column_name(name: str) -> str | None:
+    """`name` as dlt names columns (snake_case); None for a name dlt cannot use (`""`)."""
+    try:
+        return _NAMING.normalize_identifier(name) or None
+    except ValueError:
+        return None
 
 
-def _as_text(value: Any) -> str | None:
-    """An unknown field's value as text: strings as they are, anything else as JSON."""
-    if value is None or isinstance(value, str):
-        return value
-    return vendor_json(value)
+class UnknownFieldColumns:
+    """Columns for the fields the contract does not know, named as dlt names columns, without
+    ever landing on another column: a name whose normal form is taken (`customerId` beside the
+    contract's `customer_id`, `ID`, `updated-at`, two spellings of one new field) gets a
+    `vendor_` prefix, then a number. The mapping is kept in the report."""
 
+    def __init__(self, contract: ResourceContract, mapping: dict[str, str]) -> None:
+        self._mapping = mapping
+        self._taken = {f.name for f in contract.fields} | set(mapping.values())
 
-def _arrow_page(
-    contract: ResourceContract, records: list[dict[str, Any]], unknown: list[str]
-) -> pa.Table:
-    """Typed records as an Arrow table: contract columns with their contract types; unknown
-    fields always as text, so their column type never depends on which values a batch held."""
-    fields = [pa.field(f.name, f.type.arrow_type, nullable=f.nullable) for f in contract.fields]
-    fields += [pa.field(name, pa.string()) for name in unknown]
-    columns = [
-        pa.array([r.get(f.name) for r in records], type=f.type.arrow_type)
-        for f in contract.fields
-    ]
-    columns += [
-        pa.array([_as_text(r.get(name)) for r in records], type=pa.string()) for name in unknown
-    ]
-    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+    def add(self, fields: set[str]) -> None:
+        # Fields already in normal form first: they keep their own name.
+        for field in sorted(fields - self._mapping.keys(), key=lambda f: (_column_name(f) != f, f)):
+            base = _column_name(field)
+            name = base or "vendor_field"  # a name dlt cannot use: "" or " "
+            if name in self._taken or name.startswith("_dlt"):
+                name = _column_name(f"vendor_{base}") or "vendor_field"
+            number = 1
+            while name in self._taken:
+                number += 1
+                name = f"{_column_name(f'vendor_{base}') or 'vendor_field'}_{number}"
+            self._taken.add(name)
+            self._mapping[field] = name
+
+    def __getitem__(self, field: str) -> str:
+        return self._mapping[field]
 
 
 class QuarantineRouter(ItemTransform[Any]):
     """A dlt pipe step: splits each page into its typed records and its quarantine rows.
 
-    It works on whole pages and hands dlt each page's valid records as one Arrow table with
-    the contract's types, which dlt writes straight to parquet: no per-record work in dlt.
+    It hands dlt the valid records as Arrow tables with the contract's types, which dlt writes
+    straight to parquet: no per-record work in dlt.
     """
 
     def __init__(
-        self, contract: ResourceContract, window: Window | None, report: ResourceReport
+        self,
+        contract: ResourceContract,
+        window: Window,
+        report: ResourceReport,
+        first_seen: Mapping[str, datetime],
+        now: datetime,
     ) -> None:
         super().__init__(self.__call__)
         self.contract = contract
         self.window = window
         self.report = report
+        self._first_seen = first_seen
+        self._now = now
+        self._known = contract.field_names
+        self._unknown = UnknownFieldColumns(contract, report.unknown_fields)
         self._batch: list[dict[str, Any]] = []
-        # A window paged again returns its defective records again: quarantine each once.
-        self._quarantined: set[str] = set()
+        self._quarantined: set[str] = set()  # keys written this run
 
     def __call__(self, page: Any, meta: Any = None) -> Iterator[Any]:
-        # Routed now, not in a generator dlt may resume later: dlt fetches the next page only
-        # after this call, so this page is counted in the pass the paginator checked it in.
+        # Routed now, not in a generator dlt may resume later: the reader has released this
+        # page, so `report.complete` says whether it is the window's last.
         return iter(self._route(page if isinstance(page, list) else [page]))
 
     def _route(self, page: list[Any]) -> list[Any]:
         """The page's valid records, batched into Arrow tables, and its quarantine rows."""
         quarantined = []
-        known = self.contract.field_names
         for record in page:
-            if not isinstance(record, dict):
-                violations = [{"field": "", "reason": f"record is a {type(record).__name__}"}]
-            else:
-                typed, violations = conform(self.contract, record)
-                if not violations:
-                    self._batch.append(typed)
-                    self.report.add_unknown_fields(k for k in record if k not in known)
-                    continue
-            row = self._quarantine_row(record, violations)
-            first_time = row["raw_record"] not in self._quarantined
-            self._quarantined.add(row["raw_record"])
-            self.report.add_quarantined(first_time)
-            if first_time:
+            typed, violations = self._conform(record)
+            if not violations:
+                self._batch.append(typed)
+                continue
+            self.report.defective += 1
+            raw = record.record if isinstance(record, DefectiveRecord) else record
+            row = self._quarantine_row(raw, violations)
+            if row[QUARANTINE_KEY] not in self._quarantined:
+                self._quarantined.add(row[QUARANTINE_KEY])
                 quarantined.append(row)
-        routed = []
-        # dlt does per-item schema work for Arrow tables, so pages are batched; the paginator
-        # has seen this page already, so the window's last page flushes what is left.
+        routed: list[Any] = []
+        # dlt does per-item schema work for Arrow tables, so pages are batched.
         if self._batch and (self.report.complete or len(self._batch) >= ARROW_BATCH_SIZE):
-            batch, self._batch = self._batch, []
-            table = _arrow_page(self.contract, batch, sorted(self.report.unknown_fields))
-            # A window reconciled in one pass holds each record once, so dlt's merge may skip
-            # its deduplication, whose memory grows with the load. Every batch states the hint,
-            # so a window paged again never inherits `True` from an earlier run's schema.
-            hints = dlt.mark.make_hints(
-                additional_table_hints={DEDUPLICATED: self.report.paged_once}
-            )
-            routed.append(dlt.mark.with_hints(table, hints))
+            routed.append(self._flush())
         if quarantined:
+            self.report.quarantine_rows += len(quarantined)
             routed.append(dlt.mark.with_table_name(quarantined, self.contract.quarantine_table))
         return routed
 
+    def _conform(self, record: Any) -> tuple[dict[str, Any], list[dict[str, str]]]:
+        if isinstance(record, DefectiveRecord):
+            return {}, [{"field": self.contract.primary_key, "reason": record.reason}]
+        if not isinstance(record, dict):
+            reason = f"the record is {json_type(record)}, not an object"
+            return {}, [{"field": "", "reason": reason}]
+        typed, violations = conform(self.contract, record)
+        cursor = typed.get(self.contract.cursor)
+        if isinstance(cursor, datetime) and not self.window.contains(cursor):
+            violations.append({
+                "field": self.contract.cursor,
+                "reason": f"{rfc3339(cursor)} lies outside the window {self.window} that "
+                "listed it (a wrong or far-future timestamp)",
+            })
+        new = record.keys() - self._known
+        if new and not violations:
+            self._unknown.add(set(new))
+            for field in new:
+                if is_non_finite(record[field]):
+                    self.report.non_finite_unknown[field] += 1
+        return typed, violations
+
+    def _flush(self) -> pa.Table:
+        batch, self._batch = self._batch, []
+        table = self._arrow(batch)
+        self.report.loaded += table.num_rows
+        self.report.add_loaded_ids(table.column(self.contract.primary_key))
+        # A load whose records are each listed once lets dlt's merge skip its deduplication,
+        # whose memory grows with the load. Every batch states the hint (the last one stated
+        # wins), so that a load never inherits `True` from an earlier run's schema.
+        deduplicated = self.report.distinct_loaded == self.report.loaded
+        hints = dlt.mark.make_hints(additional_table_hints={DEDUPLICATED: deduplicated})
+        return dlt.mark.with_hints(table, hints)
+
+    def _arrow(self, records: list[dict[str, Any]]) -> pa.Table:
+        """Typed records as an Arrow table: contract columns with their contract types; unknown
+        fields always as text, so their column type never depends on which values a batch
+        held."""
+        fields = [
+            pa.field(f.name, f.type.arrow_type, nullable=f.nullable) for f in self.contract.fields
+        ]
+        columns = [
+            pa.array([r.get(f.name) for r in records], type=f.type.arrow_type)
+            for f in self.contract.fields
+        ]
+        unknown = sorted(self.report.unknown_fields.items(), key=lambda item: item[1])
+        fields += [pa.field(column, pa.string()) for _, column in unknown]
+        columns += [
+            pa.array([_as_text(r.get(field)) for r in records], type=pa.string())
+            for field, _ in unknown
+        ]
+        return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
     def _quarantine_row(self, record: Any, violations: list[dict[str, str]]) -> dict[str, Any]:
-        record_id = record.get(self.contract.primary_key) if isinstance(record, dict) else None
+        raw = dump_vendor_json(record)
+        key = quarantine_key(self.contract.name, raw)
         return {
-            "record_id": record_id if isinstance(record_id, str) else None,
+            QUARANTINE_KEY: key,
+            "record_id": record_id(record, self.contract.primary_key),
             "violations": violations,
-            "raw_record": vendor_json(record),
-            "window_start": self.window.start if self.window else None,
-            "window_end": self.window.end if self.window else None,
-            "quarantined_at": datetime.now(UTC),
+            "raw_record": raw,
+            "window_start": self.window.start,
+            "window_end": self.window.end,
+            "first_seen_at": self._first_seen.get(key, self._now),
+            "last_seen_at": self._now,
         }
+
+
+def _as_text(value: Any) -> str | None:
+    """An unknown field's value as text: strings as they are, anything else as its JSON (a
+    non-finite number as the vendor's token, `NaN`)."""
+    if value is None or isinstance(value, str):
+        return value
+    return dump_vendor_json(value)

@@ -2,71 +2,56 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterable
+from collections import Counter
 from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ecom_assets.ingest.window import Window
 
 
 @dataclass
 class ResourceReport:
-    """Counts of one resource's sync. A window paged again (records moved while it was paged)
-    is fetched more than once: `received` counts the final, reconciled pass (`valid` of them
-    loaded, `quarantined_received` defective); `fetched` and `quarantined_fetched` count every
-    pass, which is what dlt loads before its merge on `id` keeps one row per record."""
+    """One resource's sync. The reader fills in what the vendor listed (`vendor_total` is its
+    own count of the window, summed over the reconciled units); the router what was loaded and
+    what was quarantined. Every record listed is either loaded or quarantined."""
 
     resource: str
-    vendor_total: int | None = None
-    pages: int = 0
-    received: int = 0
-    quarantined: int = 0  # distinct defective records, one quarantine row each
-    quarantined_received: int = 0  # the defective records among `received`
-    fetched: int = 0
-    quarantined_fetched: int = 0
-    complete: bool = False  # the window was paged to its end, reconciled with `total`
-    unknown_fields: set[str] = field(default_factory=set)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-    _pass_ended: bool = field(default=False, repr=False, compare=False)
+    window: Window | None = None
+    vendor_total: int = 0
+    listed: int = 0  # records the reconciled units held
+    requests: int = 0  # page requests sent, discarded passes included
+    units: int = 0  # parts of the window reconciled one by one
+    repaged: int = 0  # passes discarded because the vendor changed their part while paged
+    complete: bool = False  # every unit reconciled with the vendor's `total`
+    loaded: int = 0  # valid records handed to dlt
+    defective: int = 0  # listed records that went to quarantine
+    quarantine_rows: int = 0  # distinct defective versions written to quarantine this run
+    duplicate_copies: int = 0  # identical copies of a record the vendor served twice
+    kept: int = 0  # a full refresh's rows kept for records whose current version is defective
+    unknown_fields: dict[str, str] = field(default_factory=dict)  # vendor field -> column
+    non_finite_unknown: Counter[str] = field(default_factory=Counter)  # field -> values
+    _loaded_ids: list[pa.Array] = field(default_factory=list, repr=False)
 
     def __deepcopy__(self, memo: dict) -> ResourceReport:
         # dlt deep-copies the REST API config; the copies must count into this same report.
         return self
 
-    @property
-    def valid(self) -> int:
-        return self.received - self.quarantined_received
+    def add_loaded_ids(self, ids: pa.Array | pa.ChunkedArray) -> None:
+        """Ids of valid records handed to dlt. Kept as Arrow strings, a few bytes per record: a
+        million ids in a Python set would cost some 70 MB."""
+        self._loaded_ids.extend(ids.chunks if isinstance(ids, pa.ChunkedArray) else [ids])
 
     @property
-    def paged_once(self) -> bool:
-        """The window was reconciled in a single pass: every record fetched is distinct."""
-        return self.complete and self.fetched == self.received
+    def loaded_ids(self) -> pa.ChunkedArray:
+        return pa.chunked_array(self._loaded_ids, pa.string())
 
-    def add_page(self, records: int) -> None:
-        with self._lock:
-            if self._pass_ended:  # the first page of the window's next pass
-                self.quarantined_received = 0
-                self._pass_ended = False
-            self.pages += 1
-            self.received += records
-            self.fetched += records
-
-    def restart_window(self) -> None:
-        with self._lock:
-            self.received = 0
-            self.vendor_total = None
-            # The page that ended the pass is routed (its defective records counted) after
-            # this, and before the next pass's first page arrives.
-            self._pass_ended = True
-
-    def add_unknown_fields(self, names: Iterable[str]) -> None:
-        """Fields the vendor sent that the contract does not declare."""
-        self.unknown_fields.update(names)
-
-    def add_quarantined(self, first_time: bool) -> None:
-        """A defective record was fetched; `first_time` unless an earlier pass had it too."""
-        with self._lock:
-            self.quarantined_fetched += 1
-            self.quarantined_received += 1
-            self.quarantined += first_time
+    @property
+    def distinct_loaded(self) -> int:
+        """Records loaded, each counted once (a record that moved into a later part of the
+        window while it was read is listed, and loaded, in both)."""
+        return pc.count_distinct(self.loaded_ids).as_py() if self._loaded_ids else 0
 
 
 class SyncReport(dict[str, ResourceReport]):

@@ -2,108 +2,129 @@
 
 It is the integration document's configuration (`api_key` in the query, records under `data`,
 offset pagination by 100, primary key `id`, write disposition `merge`) with what a trustworthy
-load adds: the contract's column types, a retrying key-scrubbing session, a paginator that
-reconciles every window with the vendor's `total`, and quarantine of defective records.
+load adds: the contract's column types, a retrying key-scrubbing session, a reader that pages
+the window concurrently and reconciles every part of it with the vendor's `total` while the
+vendor keeps changing, and quarantine of defective records.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import requests
 from dlt.sources import DltSource
+from dlt.sources.helpers.rest_client.auth import APIKeyAuth
+from dlt.sources.helpers.rest_client.client import join_url
 from dlt.sources.rest_api import rest_api_source
 from jsonpath_ng import Fields
 
 from ecom_assets.contract import CONTRACTS, ResourceContract
-from ecom_assets.ingest.http import VendorSession
-from ecom_assets.ingest.pagination import MAX_PASSES, PAGE_SIZE, ReconcilingOffsetPaginator
+from ecom_assets.ingest.pagination import ReconciledPagesPaginator
 from ecom_assets.ingest.quarantine import add_quarantine
+from ecom_assets.ingest.reader import PAGE_SIZE, ReleasedPage, WindowReader
 from ecom_assets.ingest.report import SyncReport
+from ecom_assets.ingest.vendor_session import VendorSession
 from ecom_assets.ingest.window import Window
 
 SOURCE_NAME = "ecom"
-DEFAULT_PAGE_CONCURRENCY = 8
+DEFAULT_LATE_ARRIVAL = timedelta(minutes=10)
 
 
-def _resource_config(
+def _reconciled_pages(
+    base_url: str,
     contract: ResourceContract,
-    window: Window | None,
+    window: Window,
     session: VendorSession,
+    auth: APIKeyAuth,
     report: SyncReport,
-    max_passes: int,
-) -> dict[str, Any]:
-    # Quarantine is added to the built resource by `add_quarantine`.
-    return {
-        "name": contract.name,
-        "columns": contract.dlt_columns(),
-        "endpoint": {
-            "path": contract.path,
-            # A JSONPath object, not the string "data": dlt parses a string selector again
-            # for every page, which cost more CPU than the rest of handling a page.
-            "data_selector": Fields("data"),
-            "paginator": ReconcilingOffsetPaginator(
-                report[contract.name],
-                limit=PAGE_SIZE,
-                on_restart=session.discard_prefetched,
-                max_passes=max_passes,
-            ),
-            # The vendor filters the window server-side (since inclusive, before exclusive),
-            # so no client-side cursor tracking is needed: it would only cost extract time.
-            "params": window.query_params() if window else {},
-        },
-    }
+    late_arrival: timedelta,
+) -> ReconciledPagesPaginator:
+    url = join_url(base_url, contract.path)
+
+    def fetch(part: Window, offset: int, limit: int) -> tuple[str, requests.Response]:
+        params = {**part.query_params(), "offset": offset, "limit": limit}
+        request = session.prepare_request(requests.Request("GET", url, params=params, auth=auth))
+        return request.url or url, session.send_with_retries(request)
+
+    def open_pages() -> Iterator[ReleasedPage]:
+        reader = WindowReader(
+            contract.name,
+            window,
+            fetch,
+            report[contract.name],
+            concurrency=session.concurrency,
+            late_arrival=late_arrival,
+            now=datetime.now(UTC),
+            page_size=PAGE_SIZE,
+            primary_key=contract.primary_key,
+            cursor=contract.cursor,
+        )
+        return reader.pages()
+
+    return ReconciledPagesPaginator(open_pages, session)
 
 
 def ecom_source(
     base_url: str,
     session: VendorSession,
+    window: Window,
     *,
-    window: Window | None = None,
-    resources: Sequence[str] = tuple(CONTRACTS),
+    contracts: Sequence[ResourceContract] = tuple(CONTRACTS.values()),
     report: SyncReport | None = None,
-    replace: bool = False,
+    quarantine_first_seen: Mapping[str, datetime] | None = None,
+    late_arrival: timedelta = DEFAULT_LATE_ARRIVAL,
 ) -> DltSource:
-    """The REST API source for `resources`, restricted to `window` (None: everything).
+    """The REST API source for `contracts`, restricted to `window` on `updated_at`.
 
     End the window in the past, as the assets and the CLI do (when the run starts): a record
-    updated while its window is paged then leaves it, and the vendor's `total` shows that.
-    In a window without an end it stays, at another offset, and only ids tell it apart.
+    updated while the window is read then leaves it, which the vendor's `total` shows. Every
+    request goes through `session` (its key, retry policy and concurrency); close it after the
+    run. Pass a `SyncReport` to learn what each resource received, and the first-seen times of
+    quarantine rows already in the warehouse (see `Warehouse.quarantine_first_seen`).
 
-    Every request goes through `session` (its key, retry policy and page concurrency); close
-    it after the run. Pass a `SyncReport` to learn what each resource received.
-
-    Tables are merged on `id`. A window whose records move while it is paged is paged again
-    (up to `MAX_PASSES` passes) and every pass is loaded: the merge keeps one row per record.
-    With `replace` (a full refresh) each table is replaced instead; a replacing load does not
-    deduplicate, so each window gets one pass, and a window that moves fails the load before
-    anything is replaced.
+    Tables are merged on `id`: what the reader releases is what the vendor listed in each part
+    of the window at one instant, and a record listed twice (it moved into a later part while
+    the window was read) keeps its latest version.
     """
     report = report if report is not None else SyncReport()
-    max_passes = 1 if replace else MAX_PASSES
+    auth = APIKeyAuth(name="api_key", api_key=session.api_key, location="query")
+    now = datetime.now(UTC)
     config: dict[str, Any] = {
-        "client": {
-            "base_url": base_url,
-            "auth": {
-                "type": "api_key",
-                "name": "api_key",
-                "api_key": session.api_key,
-                "location": "query",
-            },
-            "session": session,
-        },
+        "client": {"base_url": base_url, "auth": auth, "session": session},
         "resource_defaults": {
             "primary_key": "id",
-            "write_disposition": "replace" if replace else "merge",
+            "write_disposition": "merge",
             # Unknown nested vendor fields and `tags` stay JSON columns, not child tables.
             "max_table_nesting": 0,
         },
         "resources": [
-            _resource_config(CONTRACTS[name], window, session, report, max_passes)
-            for name in resources
+            {
+                "name": contract.name,
+                "columns": contract.dlt_columns(),
+                "endpoint": {
+                    "path": contract.path,
+                    # A JSONPath object, not the string "data": dlt parses a string selector
+                    # again for every page.
+                    "data_selector": Fields("data"),
+                    "paginator": _reconciled_pages(
+                        base_url, contract, window, session, auth, report, late_arrival
+                    ),
+                },
+            }
+            for contract in contracts
         ],
     }
     source = rest_api_source(config, name=SOURCE_NAME)
-    for name in resources:
-        add_quarantine(source.resources[name], CONTRACTS[name], window, report[name])
+    for contract in contracts:
+        report[contract.name].window = window
+        add_quarantine(
+            source.resources[contract.name],
+            contract,
+            window,
+            report[contract.name],
+            quarantine_first_seen or {},
+            now,
+        )
     return source

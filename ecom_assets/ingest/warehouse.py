@@ -11,33 +11,57 @@ import logging
 import shutil
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import dlt
+import duckdb
 from dlt.common.destination import Destination
+from dlt.destinations.exceptions import DatabaseUndefinedRelation
+
+from ecom_assets.contract import ResourceContract
+from ecom_assets.ingest.quarantine import QUARANTINE_KEY
 
 logger = logging.getLogger(__name__)
 
 DATASET_NAME = "ecom"
 PIPELINE_NAME = "ecom"
-DEFAULT_DESTINATION = "duckdb"
-DEFAULT_DUCKDB_PATH = "data/warehouse.duckdb"
 # A full refresh (write disposition `replace`) loads into a staging dataset and swaps the data
-# in one transaction: readers see the old table until then, and a failed refresh leaves it.
+# in: readers see the old table until then, and a failed refresh leaves it.
 REPLACE_STRATEGY = "insert-from-staging"
 LOCK_POLL_SECONDS = 2.0
+BUSY_LOG_SECONDS = 5.0
+
+
+class WarehouseBusyError(Exception):
+    """Another process holds the DuckDB file and did not let go in time."""
+
+
+class _ExpectedDltWarnings(logging.Filter):
+    """Drops dlt's warning that the `dedup_sort` hint "will be ignored" because the staging
+    data is declared deduplicated: that is the design, not a fault. The hint orders the versions
+    of a record that a load holds twice; a load whose records are all distinct holds one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Staging data is declared as already deduplicated" not in record.getMessage()
+
+
+_EXPECTED_DLT_WARNINGS = _ExpectedDltWarnings()
 
 
 @dataclass(frozen=True)
 class Warehouse:
-    """A dlt destination (`duckdb`, `postgres`, ...) and the local directory of this project's
-    files: the DuckDB file when the destination is DuckDB, and dlt's working directories."""
+    """A dlt destination (`duckdb`, `postgres`, ...): the DuckDB file when the destination is
+    DuckDB, and the directory of dlt's working directories, of which the last run's of each
+    resource is kept (`dlt pipeline --pipelines-dir <dir>/latest-<resource> ecom trace`)."""
 
-    destination: str = DEFAULT_DESTINATION
-    duckdb_path: Path = Path(DEFAULT_DUCKDB_PATH)
+    destination: str = "duckdb"
+    duckdb_path: Path = Path("data/warehouse.duckdb")
+    pipelines_dir: Path = Path("data/dlt_pipelines")
+    duckdb_lock_wait_seconds: float = 180.0
 
     @property
     def is_duckdb(self) -> bool:
@@ -54,44 +78,55 @@ class Warehouse:
         if not self.is_duckdb:
             return Destination.from_reference(self.destination, replace_strategy=REPLACE_STRATEGY)
         path = self.duckdb_path.resolve()
-        if path.stem == DATASET_NAME:
-            # DuckDB names the catalog after the file: a catalog `ecom` beside the schema `ecom`
-            # makes every `ecom.<table>` reference ambiguous, and DuckDB refuses them all.
-            raise ValueError(
-                f"the DuckDB file must not be named {path.name} (its catalog would clash with "
-                f"the dataset schema `{DATASET_NAME}`); use e.g. {DEFAULT_DUCKDB_PATH}"
-            )
         path.parent.mkdir(parents=True, exist_ok=True)
-        return dlt.destinations.duckdb(str(path), replace_strategy=REPLACE_STRATEGY)
+        # Without transactions dlt commits a merge's or a replace's DELETE before its INSERT:
+        # a failing INSERT would leave the table emptied.
+        return dlt.destinations.duckdb(
+            str(path), replace_strategy=REPLACE_STRATEGY, supports_transactions=True
+        )
 
-    def pipeline(self, working_dir: str = "default") -> dlt.Pipeline:
-        """The dlt pipeline, its working directory in `<duckdb dir>/dlt_pipelines/<working_dir>`."""
+    def pipeline(self, working_dir: str, dataset_name: str = DATASET_NAME) -> dlt.Pipeline:
+        """The dlt pipeline of `dataset_name`, its working directory `<pipelines_dir>/<dir>`."""
         # Rows arrive as Arrow tables; keep dlt's load id on them, as on any other dlt table.
         dlt.config["normalize.parquet_normalizer.add_dlt_load_id"] = True
+        # A kept working directory holds the trace, state and schema, not the loaded files.
+        dlt.config["load.delete_completed_jobs"] = True
+        logging.getLogger("dlt").addFilter(_EXPECTED_DLT_WARNINGS)  # once: filters are a set
         return dlt.pipeline(
-            pipeline_name=PIPELINE_NAME,
-            pipelines_dir=str(self.duckdb_path.resolve().parent / "dlt_pipelines" / working_dir),
+            pipeline_name=PIPELINE_NAME if dataset_name == DATASET_NAME else dataset_name,
+            pipelines_dir=str(self.pipelines_dir.resolve() / working_dir),
             destination=self.dlt_destination(),
-            dataset_name=DATASET_NAME,
+            dataset_name=dataset_name,
         )
 
     @contextmanager
-    def writer(self, working_dir: str) -> Iterator[dlt.Pipeline]:
-        """`pipeline(working_dir)`, held as the only writer of the dataset, its working
-        directory removed afterwards.
+    def writer(self, run_id: str, resources: Sequence[str]) -> Iterator[dlt.Pipeline]:
+        """`pipeline(run_id)`, held as the only writer of the dataset.
 
         A second writer waits here. DuckDB takes one writer process; on PostgreSQL two merges
         into one table, through one staging dataset, would corrupt each other. With its own
         working directory a run never trips over another's files, nor finishes a crashed run's
         pending load package (the state dlt needs comes from the destination). Both locks are
-        released by the operating system or the server when a process dies.
+        released by the operating system or the server when a process dies. Afterwards the
+        working directory is kept as the latest of `resources`, and older ones are removed.
         """
-        pipeline = self.pipeline(working_dir)
+        pipeline = self.pipeline(run_id)
         try:
             with self._writer_lock(pipeline):
                 yield pipeline
         finally:
-            shutil.rmtree(Path(pipeline.pipelines_dir), ignore_errors=True)
+            self._keep_latest(Path(pipeline.pipelines_dir), resources)
+
+    def _keep_latest(self, working_dir: Path, resources: Sequence[str]) -> None:
+        root = working_dir.parent
+        for resource in resources:
+            link = root / f"latest-{resource}"
+            link.unlink(missing_ok=True)
+            link.symlink_to(working_dir.name)
+        kept = {link.resolve() for link in root.glob("latest-*")}
+        for directory in root.iterdir():
+            if directory.is_dir() and not directory.is_symlink() and directory not in kept:
+                shutil.rmtree(directory, ignore_errors=True)
 
     @contextmanager
     def _writer_lock(self, pipeline: dlt.Pipeline) -> Iterator[None]:
@@ -102,6 +137,7 @@ class Warehouse:
                 except BlockingIOError:
                     logger.warning("Waiting for the run that is writing %s", self.duckdb_path)
                     fcntl.flock(lock, fcntl.LOCK_EX)
+                self._wait_for_other_processes()
                 yield
         elif self.destination == "postgres":
             # A session advisory lock, held by a connection of its own for the whole run. It is
@@ -116,3 +152,58 @@ class Warehouse:
         else:
             # Dagster's pool `ecom_warehouse_writer` queues the runs launched through the daemon.
             yield
+
+    def _wait_for_other_processes(self) -> None:
+        """Wait while a process that is not a run of this project (a `duckdb` shell, a BI tool)
+        holds the DuckDB file, which DuckDB lets only one process open for writing."""
+        path = self.duckdb_path.resolve()
+        deadline = time.monotonic() + self.duckdb_lock_wait_seconds
+        next_log = 0.0
+        while True:
+            try:
+                duckdb.connect(str(path)).close()
+                return
+            except duckdb.IOException as exc:
+                holder = busy_holder(exc)
+                if holder is None:
+                    raise
+            now = time.monotonic()
+            if now >= deadline:
+                raise WarehouseBusyError(
+                    f"{path} is held by {holder} and was not released within "
+                    f"{self.duckdb_lock_wait_seconds:.0f} s (ECOM_DUCKDB_LOCK_WAIT_SECONDS). "
+                    "Close that program, or open the file read-only from it "
+                    "(`duckdb -readonly`) while runs write"
+                )
+            if now >= next_log:
+                logger.warning(
+                    "Waiting for %s to release %s (up to %.0f s more)",
+                    holder, path, deadline - now,
+                )
+                next_log = now + BUSY_LOG_SECONDS
+            time.sleep(min(LOCK_POLL_SECONDS / 4, max(deadline - now, 0)))
+
+    def quarantine_first_seen(
+        self, pipeline: dlt.Pipeline, contract: ResourceContract
+    ) -> dict[str, datetime]:
+        """When each quarantined record of `contract` was first seen (quarantine is small)."""
+        table = contract.quarantine_table
+        with pipeline.sql_client() as client:
+            try:
+                rows = client.execute_sql(
+                    f"select {QUARANTINE_KEY}, first_seen_at from "
+                    f"{client.make_qualified_table_name(table)}"
+                )
+            except DatabaseUndefinedRelation:
+                return {}
+        return dict(rows or [])
+
+
+def busy_holder(exc: BaseException) -> str | None:
+    """The process DuckDB names in a "Conflicting lock is held in ..." error, or None if `exc`
+    is not one."""
+    message = str(exc)
+    marker = "Conflicting lock is held in "
+    if marker not in message:
+        return None
+    return message.split(marker, 1)[1].split(". See also", 1)[0].strip()

@@ -1,8 +1,10 @@
 """A local HTTP server that honours the vendor API contract (shared/vendor-api/openapi.yaml).
 
-It serves the deterministic `Dataset` and, through a `FaultPlan`, misbehaves on demand the way
-the contract says real vendors do (rate limits, 5xx, broken bodies, slow answers), so clients
-can be tested end to end against real sockets.
+It serves the deterministic `Dataset` as the live shop (`LiveFeed`) holds it now, each page a
+consistent snapshot, and misbehaves on demand the way the contract says real vendors do: through
+a `FaultPlan` (rate limits, 5xx, broken bodies, slow answers), and through persistent defects
+(`corrupt`, `duplicate`, `serve_empty`, `delete`), so clients can be tested end to end against
+real sockets.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,15 +26,37 @@ from types import TracebackType
 from typing import Any, Literal, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
-from .data import DEFAULT_SPEC, RESOURCES, Dataset, SandboxSpec, parse_timestamp_ms
-from .live import LiveFeed
+from ecom_assets.contract import ResourceContract
+
+from .data import (
+    DEFAULT_SPEC,
+    RESOURCES,
+    Dataset,
+    Record,
+    SandboxResource,
+    SandboxSpec,
+    parse_timestamp_ms,
+)
+from .live import OMIT, LiveFeed, now_ms
+
+__all__ = [
+    "DEFAULT_API_KEY",
+    "OMIT",
+    "VERSION_HEADER",
+    "Fault",
+    "FaultPlan",
+    "Reply",
+    "RequestRecord",
+    "SandboxServer",
+]
 
 DEFAULT_API_KEY = "sandbox-key"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 
-_ROUTES = {f"/v1/{resource}": resource for resource in RESOURCES}
 _CONTENT_TYPE = "application/json; charset=utf-8"
+# The live shop's version a page describes (`LiveFeed.version` when it was selected).
+VERSION_HEADER = "X-Sandbox-Version"
 _DIGITS = re.compile(r"[0-9]{1,18}")
 
 
@@ -50,6 +74,9 @@ def _json_bytes(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+_EMPTY_BODY = _json_bytes({"data": [], "total": 0})
+
+
 def _error_reply(
     status: int, error: str, message: str, headers: tuple[tuple[str, str], ...] = ()
 ) -> Reply:
@@ -62,17 +89,6 @@ def _status_phrase(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:  # a status code without a standard phrase, e.g. 599
         return "Error"
-
-
-OMIT: Any = object()
-"""A `corrupt()` field value: leave the field out of the record."""
-
-
-def _defective(record: dict[str, Any], fields: dict[str, Any] | None) -> dict[str, Any]:
-    if not fields:
-        return record
-    patched = {**record, **fields}
-    return {name: value for name, value in patched.items() if value is not OMIT}
 
 
 @dataclass(frozen=True)
@@ -162,14 +178,15 @@ class FaultPlan:
     """Per-resource FIFO queues of faults; each is taken by the next authorised, well-formed
     request to its resource. Thread-safe."""
 
-    def __init__(self) -> None:
-        self._queues: dict[str, deque[Fault]] = {resource: deque() for resource in RESOURCES}
+    def __init__(self, resources: Iterable[str] = RESOURCES) -> None:
+        self._queues: dict[str, deque[Fault]] = {resource: deque() for resource in resources}
         self._lock = threading.Lock()
 
     def add(self, resource: str, fault: Fault, times: int = 1) -> None:
         """Queue `fault` for the next `times` requests to `resource` (after those queued)."""
         if resource not in self._queues:
-            raise ValueError(f"unknown resource {resource!r}, expected one of {RESOURCES}")
+            expected = tuple(self._queues)
+            raise ValueError(f"unknown resource {resource!r}, expected one of {expected}")
         if times < 1:
             raise ValueError("times must be at least 1")
         with self._lock:
@@ -291,10 +308,18 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class SandboxServer:
-    """The vendor API on a local port, serving `Dataset(spec)` to callers with `api_key`.
+    """The vendor API on a local port, serving `Dataset(spec, contracts, resources)` to callers
+    with `api_key`.
 
     Use as a context manager, or `start()` / `stop()`. Port 0 picks a free port; read the
     address from `base_url` once started.
+
+    The shop changes while it runs (`live`, a `LiveFeed`): every `live_interval_s` seconds a
+    tick creates `live_per_tick` records per resource and updates one; `changes_per_second`
+    updates random existing records, `creates_per_second` creates records, `late_arrival_ms`
+    dates those changes up to that long in the past (see `LiveFeed`); `journal` keeps every
+    change. Each response is one snapshot of the shop; its `X-Sandbox-Version` header says
+    which (`live.version` then).
     """
 
     def __init__(
@@ -305,18 +330,31 @@ class SandboxServer:
         port: int = 0,
         live_interval_s: float | None = None,
         live_per_tick: int = 5,
+        *,
+        contracts: Mapping[str, ResourceContract] | None = None,
+        resources: Mapping[str, SandboxResource] | None = None,
+        changes_per_second: float = 0,
+        creates_per_second: float = 0,
+        late_arrival_ms: int = 0,
+        journal: bool = False,
     ) -> None:
         self.spec = spec
-        self._dataset = Dataset(spec)
-        # With a live interval the vendor keeps creating and updating records (`--live`).
-        self.live = LiveFeed(self._dataset, live_interval_s, live_per_tick)
-        # Records of the data set that were updated since (they now live in `self.live`).
-        self._moved: dict[str, set[str]] = {r: set() for r in RESOURCES}
+        self._dataset = Dataset(spec, contracts, resources)
+        self._routes = {
+            contract.path: name for name, contract in self._dataset.contracts.items()
+        }
+        self.live = LiveFeed(
+            self._dataset,
+            live_interval_s,
+            live_per_tick,
+            changes_per_second=changes_per_second,
+            creates_per_second=creates_per_second,
+            late_arrival_ms=late_arrival_ms,
+            journal=journal,
+        )
         self._api_key = api_key.encode()
         self._address = (host, port)
-        self._faults = FaultPlan()
-        # Records the vendor serves defective: resource -> id -> fields to overwrite.
-        self._defects: dict[str, dict[str, dict[str, Any]]] = {r: {} for r in RESOURCES}
+        self._faults = FaultPlan(self._dataset.resources)
         self._log: list[RequestRecord] = []
         self._log_lock = threading.Lock()
         self._httpd: _HTTPServer | None = None
@@ -369,7 +407,12 @@ class SandboxServer:
 
     @property
     def dataset(self) -> Dataset:
+        """The generated data set, as it was before any change."""
         return self._dataset
+
+    @property
+    def resources(self) -> tuple[str, ...]:
+        return self._dataset.resources
 
     @property
     def faults(self) -> FaultPlan:
@@ -382,16 +425,37 @@ class SandboxServer:
             return list(self._log)
 
     def corrupt(self, resource: str, record_id: str, **fields: Any) -> None:
-        """Serve record `record_id` with `fields` overwritten from now on; a field set to
-        `OMIT` is left out. The window's `total` still counts the record."""
-        self._defects[resource][record_id] = fields
+        """Serve record `record_id` with `fields` overwritten from now on (replacing earlier
+        ones); a field set to `OMIT` is left out. The record keeps its place in the
+        (updated_at, id) order whatever its fields say, and the window's `total` still counts
+        it. Any value JSON can carry goes out as it is, `float("nan")` and `float("inf")` as
+        the tokens NaN and Infinity."""
+        self.live.corrupt(resource, record_id, fields)
+
+    def duplicate(self, resource: str, record_id: str, **fields: Any) -> None:
+        """A vendor bug: from now on, right after record `record_id`, serve a second record
+        with the same id and `fields` changed (`OMIT` leaves one out). The copy follows the
+        record when it moves; `total` counts both. Call again for a third."""
+        self.live.duplicate(resource, record_id, fields)
+
+    def serve_empty(self, resource: str, empty: bool = True) -> None:
+        """While on, every list request of `resource` answers `{"data": [], "total": 0}` (an
+        outage or a misrouted tenant, not a deletion)."""
+        self.live.serve_empty(resource, empty)
+
+    def delete(self, resource: str, record_id: str) -> None:
+        """The vendor deletes a record outright: it is in no window any more."""
+        self.live.delete(resource, record_id)
 
     def update_now(self, resource: str, record_id: str) -> None:
-        """The vendor updates a record of the data set now: its `updated_at` moves to now, so it
-        leaves the windows it was in and the records behind it shift by one offset."""
-        [record] = [r for r in self._dataset.all(resource) if r["id"] == record_id]
-        self._moved[resource].add(record_id)
-        self.live.move_to_now(resource, record)
+        """The vendor updates a record (of the data set, or live) now: its `updated_at` moves to
+        now, so it leaves the windows it was in and the records behind it shift by one
+        offset."""
+        self.live.update(resource, record_id, now_ms())
+
+    def window(self, resource: str, since: Any = None, before: Any = None) -> list[Record]:
+        """Every record of a window as the vendor serves it now, in one snapshot."""
+        return self.live.window(resource, since, before)
 
     def respond(self, target: str) -> Reply:
         """Answer one GET for `target` (path and query string) and log it."""
@@ -399,7 +463,7 @@ class SandboxServer:
         if self.spec.latency_ms:
             time.sleep(self.spec.latency_ms / 1000)
         url = urlsplit(target)
-        resource = _ROUTES.get(url.path)
+        resource = self._routes.get(url.path)
         if resource is None:
             message = f"no such endpoint: {url.path}"
             return self._logged(arrived_at, url.path, None, _error_reply(404, "not_found", message))
@@ -409,7 +473,6 @@ class SandboxServer:
             return self._logged(arrived_at, resource, None, reply)
         try:
             page = _parse_page_query(query)
-            lo, hi = self._dataset.window_bounds(resource, page.since, page.before)
         except ValueError as exc:
             reply = _error_reply(400, "bad_request", str(exc))
             return self._logged(arrived_at, resource, None, reply)
@@ -421,29 +484,18 @@ class SandboxServer:
             replacement = fault.reply(target)
             if replacement is not None:
                 return self._logged(arrived_at, resource, page, replacement)
-        moved = self._moved[resource]
-        if moved:  # rare, test-only: a window scan that skips the records updated since
-            window = self._dataset.records(resource, page.since, page.before)
-            base = [record for record in window if record["id"] not in moved]
-            base_total, data = len(base), base[page.offset : page.offset + limit]
-        else:
-            start = min(lo + page.offset, hi)
-            base_total = hi - lo
-            data = self._dataset.slice(resource, start, min(start + limit, hi))
-        defects = self._defects[resource]
-        if defects:
-            data = [_defective(record, defects.get(record["id"])) for record in data]
-        live = self.live.records(resource, page.since, page.before)
-        if live and len(data) < limit:
-            # Live records come after the whole data set in (updated_at, id) order.
-            live_start = max(page.offset - base_total, 0)
-            data = data + live[live_start : live_start + limit - len(data)]
-        total = base_total + len(live)
+        snapshot = self.live.page(resource, page.since, page.before, page.offset, limit)
+        if snapshot is None:  # serve_empty
+            return self._logged(arrived_at, resource, page, Reply(200, _EMPTY_BODY))
+        total, data, version = snapshot
         body = _json_bytes(
             {"data": data, "total": total, "offset": page.offset, "limit": page.limit}
         )
         cut_after = len(body) // 2 if fault is not None and fault.kind == "cut" else None
-        return self._logged(arrived_at, resource, page, Reply(200, body, cut_after=cut_after))
+        headers = ((VERSION_HEADER, str(version)),)
+        return self._logged(
+            arrived_at, resource, page, Reply(200, body, headers, cut_after=cut_after)
+        )
 
     def _logged(
         self, arrived_at: float, resource: str, page: _PageQuery | None, reply: Reply

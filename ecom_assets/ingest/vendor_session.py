@@ -2,33 +2,37 @@
 
 dlt's REST client accepts any `requests.Session`; this one implements the integration's retry
 rules exactly (429/500/502/503/504 and timeouts, at most 3 retries, exponential backoff with
-factor 2, `Retry-After` honoured up to a ceiling) and raises errors whose messages never carry
-the API key: not in the URL, not in an error body that echoes the URL, not in a chained cause.
+factor 2, `Retry-After` honoured up to a ceiling), shares a concurrency limit between all the
+requests of a run, and raises errors whose messages never carry the key: not in the URL, not in
+an error body that echoes the URL, not in a chained cause.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import SplitResult, parse_qs, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from requests.exceptions import ChunkedEncodingError
+from requests.exceptions import ChunkedEncodingError, TooManyRedirects
 
-from ecom_assets.ingest.prefetch import AdaptiveLimit, PagePrefetcher
+from ecom_assets.ingest.errors import (
+    VendorAPIError,
+    VendorRateLimited,
+    VendorRequestRejected,
+)
+from ecom_assets.ingest.scrubbing import SECRETS, scrub
+from ecom_assets.ingest.vendor_json import parse_vendor_json
 
 logger = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-_KEY_IN_QUERY = re.compile(r"(api_key=)[^&\s\"'#]+", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -45,79 +49,94 @@ class RetryPolicy:
         return self.backoff_factor * 2 ** (retry_number - 1)
 
 
-class VendorAPIError(Exception):
-    """The vendor could not be read. The message is safe to show: it never contains the key."""
+class AdaptiveLimit:
+    """A concurrency limit that halves when the vendor says 429 and creeps back on success.
+    While the vendor's `Retry-After` runs, no request of the session starts; `stop()` lets
+    every waiting request through at once, to find its session closed."""
 
-    retryable = True
+    def __init__(self, maximum: int) -> None:
+        self.maximum = maximum
+        self.limit = maximum
+        self._active = 0
+        self._successes = 0
+        self._resume_at = 0.0  # time.monotonic() before which no request starts
+        self._stopped = False
+        self._condition = threading.Condition()
 
+    def __enter__(self) -> AdaptiveLimit:
+        with self._condition:
+            while not self._stopped:
+                pause = self._resume_at - time.monotonic()
+                if pause <= 0 and self._active < self.limit:
+                    break
+                self._condition.wait(pause if pause > 0 else None)
+            self._active += 1
+        return self
 
-def vendor_error_behind(exc: BaseException) -> VendorAPIError | None:
-    """The vendor error behind `exc` (dlt wraps what a source raises in its own exceptions)."""
-    cause: BaseException | None = exc
-    while cause is not None and not isinstance(cause, VendorAPIError):
-        cause = cause.__cause__ or cause.__context__
-    return cause
+    def __exit__(self, *exc_info: object) -> None:
+        with self._condition:
+            self._active -= 1
+            self._condition.notify_all()
 
+    def rate_limited(self, retry_after: float) -> None:
+        """The vendor answered 429 and asked for `retry_after` seconds."""
+        with self._condition:
+            self.limit = max(1, self.limit // 2)
+            self._successes = 0
+            self._resume_at = max(self._resume_at, time.monotonic() + retry_after)
 
-class VendorRequestRejected(VendorAPIError):
-    """A 4xx other than 429: wrong key, bad request. Retrying cannot help."""
+    def succeeded(self) -> None:
+        with self._condition:
+            self._successes += 1
+            if self.limit < self.maximum and self._successes >= self.limit:
+                self.limit += 1
+                self._successes = 0
+                self._condition.notify_all()
 
-    retryable = False
-
-
-class VendorRateLimited(VendorAPIError):
-    """The vendor asked us to wait longer than the configured ceiling."""
-
-
-class VendorResponseError(VendorAPIError):
-    """A 200 response that breaks the contract (no `data` list, no `total`, bad JSON)."""
-
-
-def scrub(text: str, secret: str | None) -> str:
-    """Remove the key from text: by value, and any `api_key=` query parameter by name."""
-    if secret:
-        text = text.replace(secret, "***")
-    return _KEY_IN_QUERY.sub(r"\1***", text)
-
-
-class KeyScrubbingFilter(logging.Filter):
-    """Removes API keys from log records of the libraries that log request URLs (urllib3
-    logs every request line, query string and key included, at DEBUG)."""
-
-    # Filters apply to records created on the logger itself: name the ones that log URLs.
-    LOGGERS = ("urllib3.connectionpool", "urllib3.connection", "dlt")
-
-    def __init__(self) -> None:
-        super().__init__()
-        # Replaced, never changed in place: another thread may be filtering a record with it.
-        self.secrets: frozenset[str] = frozenset()
-        self._lock = threading.Lock()
-
-    def add(self, secret: str) -> None:
-        with self._lock:
-            self.secrets = self.secrets | {secret}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        scrubbed = message
-        for secret in self.secrets:
-            scrubbed = scrub(scrubbed, secret)
-        if scrubbed != message:
-            record.msg, record.args = scrubbed, ()
-        return True
-
-
-_key_filter = KeyScrubbingFilter()
-for _name in KeyScrubbingFilter.LOGGERS:
-    logging.getLogger(_name).addFilter(_key_filter)
+    def stop(self) -> None:
+        with self._condition:
+            self._stopped = True
+            self._condition.notify_all()
 
 
 def describe_request(url: str) -> str:
     """`order_payments offset 300`: where a request was, without its query string."""
     parts = urlsplit(url)
     resource = parts.path.rstrip("/").rsplit("/", 1)[-1]
-    offset = parse_qs(parts.query).get("offset", ["0"])[0]
+    offset = dict(parse_qsl(parts.query)).get("offset", "0")
     return f"{resource} offset {offset}"
+
+
+def page_key(url: str) -> tuple[str, ...]:
+    """A list request's identity: path, window and offset (not the key, not the order)."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    return (parts.path, *(query.get(name, "") for name in (
+        "updated_since", "updated_before", "offset", "limit"
+    )))
+
+
+def retry_after_seconds(response: requests.Response) -> float | None:
+    """The vendor's `Retry-After` in seconds (a number or an HTTP date); None if it gives no
+    wait: missing, unreadable, zero or a moment already past (the backoff applies then)."""
+    value = (response.headers.get("Retry-After") or "").strip()
+    if value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            seconds = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
+        except (TypeError, ValueError, IndexError):
+            return None
+    return seconds if seconds > 0 else None
+
+
+def redirect_stays_with_vendor(origin: str, hop: str) -> bool:
+    """A redirect stays with the vendor: the same host, and HTTPS if the request was (an
+    upgrade from HTTP to HTTPS is followed)."""
+    before, after = urlsplit(origin), urlsplit(hop)
+    return after.hostname == before.hostname and (
+        after.scheme == before.scheme or (before.scheme, after.scheme) == ("http", "https")
+    )
 
 
 def _error_detail(response: requests.Response) -> str:
@@ -131,87 +150,71 @@ def _error_detail(response: requests.Response) -> str:
 
 
 def _parse_json_once(response: requests.Response) -> bool:
-    """Parse the body once, with JSON numbers as exact Decimals, for every later `.json()`;
-    False if it is not valid JSON.
-
-    Money must never pass through a float, and the paginator, the prefetcher and dlt all read
-    the same body: one parse serves them all.
-    """
+    """Parse the body once, as the vendor's exact JSON, for every later `.json()`; False if it
+    is not valid JSON."""
     try:
-        body = json.loads(response.content, parse_float=Decimal)
+        body = parse_vendor_json(response.content)
     except ValueError:
         return False
     response.json = lambda **_: body  # type: ignore[method-assign]
     return True
 
 
-def retry_after_seconds(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def redirect_stays_with_vendor(origin: SplitResult, hop: SplitResult) -> bool:
-    """A redirect stays with the vendor: the same host, and HTTPS if the request was (an
-    upgrade from HTTP to HTTPS is followed)."""
-    return hop.hostname == origin.hostname and (
-        hop.scheme == origin.scheme or (origin.scheme, hop.scheme) == ("http", "https")
-    )
-
-
 class VendorSession(requests.Session):
-    """A `requests.Session` with the vendor's retry rules, key-free errors and, with
-    `concurrency` > 1, the next pages of a window fetched concurrently. Close it after use:
-    that stops the page workers."""
+    """A `requests.Session` with the vendor's retry rules, key-free errors and a concurrency
+    limit shared by every request of the run. Close it after use: requests still waiting to
+    retry then stop instead of calling the vendor for a run that is over.
+
+    dlt's REST client sends its page requests through `send`; pages the run has already
+    fetched and reconciled (see `ingest/reader.py`) are handed over with `hold` and answered
+    from there, so dlt walks exactly the reconciled pages without fetching them again.
+    """
 
     def __init__(
         self, api_key: str, policy: RetryPolicy | None = None, concurrency: int = 1
     ) -> None:
         super().__init__()
         self.api_key = api_key
-        if api_key:
-            _key_filter.add(api_key)
+        SECRETS.add(api_key)
         self.policy = policy or RetryPolicy()
-        self.limit = AdaptiveLimit(max(1, concurrency))
-        # One pooled connection per worker plus the paginator's own, all kept alive.
-        adapter = HTTPAdapter(pool_maxsize=self.limit.maximum + 1)
+        self.concurrency = max(1, concurrency)
+        self.limit = AdaptiveLimit(self.concurrency)
+        # One pooled connection per concurrent request plus one, all kept alive.
+        adapter = HTTPAdapter(pool_maxsize=self.concurrency + 1)
         self.mount("http://", adapter)
         self.mount("https://", adapter)
         self._environment_settings: dict[str, dict[str, Any]] = {}
+        self._held: dict[tuple[str, ...], requests.Response] = {}
+        self._held_lock = threading.Lock()
         self._closed = threading.Event()
         self._sending = threading.local()
-        self._prefetcher = (
-            PagePrefetcher(self._send_with_retries, workers=concurrency, ahead=2 * concurrency)
-            if concurrency > 1
-            else None
-        )
+
+    def hold(self, url: str, response: requests.Response) -> None:
+        """Answer the next request for `url`'s page with `response` (already fetched)."""
+        with self._held_lock:
+            self._held[page_key(url)] = response
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        url = request.url or ""
         origin = getattr(self._sending, "url", None)
         if origin is not None:
             # requests follows a redirect by calling send() again, from inside the send below:
             # the hop is part of that request, under its slot and its retries. The key is in
             # the URL, so it goes to the vendor's own host only, never over plain HTTP if the
             # request was HTTPS.
-            if not redirect_stays_with_vendor(urlsplit(origin), urlsplit(request.url or "")):
+            if not redirect_stays_with_vendor(origin, url):
                 raise VendorRequestRejected(
-                    f"{describe_request(request.url or '')}: the vendor redirected to another "
-                    "host or to plain HTTP; not followed, so that the key goes nowhere else"
+                    f"{describe_request(url)}: the vendor redirected to another host or to "
+                    "plain HTTP; not followed, so that the key goes nowhere else"
                 )
             return super().send(request, **kwargs)
+        with self._held_lock:
+            held = self._held.pop(page_key(url), None)
+        if held is not None:
+            return held
         if kwargs.get("timeout") is None:  # requests' own get() passes timeout=None
             kwargs["timeout"] = self.policy.timeout
-        if self._prefetcher is None:
-            return self._send_with_retries(request, **kwargs)
-        return self._prefetcher.send(request, **kwargs)
+        return self.send_with_retries(request, **kwargs)
 
     def merge_environment_settings(
         self, url: str | bytes | None, proxies: Any, stream: Any, verify: Any, cert: Any
@@ -230,23 +233,17 @@ class VendorSession(requests.Session):
             self._environment_settings[key] = settings
         return {**settings, "proxies": dict(settings["proxies"])}
 
-    def discard_prefetched(self) -> None:
-        """Forget pages fetched ahead: the window is being paged again from the start."""
-        if self._prefetcher is not None:
-            self._prefetcher.discard()
-
     def close(self) -> None:
-        # A page worker may be waiting to retry (up to the Retry-After ceiling): it stops
-        # instead of calling the vendor for a run that is over.
         self._closed.set()
         self.limit.stop()
-        if self._prefetcher is not None:
-            self._prefetcher.close()
         super().close()
 
-    def _send_with_retries(
+    def send_with_retries(
         self, request: requests.PreparedRequest, **kwargs: Any
     ) -> requests.Response:
+        """Send `request` under the session's concurrency limit, retrying as the policy says;
+        the response's `.json()` is the vendor's exact JSON, parsed once."""
+        kwargs.setdefault("timeout", self.policy.timeout)
         where = describe_request(request.url or "")
         retry_number = 0
         while True:
@@ -267,12 +264,15 @@ class VendorSession(requests.Session):
                 # ChunkedEncodingError: the connection closed before the whole body arrived.
                 response = None
                 failure, wait = type(exc).__name__, self.policy.backoff(retry_number)
+            except TooManyRedirects:
+                raise VendorRequestRejected(
+                    f"{where}: the vendor's redirects went round in a loop; not retried"
+                ) from None
             except (requests.RequestException, ValueError) as exc:
-                # A redirect that cannot be followed (a loop, another scheme, a broken URL).
                 # requests' message holds the URL and its key: only the kind is told.
                 raise VendorRequestRejected(
-                    f"{where}: the vendor's redirect could not be followed "
-                    f"({type(exc).__name__}); not retried"
+                    f"{where}: the request could not be sent ({type(exc).__name__}); check "
+                    "that the vendor's base URL is an http(s) URL; not retried"
                 ) from None
             if response is not None:
                 status = response.status_code
@@ -311,4 +311,4 @@ class VendorSession(requests.Session):
 
     def _safe_detail(self, response: requests.Response) -> str:
         # Scrub before shortening: a cut through the key would hide it from the scrubber.
-        return scrub(_error_detail(response), self.api_key)[:200]
+        return scrub(_error_detail(response), {self.api_key} if self.api_key else set())[:200]

@@ -1,21 +1,18 @@
 """SQL run inside the destination, for run metadata and asset checks.
 
-Everything is a query through the dlt pipeline's own SQL client (one open client serves a
-whole run's metadata and checks): nothing pulls a table into
-Python, and the same code serves any SQL destination dlt supports.
+Everything is a query through the dlt pipeline's own SQL client (one open client serves a whole
+run's metadata and checks): nothing pulls a table into Python, and the same code serves any SQL
+destination dlt supports.
 """
 
 from collections.abc import Sequence
 from typing import Any
 
-from dagster import MetadataValue
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.sql_client import SqlClientBase
 
 from ecom_assets.contract import ResourceContract
-from ecom_assets.defs.translator import column_schema
 from ecom_assets.ingest import Window
-from ecom_assets.ingest.report import ResourceReport
 
 
 def query_all(
@@ -32,10 +29,10 @@ def query_all(
 
 def query_one(
     client: SqlClientBase, table: str, select: str, where: str = "", params: Sequence[Any] = ()
-) -> tuple | None:
-    """The first row of `query_all`, None if there is none."""
+) -> tuple:
+    """The first row of `query_all`; a row of NULLs if there is none."""
     rows = query_all(client, table, select, where, params)
-    return rows[0] if rows else None
+    return rows[0] if rows else (None,) * (select.count(",") + 1)
 
 
 def table_columns(client: SqlClientBase, table: str) -> dict[str, tuple[str, bool]]:
@@ -63,33 +60,8 @@ def window_filter(contract: ResourceContract, window: Window | None) -> tuple[st
     return f"where {contract.cursor} >= %s and {contract.cursor} < %s", (window.start, window.end)
 
 
-def count_rows(
-    client: SqlClientBase, contract: ResourceContract, window: Window | None = None
-) -> int:
-    where, params = window_filter(contract, window)
-    row = query_one(client, contract.name, "select count(*)", where, params)
-    return int(row[0]) if row else 0
-
-
-def sync_metadata(
-    client: SqlClientBase,
-    destination: str,
-    contract: ResourceContract,
-    window: Window | None,
-    received: ResourceReport,
-) -> dict[str, Any]:
-    metadata: dict[str, Any] = {
-        # The contract's schema, not dlt's inferred one: types, nullability, descriptions.
-        "dagster/column_schema": MetadataValue.table_schema(
-            column_schema(contract, destination, received.unknown_fields)
-        ),
-        "window": str(window) if window else "full refresh",
-        "vendor_total": received.vendor_total or 0,
-        "records_received": received.received,
-        "records_loaded": received.valid,
-        "records_quarantined": received.quarantined,
-        "dagster/row_count": count_rows(client, contract),
-    }
-    if window:
-        metadata["dagster/partition_row_count"] = count_rows(client, contract, window)
-    return metadata
+def load_filter(load_ids: Sequence[str]) -> tuple[str, tuple]:
+    """A where clause selecting the rows the loads `load_ids` wrote (none if there are none)."""
+    if not load_ids:
+        return "where false", ()
+    return f"where _dlt_load_id in ({', '.join(['%s'] * len(load_ids))})", tuple(load_ids)

@@ -1,0 +1,42 @@
+"""What the vendor's list endpoints send: pages (`data`, `total`) of records with an `id`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ecom_assets.ingest.vendor_json import dump_vendor_json
+
+
+def page_records(body: Any) -> list[Any] | None:
+    """The page's records; None if `data` is missing or not a list."""
+    records = body.get("data") if isinstance(body, dict) else None
+    return records if isinstance(records, list) else None
+
+
+def page_total(body: Any) -> int | None:
+    """The window's `total`; None if it is missing or not a non-negative integer."""
+    total = body.get("total") if isinstance(body, dict) else None
+    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+        return None
+    return total
+
+
+def record_id(record: Any, primary_key: str = "id") -> str | None:
+    value = record.get(primary_key) if isinstance(record, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def record_identity(record: Any, primary_key: str = "id") -> str:
+    """What tells records apart when a window is reconciled: the id, or, for a defective record
+    without one, its whole content (the NUL prefix keeps it from ever equalling an id)."""
+    return record_id(record, primary_key) or "\0" + dump_vendor_json(record)
+
+
+@dataclass(frozen=True)
+class DefectiveRecord:
+    """A record the window's reconciliation found defective (the same id served with different
+    contents): it goes to quarantine with `reason`, whatever its fields say."""
+
+    record: Any
+    reason: str

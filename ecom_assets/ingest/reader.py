@@ -1,0 +1,405 @@
+"""Read a window of one resource completely, while the vendor keeps changing it.
+
+The window is read in units: parts of it small enough to page in a moment. Pages of all units
+are fetched concurrently, and a unit is accepted only when one pass over it is consistent: every
+page reported the same `total`, the pages covered offsets 0 to `total`, and no record came twice.
+Records only move forward in time when they change, so in a past window a change shows as a
+smaller `total`. A pass that saw one is discarded and its unit split, at the `updated_at` of the
+records it did receive, into smaller units that are paged again; a unit that fits in one page is
+a single response, one instant of the vendor, and cannot drift. A unit ending within the
+late-arrival horizon may also gain records, which can keep `total` while shifting offsets: it is
+paged twice, and what either consistent pass listed is released.
+
+Only accepted passes are released, unit by unit: what a released unit holds is what the vendor
+listed in it at one instant, so nothing of the window can be skipped by records moving under
+the offsets. A unit that keeps changing after it cannot be split further fails, naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import requests
+
+from ecom_assets.contract import json_type, parse_timestamp
+from ecom_assets.ingest.errors import UnreconciledWindowError, VendorResponseError
+from ecom_assets.ingest.pages import DefectiveRecord, page_records, page_total, record_identity
+from ecom_assets.ingest.report import ResourceReport
+from ecom_assets.ingest.vendor_json import dump_vendor_json
+from ecom_assets.ingest.window import Window
+
+logger = logging.getLogger(__name__)
+
+PAGE_SIZE = 100
+# A unit with more records is split before it is paged, so that every unit is paged in a moment
+# (a change during its pass is unlikely) and the pages held until it is accepted stay few.
+MAX_UNIT_RECORDS = 5_000
+SPLIT_TARGET_RECORDS = 3_500
+# A unit that moved is paged again as smaller ones of about this many records (2 to 8 of them).
+SPLIT_RECORDS = 4 * PAGE_SIZE
+# A unit that cannot be split (more than a page of records in one millisecond) may be paged
+# this many times before the window is declared impossible to reconcile.
+MAX_PASSES = 3
+# Records held in units being paged, beyond which no new unit starts.
+MAX_HELD_RECORDS = 4 * MAX_UNIT_RECORDS
+
+# Fetch one page: (window, offset, limit) -> (the URL requested, the response).
+Fetch = Callable[[Window, int, int], tuple[str, requests.Response]]
+
+
+@dataclass(frozen=True)
+class ReleasedPage:
+    """A page of an accepted unit, for dlt to walk: the request that fetched it and its
+    response, whose `data` holds only records no earlier page of the unit held."""
+
+    url: str
+    window: Window
+    offset: int
+    limit: int
+    response: requests.Response
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {**self.window.query_params(), "offset": self.offset, "limit": self.limit}
+
+
+@dataclass
+class _Page:
+    url: str
+    offset: int
+    records: list[Any]
+    response: requests.Response
+
+
+@dataclass
+class _Unit:
+    window: Window
+    open: bool  # may still gain late arrivals: two matching passes are needed
+    passes: int = 0
+    earlier: list[tuple[str, Any]] | None = None  # an open unit's first consistent pass
+    # The current pass:
+    total: int | None = None
+    stride: int = PAGE_SIZE
+    pending: deque[int] = field(default_factory=deque)
+    in_flight: int = 0
+    pages: dict[int, _Page] = field(default_factory=dict)
+    moved: str | None = None  # why the pass cannot be trusted
+
+    def start_pass(self) -> None:
+        self.passes += 1
+        self.total, self.stride, self.moved = None, PAGE_SIZE, None
+        self.pending = deque([0])
+        self.pages = {}
+
+    @property
+    def held_records(self) -> int:
+        return MAX_UNIT_RECORDS if self.total is None else self.total
+
+
+class WindowReader:
+    """Pages `window` of `resource` through `fetch`, `concurrency` requests at a time, and
+    yields the pages of each unit once it is reconciled (`pages()`)."""
+
+    def __init__(
+        self,
+        resource: str,
+        window: Window,
+        fetch: Fetch,
+        report: ResourceReport,
+        *,
+        concurrency: int,
+        late_arrival: timedelta,
+        now: datetime,
+        page_size: int = PAGE_SIZE,
+        primary_key: str = "id",
+        cursor: str = "updated_at",
+    ) -> None:
+        self.resource = resource
+        self.report = report
+        self._fetch = fetch
+        self._page_size = page_size
+        self._primary_key = primary_key
+        self._cursor = cursor
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix=f"vendor-{resource}")
+        # Requests queued beyond the running ones, so that workers never wait for this thread.
+        self._ahead = 2 * concurrency
+        # Late arrivals can land after this moment: units ending later are open.
+        self._open_after = now - late_arrival
+        self._waiting: deque[_Unit] = deque(
+            self._unit(part) for part in window.split_at([self._open_after])
+        )
+        self._active: list[_Unit] = []
+        self._futures: dict[Future[tuple[str, requests.Response]], tuple[_Unit, int, int]] = {}
+        self._ready: deque[ReleasedPage] = deque()
+
+    def pages(self) -> Iterator[ReleasedPage]:
+        """Every page of every reconciled unit; the report is complete when this ends."""
+        try:
+            while True:
+                self._step(block=not self._ready)
+                if self._ready:
+                    yield self._ready.popleft()
+                elif not (self._futures or self._waiting or self._active):
+                    self.report.complete = True
+                    return
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        for future in self._futures:
+            future.cancel()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # Scheduling --------------------------------------------------------------------------
+
+    def _unit(self, window: Window) -> _Unit:
+        return _Unit(window, open=window.end > self._open_after)
+
+    def _step(self, block: bool) -> None:
+        self._submit()
+        if not self._futures:
+            return
+        done, _ = wait(self._futures, timeout=None if block else 0, return_when=FIRST_COMPLETED)
+        for future in done:
+            unit, pass_number, offset = self._futures.pop(future)
+            unit.in_flight -= 1
+            url, response = future.result()  # a vendor error ends the read here
+            self.report.requests += 1
+            if unit in self._active and pass_number == unit.passes:
+                self._receive(unit, offset, url, response)
+        self._submit()
+
+    def _submit(self) -> None:
+        while len(self._futures) < self._ahead and (request := self._next_request()):
+            unit, offset = request
+            unit.in_flight += 1
+            future = self._pool.submit(self._fetch, unit.window, offset, self._page_size)
+            self._futures[future] = (unit, unit.passes, offset)
+
+    def _next_request(self) -> tuple[_Unit, int] | None:
+        """The next page to fetch: of a unit being paged, oldest first, else a new unit's
+        first page while the records held stay bounded."""
+        for unit in self._active:
+            if unit.pending:
+                return unit, unit.pending.popleft()
+        held = sum(unit.held_records for unit in self._active)
+        if self._waiting and (not self._active or held + MAX_UNIT_RECORDS <= MAX_HELD_RECORDS):
+            unit = self._waiting.popleft()
+            unit.start_pass()
+            self._active.append(unit)
+            return unit, unit.pending.popleft()
+        return None
+
+    # One page ----------------------------------------------------------------------------
+
+    def _receive(self, unit: _Unit, offset: int, url: str, response: requests.Response) -> None:
+        where = f"{self.resource} {unit.window} offset {offset}"
+        body = response.json()  # the session retried bodies that are not JSON
+        records, total = page_records(body), page_total(body)
+        if records is None:
+            got = json_type(body.get("data") if isinstance(body, dict) else body)
+            raise VendorResponseError(
+                f"{where}: 200 response without a list under 'data' (got {got}); refusing to "
+                "treat it as the last page"
+            )
+        if total is None:
+            raise VendorResponseError(f"{where}: 200 response without an integer 'total'")
+        if len(records) > self._page_size:
+            logger.warning("%s: %d records for limit %d", where, len(records), self._page_size)
+        if unit.total is None:  # the pass's first page
+            if total > MAX_UNIT_RECORDS and (parts := self._split_evenly(unit, records, total)):
+                self._replace(unit, parts)
+                return
+            unit.total = total
+            unit.stride = len(records) or self._page_size
+            unit.pending.extend(range(unit.stride, total, unit.stride))
+        elif total != unit.total and not unit.moved:
+            unit.moved = f"the vendor's total changed from {unit.total} to {total}"
+        unit.pages[offset] = _Page(url, offset, records, response)
+        end = offset + len(records)
+        if not unit.moved and end < min(offset + unit.stride, unit.total):
+            if not records:
+                unit.moved = f"an empty page at offset {offset} of a total of {unit.total}"
+            else:  # fewer records than asked for: go on where the vendor stopped
+                unit.pending.appendleft(end)
+        # A pass that moved is still read to its end: where its records lie tells where to
+        # split the unit, and costs what paging it again would.
+        if unit.in_flight == 0 and not unit.pending:
+            self._finish_pass(unit)
+
+    # One pass ----------------------------------------------------------------------------
+
+    def _finish_pass(self, unit: _Unit) -> None:
+        listing = unit.moved or self._listing(unit)
+        if isinstance(listing, str):
+            self._page_again(unit, listing)
+            return
+        identities = [record_identity(r, self._primary_key) for r in listing]
+        repeated = {i for i, n in Counter(identities).items() if n > 1}
+        if repeated and len(unit.pages) > 1:
+            # A record served on two pages may stand for another that no page served (records
+            # moving under the offsets, or a vendor sort without a tie-break): the unit is cut
+            # until the copies come within one response, one instant that lists every record.
+            self._page_again(unit, f"{len(repeated)} records were served on two pages")
+            return
+        copies = 0
+        if repeated:
+            settled, identities = self._settle_repeats(unit, listing, identities, repeated)
+            copies, listing = len(listing) - len(settled), settled
+        if unit.open and unit.earlier is None:
+            # A late arrival can take the place of a record that left, keeping `total` while
+            # shifting the offsets: a record skipped by one pass is in the other.
+            unit.earlier = list(zip(identities, listing, strict=True))
+            self._restart(unit)
+            return
+        self._accept(unit, listing, identities, copies)
+
+    def _listing(self, unit: _Unit) -> list[Any] | str:
+        """The pass's records by position, 0 to `total`; or why the pages do not add up."""
+        assert unit.total is not None
+        listing: list[Any] = []
+        for offset in sorted(unit.pages):
+            page = unit.pages[offset]
+            if offset > len(listing):
+                return f"offsets {len(listing)} to {offset} were never served"
+            overlap = page.records[: len(listing) - offset]
+            if any(
+                record_identity(a, self._primary_key) != record_identity(b, self._primary_key)
+                for a, b in zip(overlap, listing[offset:], strict=False)
+            ):
+                return f"two pages disagree on the records at offset {offset}"
+            listing += page.records[len(overlap):]
+        if len(listing) != unit.total:
+            return f"received {len(listing)} records of a total of {unit.total}"
+        return listing
+
+    def _accept(
+        self, unit: _Unit, listing: list[Any], identities: list[str], copies: int
+    ) -> None:
+        """Release the unit's pages; `copies` identical copies of records were dropped."""
+        if unit.earlier:
+            listed = {(i, _content(r)) for i, r in zip(identities, listing, strict=True)}
+            listing = listing + [r for i, r in unit.earlier if (i, _content(r)) not in listed]
+        self._active.remove(unit)
+        self.report.vendor_total += unit.total or 0
+        self.report.listed += len(listing) + copies
+        self.report.duplicate_copies += copies
+        self.report.units += 1
+        position = 0
+        for offset in sorted(unit.pages):
+            page = unit.pages[offset]
+            last = offset == max(unit.pages)  # takes what an earlier pass adds
+            count = len(listing) - position if last else min(
+                len(page.records), len(listing) - position
+            )
+            page.response.json()["data"] = listing[position : position + count]
+            position += count
+            if count or offset == 0:
+                self._ready.append(
+                    ReleasedPage(page.url, unit.window, offset, self._page_size, page.response)
+                )
+
+    def _settle_repeats(
+        self, unit: _Unit, listing: list[Any], identities: list[str], repeated: set[str]
+    ) -> tuple[list[Any], list[str]]:
+        """The vendor served some records twice in one response, one instant of its data:
+        identical copies are one record; copies that differ are all quarantined, since none of
+        them can be told to be the record."""
+        versions: dict[str, set[str]] = {}
+        for identity, record in zip(identities, listing, strict=True):
+            if identity in repeated:
+                versions.setdefault(identity, set()).add(dump_vendor_json(record))
+        settled: list[tuple[str, Any]] = []
+        seen: set[str] = set()
+        for identity, record in zip(identities, listing, strict=True):
+            if identity not in repeated:
+                settled.append((identity, record))
+            elif len(versions[identity]) > 1:
+                reason = (
+                    f"duplicate id: the vendor served {len(versions[identity])} different "
+                    "records with this id in one window"
+                )
+                settled.append((identity, DefectiveRecord(record, reason)))
+            elif identity not in seen:
+                settled.append((identity, record))
+            seen.add(identity)
+        logger.warning(
+            "%s %s: the vendor served %d records twice in one instant", self.resource,
+            unit.window, len(repeated),
+        )
+        return [r for _, r in settled], [i for i, _ in settled]
+
+    def _page_again(self, unit: _Unit, why: str) -> None:
+        self.report.repaged += 1
+        parts = self._split_at_records(unit)
+        if parts:
+            logger.info(
+                "%s %s: %s while it was paged; paging it again as %d smaller windows",
+                self.resource, unit.window, why, len(parts),
+            )
+            self._replace(unit, parts)
+            return
+        if unit.passes >= MAX_PASSES:
+            raise UnreconciledWindowError(
+                f"{self.resource} {unit.window}: {why}, on each of {unit.passes} passes, and "
+                f"the window cannot be split further ({unit.total} records in "
+                f"{unit.window.duration.total_seconds() * 1000:.0f} ms); the vendor keeps "
+                "changing it, so it cannot be reconciled"
+            )
+        logger.info("%s %s: %s; paging it again", self.resource, unit.window, why)
+        self._restart(unit)
+
+    def _restart(self, unit: _Unit) -> None:
+        """Page the unit again from offset 0, before any unit not started yet."""
+        unit.start_pass()
+        self._active.remove(unit)
+        self._waiting.appendleft(unit)
+
+    def _replace(self, unit: _Unit, parts: list[Window]) -> None:
+        self._active.remove(unit)
+        self._waiting.extendleft(reversed([self._unit(part) for part in parts]))
+
+    # Splitting ---------------------------------------------------------------------------
+
+    def _split_evenly(self, unit: _Unit, first_page: list[Any], total: int) -> list[Window]:
+        """A unit too large to page at once, cut into equal spans of time from its first
+        record on (nothing lies before it; the vendor's records may start long after the
+        window does, e.g. in a full refresh from 1970)."""
+        window = unit.window
+        begin = min(
+            (t for t in map(self._timestamp, first_page) if t and window.contains(t)),
+            default=window.start,
+        )
+        count = math.ceil(total / SPLIT_TARGET_RECORDS)
+        span = (window.end - begin) / count
+        parts = window.split_at(begin + span * i for i in range(1, count))
+        return parts if len(parts) > 1 else []
+
+    def _split_at_records(self, unit: _Unit) -> list[Window]:
+        """A unit that moved, cut where its records lie, into parts of about equal count."""
+        times = sorted(
+            t for page in unit.pages.values() for t in map(self._timestamp, page.records)
+            if t and unit.window.contains(t)
+        )
+        if len(times) <= self._page_size:
+            return []
+        count = min(max(2, math.ceil(len(times) / SPLIT_RECORDS)), 8)
+        parts = unit.window.split_at(times[len(times) * i // count] for i in range(1, count))
+        return parts if len(parts) > 1 else []
+
+    def _timestamp(self, record: Any) -> datetime | None:
+        try:
+            return parse_timestamp(record.get(self._cursor))
+        except (AttributeError, ValueError, OverflowError):
+            return None
+
+
+def _content(record: Any) -> str:
+    return dump_vendor_json(record.record if isinstance(record, DefectiveRecord) else record)

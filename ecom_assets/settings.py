@@ -1,0 +1,206 @@
+"""Every setting of ecom_assets, read from the environment once and validated in one place.
+
+Nothing else in the project reads the environment (a test checks it): code takes a `Settings`
+from `get_settings()`, and the two secrets reach runs through `dagster.EnvVar` (the Dagster
+resources) or dlt's config providers (the dlt-only CLI). A bad value fails with a message that
+names the variable, the value and the expected form; a secret's value is never shown.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from datetime import date
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+
+class SettingsError(ValueError):
+    """A setting has a value the project cannot use. The message never holds a secret."""
+
+
+def _http_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("an http:// or https:// URL with a host, e.g. https://api.example.com")
+    return text.rstrip("/")
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ValueError("a day as YYYY-MM-DD, e.g. 2026-01-01") from None
+
+
+def _whole_number(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not text.isdigit() or int(text) < minimum:
+            raise ValueError(f"a whole number, at least {minimum}")
+        return int(text)
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also rejects nan
+        raise ValueError("a number of seconds, 0 or more")
+    return value
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise ValueError("a share between 0 and 1, e.g. 0.5")
+    return value
+
+
+def _destination(text: str) -> str:
+    if not text.replace("_", "").isalnum():
+        raise ValueError("a dlt destination name, e.g. duckdb or postgres")
+    return text
+
+
+def _duckdb_path(text: str) -> Path:
+    path = Path(text)
+    if path.stem == "ecom":
+        # DuckDB names the catalog after the file: a catalog `ecom` beside the dataset schema
+        # `ecom` makes every `ecom.<table>` reference ambiguous, and DuckDB refuses them all.
+        raise ValueError("a file not named ecom.duckdb (its catalog would clash with the schema)")
+    return path
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: its default (None: no default) and what it means."""
+
+    variable: str
+    default: str | None
+    parse: Callable[[str], Any]
+    description: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("ECOM_API_BASE_URL", None, _http_url,
+            "The vendor API's base URL. Required for runs and the sensor."),
+    Setting("ECOM_API_KEY", None, str,
+            "The vendor API key (a secret), sent as the `api_key` query parameter. Required for "
+            "runs and the sensor; reaches them through `dagster.EnvVar`."),
+    Setting("ECOM_DESTINATION", "duckdb", _destination,
+            "The dlt destination: `duckdb` or `postgres` (credentials the way dlt reads them, "
+            "e.g. `DESTINATION__POSTGRES__CREDENTIALS`)."),
+    Setting("ECOM_DUCKDB_PATH", "data/warehouse.duckdb", _duckdb_path,
+            "The DuckDB warehouse file."),
+    Setting("ECOM_DLT_PIPELINES_DIR", "data/dlt_pipelines", Path,
+            "dlt's working directories; the last run of each resource is kept for "
+            "`dlt pipeline ... trace`."),
+    Setting("ECOM_PARTITIONS_START", "2026-01-01", _day,
+            "The first daily partition (UTC)."),
+    Setting("ECOM_SENSOR_INTERVAL_SECONDS", "60", _whole_number(1),
+            "How often the daemon asks the vendor what changed."),
+    Setting("ECOM_LATE_ARRIVAL_MINUTES", "10", _whole_number(0),
+            "How far in the past the vendor may file a record late: the sensor looks back this "
+            "far, and a window ending this close to now is paged until two passes agree."),
+    Setting("ECOM_PAGE_CONCURRENCY", "8", _whole_number(1),
+            "Pages fetched at once (halved while the vendor answers 429)."),
+    Setting("ECOM_REQUEST_TIMEOUT_SECONDS", "30", _seconds, "Timeout of one vendor request."),
+    Setting("ECOM_MAX_RETRY_AFTER_SECONDS", "120", _seconds,
+            "A 429 asking to wait longer than this fails the run at once."),
+    Setting("ECOM_DUCKDB_LOCK_WAIT_SECONDS", "180", _seconds,
+            "How long a run waits for another process (a `duckdb` shell, a BI tool) to let go "
+            "of the DuckDB file before it fails."),
+    Setting("ECOM_FULL_REFRESH_MAX_REMOVED_SHARE", "0.5", _share,
+            "A full refresh that would remove more than this share of a table's rows is "
+            "refused (run config `allow_removing_rows: true` overrides)."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    api_base_url: str | None
+    destination: str
+    duckdb_path: Path
+    dlt_pipelines_dir: Path
+    partitions_start: date
+    sensor_interval_seconds: int
+    late_arrival_minutes: int
+    page_concurrency: int
+    request_timeout_seconds: float
+    max_retry_after_seconds: float
+    duckdb_lock_wait_seconds: float
+    full_refresh_max_removed_share: float
+    # Values no message may show: the API key and the warehouse password, as set.
+    secrets: frozenset[str] = field(default=frozenset(), repr=False)
+
+
+# Settings held by `Settings`; ECOM_API_KEY reaches runs through `dagster.EnvVar` instead.
+_FIELDS = {f"ECOM_{f.name.upper()}": f.name for f in fields(Settings) if f.name != "secrets"}
+
+
+def read_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Parse and validate every setting of `environ` (default: the process environment)."""
+    environ = dict(os.environ) if environ is None else environ
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        text = (environ.get(setting.variable) or "").strip() or setting.default
+        if text is not None:
+            try:
+                parsed = setting.parse(text)
+            except ValueError as exc:
+                secret = setting.variable == "ECOM_API_KEY"
+                shown = "(not shown: a secret)" if secret else repr(text)
+                raise SettingsError(f"{setting.variable} must be {exc}; got {shown}") from None
+        else:
+            parsed = None
+        if setting.variable in _FIELDS:
+            values[_FIELDS[setting.variable]] = parsed
+    secrets = {environ.get("ECOM_API_KEY", "").strip(), *_database_password(environ)}
+    return Settings(**values, secrets=frozenset(s for s in secrets if s))
+
+
+@cache
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return read_settings()
+
+
+DATABASE_URL_VARIABLE = "DESTINATION__POSTGRES__CREDENTIALS"
+
+
+def _database_password(environ: dict[str, str]) -> set[str]:
+    """The warehouse password of dlt's credentials URL, as written and decoded.
+
+    dlt splits a connection URL at the first `@`: a password holding an unescaped `@` would put
+    its rest into the host name, which dlt's connection errors show. Such a URL is refused.
+    """
+    parts = urlsplit(environ.get(DATABASE_URL_VARIABLE) or "")
+    if "@" in parts.netloc.rpartition("@")[0]:
+        raise SettingsError(
+            f"{DATABASE_URL_VARIABLE} must be a URL whose password writes `@` as `%40` "
+            "(postgresql://user:p%40ss@host:5432/db); got one with an unescaped `@` "
+            "(not shown: it holds a password)"
+        )
+    return {parts.password, unquote(parts.password)} if parts.password else set()
+
+
+def api_key_for_cli() -> str:
+    """The key for the dlt-only CLI, from dlt's providers (ECOM_API_KEY or .dlt/secrets.toml)."""
+    import dlt
+
+    key = dlt.secrets.get("ecom_api_key")
+    if not key:
+        raise SettingsError(
+            "ECOM_API_KEY must be set (in the environment, .env, or .dlt/secrets.toml as "
+            "ecom_api_key = \"...\"); it is not set"
+        )
+    return str(key)

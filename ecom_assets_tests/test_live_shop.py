@@ -1,0 +1,182 @@
+"""A live shop: records keep changing while every run reads them, and nothing is ever lost.
+
+The sandbox changes random records at a set rate (each change moves the record's `updated_at` to
+now, so it leaves its window and the records behind it shift one offset), the way a busy shop's
+API does all day.
+"""
+
+import fcntl
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from ecom_assets.sandbox.data import SandboxSpec
+from ecom_assets.sandbox.server import SandboxServer
+from ecom_assets_tests.conftest import Sync, failure_message, money, rows
+
+RESOURCE = ("order_payments",)
+
+
+@pytest.fixture
+def live_shop(request, api_key: str, monkeypatch, duckdb_path: Path) -> Iterator[SandboxServer]:
+    spec, rate = request.param
+    with SandboxServer(spec, api_key=api_key, changes_per_second=rate).start() as server:
+        monkeypatch.setenv("ECOM_API_BASE_URL", server.base_url)
+        monkeypatch.setenv("ECOM_API_KEY", api_key)
+        yield server
+
+
+def today() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d")
+
+
+def vendor_rows(sandbox: SandboxServer, since=None, before=None) -> dict[str, tuple]:
+    return {
+        r["id"]: (money(r["amount"]), r["updated_at"])
+        for r in sandbox.window("order_payments", since, before)
+    }
+
+
+def table_rows(database: Path) -> dict[str, tuple]:
+    return {
+        record_id: (amount, updated_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z")
+        for record_id, amount, updated_at in rows(
+            database, "select id, amount, updated_at from ecom.order_payments"
+        )
+    }
+
+
+def checks_of(result) -> dict[str, bool]:
+    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+
+# 30 days of 5,000 order payments each, while 10 records a second change.
+BACKFILL = SandboxSpec.recent(days=30, size=150_000)
+
+
+@pytest.mark.parametrize("live_shop", [(BACKFILL, 10)], indirect=True)
+def test_a_30_day_backfill_succeeds_while_records_change_and_converges_to_the_vendor(
+    sync: Sync, live_shop: SandboxServer, duckdb_path: Path
+) -> None:
+    first_day = BACKFILL.start.strftime("%Y-%m-%d")
+
+    result = sync(partition_range=(first_day, today()), resources=RESOURCE)
+
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    assert all(checks_of(result).values()), checks_of(result)
+    # One materialization per partition of the range, with the run's numbers.
+    materialization = result.asset_materializations_for_node("ecom_vendor_sync")[0]
+    assert materialization.metadata["window_parts_paged_again"].value > 0, "records moved"
+    # Once the shop is quiet, a refresh of today brings the records that moved there.
+    with live_shop.live.paused():
+        assert sync(today(), resources=RESOURCE).success
+        assert table_rows(duckdb_path) == vendor_rows(live_shop)
+
+
+# One busy day of 20,000 records, 2 of which change every second.
+BUSY_DAY = SandboxSpec(size=20_000, days=1)
+
+
+@pytest.mark.parametrize("live_shop", [(BUSY_DAY, 2)], indirect=True)
+def test_a_busy_day_is_read_whole_while_records_change(
+    sync: Sync, live_shop: SandboxServer, duckdb_path: Path
+) -> None:
+    day = BUSY_DAY.start.strftime("%Y-%m-%d")
+
+    result = sync(day, resources=RESOURCE)
+
+    assert result.success
+    assert checks_of(result)["reconciled_with_vendor"]
+    # Every record the vendor still files under that day is in the table, in that version.
+    in_day = vendor_rows(live_shop, BUSY_DAY.start, BUSY_DAY.start + timedelta(days=1))
+    loaded = table_rows(duckdb_path)
+    assert {i: loaded.get(i) for i in in_day} == in_day
+
+
+# A shop whose every record is today's: each change hits a record today's runs load.
+@pytest.mark.parametrize("live_shop", [(SandboxSpec.recent(days=1, size=3_000), 10)],
+                         indirect=True)
+def test_todays_partition_refreshed_twice_while_records_change_passes_every_check(
+    sync: Sync, live_shop: SandboxServer
+) -> None:
+    for _ in range(2):
+        result = sync(today(), resources=RESOURCE)
+        assert result.success
+        assert all(checks_of(result).values()), checks_of(result)
+        time.sleep(1)  # records change in between too
+
+
+@pytest.mark.parametrize("live_shop", [(SandboxSpec.recent(days=5, size=3_000), 10)],
+                         indirect=True)
+def test_a_full_refresh_that_waits_for_the_writer_lock_loses_no_record_that_changed(
+    sync: Sync, live_shop: SandboxServer, duckdb_path: Path
+) -> None:
+    first_day = (datetime.now(UTC) - timedelta(days=4)).strftime("%Y-%m-%d")
+    assert sync(partition_range=(first_day, today()), resources=RESOURCE).success
+    results = []
+    # Another run holds the writer lock for two seconds, while records keep changing.
+    with duckdb_path.with_suffix(".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        refresh = threading.Thread(target=lambda: results.append(sync(
+            partition_range=(first_day, today()), resources=RESOURCE,
+            config={"full_refresh": True},
+        )))
+        refresh.start()
+        time.sleep(2)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        refresh.join(timeout=120)
+
+    assert results and results[0].success
+    with live_shop.live.paused():
+        vendor = vendor_rows(live_shop)
+        loaded = table_rows(duckdb_path)
+    missing = vendor.keys() - loaded.keys()
+    assert not missing, f"{len(missing)} records the vendor has are missing"
+    assert loaded.keys() <= vendor.keys(), "nothing the vendor does not have"
+
+
+def test_a_full_refresh_against_a_vendor_that_suddenly_serves_nothing_is_refused(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+) -> None:
+    assert sync(partition_range=("2026-01-01", "2026-01-05"), resources=RESOURCE).success
+    before = rows(duckdb_path, "select * from ecom.order_payments order by id")
+    assert len(before) == 1000
+    sandbox.serve_empty("order_payments")
+
+    refused = sync("2026-01-01", resources=RESOURCE, config={"full_refresh": True})
+
+    assert not refused.success
+    message = failure_message(refused)
+    assert "Refusing the full refresh, nothing was replaced: ecom.order_payments: the " \
+        "refresh would empty it (1000 of 1000 rows; at most 50% may go" in message
+    assert "run config `allow_removing_rows: true`" in message
+    assert rows(duckdb_path, "select * from ecom.order_payments order by id") == before
+
+    replaced = sync("2026-01-01", resources=RESOURCE,
+                    config={"full_refresh": True, "allow_removing_rows": True})
+
+    assert replaced.success
+    assert rows(duckdb_path, "select count(*) from ecom.order_payments") == [(0,)]
+
+
+def test_a_full_refresh_keeps_the_last_valid_row_of_a_record_now_defective(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+) -> None:
+    assert sync(partition_range=("2026-01-01", "2026-01-05"), resources=RESOURCE).success
+    victim = sandbox.dataset.all("order_payments")[10]
+    sandbox.corrupt("order_payments", victim["id"], amount="twelve")
+
+    result = sync("2026-01-01", resources=RESOURCE, config={"full_refresh": True})
+
+    assert not checks_of(result)["no_quarantined_records"]
+    assert checks_of(result)["reconciled_with_vendor"]
+    assert rows(duckdb_path, "select amount from ecom.order_payments where id = ?",
+                victim["id"]) == [(money(victim["amount"]),)]
+    assert rows(duckdb_path, "select count(*) from ecom.order_payments") == [(1000,)]
+    assert rows(duckdb_path, "select record_id from ecom.order_payments_quarantine") == [
+        (victim["id"],)
+    ]

@@ -1,0 +1,233 @@
+"""The window reader against a vendor in memory: convergence while records keep changing.
+
+Each request to `MemoryVendor` is one instant of the vendor, as a real server's LIMIT/OFFSET query
+over a consistent snapshot is; between requests, a test moves records the way a shop does.
+"""
+
+import random
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from ecom_assets.ingest.errors import UnreconciledWindowError, VendorResponseError
+from ecom_assets.ingest.pages import DefectiveRecord
+from ecom_assets.ingest.reader import MAX_UNIT_RECORDS, WindowReader
+from ecom_assets.ingest.report import ResourceReport
+from ecom_assets.ingest.window import Window, rfc3339
+
+pytestmark = pytest.mark.unit
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+DAY = Window(START, START + timedelta(days=1))
+NOW = START + timedelta(days=30)
+
+
+class Response:
+    """What the reader reads of a response: its parsed JSON."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+
+    def json(self) -> dict[str, Any]:
+        return self.body
+
+
+class MemoryVendor:
+    """Records kept in (`updated_at`, `id`) order; `before_request` runs before each answer."""
+
+    def __init__(self, count: int, window: Window = DAY, seed: int = 1) -> None:
+        rand = random.Random(seed)
+        span_ms = int(window.duration.total_seconds() * 1000)
+        self.records = [
+            {"id": f"pay_{n:08d}", "updated_at": rfc3339(
+                window.start + timedelta(milliseconds=rand.randrange(span_ms)))}
+            for n in range(count)
+        ]
+        self.sort()
+        self.now = NOW
+        self.requests = 0
+        self._lock = threading.Lock()  # the reader's workers call concurrently
+        self.before_request: Callable[[MemoryVendor], None] = lambda vendor: None
+
+    def sort(self) -> None:
+        self.records.sort(key=lambda r: (r["updated_at"], r["id"]))
+
+    def fetch(self, window: Window, offset: int, limit: int) -> tuple[str, Response]:
+        with self._lock:
+            self.requests += 1
+            self.before_request(self)
+            since, before = rfc3339(window.start), rfc3339(window.end)
+            listed = [r for r in self.records if since <= r["updated_at"] < before]
+            page = [dict(r) for r in listed[offset : offset + limit]]
+        url = f"http://vendor/v1/order_payments?since={since}&before={before}&offset={offset}"
+        return url, Response({"data": page, "total": len(listed)})
+
+    def update(self, record: dict[str, Any]) -> None:
+        """The record changes now: it moves to the end of the order."""
+        self.now += timedelta(milliseconds=1)
+        record["updated_at"] = rfc3339(self.now)
+        record["version"] = record.get("version", 0) + 1
+        self.sort()
+
+
+def read(vendor: MemoryVendor, window: Window = DAY, late: timedelta = timedelta(0),
+         concurrency: int = 4) -> tuple[list[Any], ResourceReport]:
+    report = ResourceReport("order_payments")
+    reader = WindowReader(
+        "order_payments", window, vendor.fetch, report, concurrency=concurrency,
+        late_arrival=late, now=vendor.now,
+    )
+    records = [r for page in reader.pages() for r in page.response.json()["data"]]
+    return records, report
+
+
+def ids(records: list[Any]) -> set[str]:
+    return {r["id"] for r in records if isinstance(r, dict)}
+
+
+def test_a_quiet_window_is_read_once_in_full_pages() -> None:
+    vendor = MemoryVendor(1_050)
+
+    records, report = read(vendor)
+
+    assert [r["id"] for r in records] == [r["id"] for r in vendor.records]
+    assert report.complete and report.vendor_total == report.listed == 1_050
+    assert report.requests == vendor.requests == 11 and report.repaged == 0
+
+
+def test_a_window_larger_than_a_unit_is_read_in_parts_each_record_once() -> None:
+    vendor = MemoryVendor(3 * MAX_UNIT_RECORDS)
+
+    records, report = read(vendor, concurrency=8)
+
+    assert sorted(r["id"] for r in records) == sorted(r["id"] for r in vendor.records)
+    assert report.units > 3 and report.vendor_total == len(vendor.records)
+    # One first page of the whole window, then a partial last page per part.
+    assert report.requests <= len(vendor.records) / 100 + 1 + report.units
+
+
+def test_records_moving_on_every_request_never_hide_one_that_stayed() -> None:
+    vendor = MemoryVendor(4_000)
+    rand = random.Random(7)
+    in_window = lambda v: [r for r in v.records if r["updated_at"] < rfc3339(DAY.end)]  # noqa: E731
+    vendor.before_request = lambda v: v.update(rand.choice(in_window(v)))
+
+    records, report = read(vendor, concurrency=8)
+
+    stayed = {r["id"] for r in in_window(vendor)}
+    assert stayed <= ids(records), "every record still in the window was read"
+    assert report.repaged > 0 and report.complete
+    # Each part counted what it held when it was accepted; records left parts accepted earlier.
+    assert len(stayed) <= report.vendor_total == report.listed <= 4_000
+
+
+def test_a_sub_millisecond_window_that_keeps_changing_fails_naming_it() -> None:
+    vendor = MemoryVendor(0)
+    moment = rfc3339(START + timedelta(hours=3))
+    vendor.records = [{"id": f"pay_{n:08d}", "updated_at": moment} for n in range(300)]
+    vendor.before_request = lambda v: v.records and v.update(v.records[0])
+
+    with pytest.raises(UnreconciledWindowError) as failure:
+        read(vendor, window=Window(START + timedelta(hours=3), START + timedelta(hours=4)))
+
+    message = str(failure.value)
+    assert message.startswith("order_payments [2026-01-01T03:00:00.000Z, ")
+    assert "on each of 3 passes" in message and "cannot be reconciled" in message
+
+
+def test_an_id_served_twice_with_different_content_is_quarantined_both_times() -> None:
+    vendor = MemoryVendor(250)
+    twin = {**vendor.records[120], "amount": "1.00"}
+    vendor.records.insert(121, twin)
+
+    records, report = read(vendor)
+
+    defective = [r for r in records if isinstance(r, DefectiveRecord)]
+    assert len(defective) == 2 and {d.record["id"] for d in defective} == {twin["id"]}
+    assert "duplicate id" in defective[0].reason
+    assert len(ids(records)) == 249 and report.listed == 251
+    assert report.repaged >= 1, "cut until both copies came in one response"
+
+
+def test_a_page_repeating_another_is_paged_again_and_every_record_read_once() -> None:
+    vendor = MemoryVendor(300)
+    served = vendor.fetch
+
+    def a_page_repeating_the_first_once(window: Window, offset: int, limit: int):
+        url, response = served(window, offset, limit)
+        if offset == 100 and vendor.requests <= 4:
+            response.body["data"] = served(window, 0, limit)[1].body["data"]
+        return url, response
+
+    vendor.fetch = a_page_repeating_the_first_once  # type: ignore[method-assign]
+
+    records, report = read(vendor)
+
+    assert sorted(r["id"] for r in records) == sorted(r["id"] for r in vendor.records)
+    assert report.repaged >= 1 and report.duplicate_copies == 0
+
+
+def test_a_window_ending_near_now_is_paged_twice_and_keeps_a_late_arrival() -> None:
+    vendor = MemoryVendor(150)
+    late = {"id": "pay_late", "updated_at": rfc3339(START + timedelta(hours=23))}
+
+    def arrive_after_the_first_pass(v: MemoryVendor) -> None:
+        if v.requests == 3 and late not in v.records:
+            v.records.append(late)
+            v.sort()
+
+    vendor.before_request = arrive_after_the_first_pass
+    vendor.now = DAY.end
+
+    records, report = read(vendor, late=timedelta(hours=2))
+
+    assert "pay_late" in ids(records)
+    assert ids(records) == {r["id"] for r in vendor.records}
+
+
+def test_a_vendor_whose_pages_never_add_up_fails_after_three_passes() -> None:
+    vendor = MemoryVendor(0)
+    vendor.fetch = lambda w, o, n: ("u", Response({"data": [], "total": 5}))  # type: ignore
+
+    with pytest.raises(UnreconciledWindowError, match="an empty page at offset 0 of a total of 5"):
+        read(vendor)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"total": 5}, "200 response without a list under 'data' (got null)"),
+        ({"data": {"id": "x"}, "total": 5}, "without a list under 'data' (got an object)"),
+        ({"data": []}, "200 response without an integer 'total'"),
+    ],
+)
+def test_a_page_breaking_the_contract_fails_at_once(body: dict, message: str) -> None:
+    vendor = MemoryVendor(0)
+    vendor.fetch = lambda w, o, n: ("u", Response(body))  # type: ignore
+
+    with pytest.raises(VendorResponseError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        read(vendor)
+
+
+def test_a_vendor_sort_without_tie_break_cannot_hide_a_record_behind_a_repeat() -> None:
+    vendor = MemoryVendor(250)
+    tied, hidden = vendor.records[99], vendor.records[100]
+    hidden["updated_at"] = tied["updated_at"]  # the same instant: no order between them
+    served = vendor.fetch
+
+    def without_tie_break(window: Window, offset: int, limit: int):
+        url, response = served(window, offset, limit)
+        page = response.body["data"]
+        if offset > 0 and page and page[0]["id"] == hidden["id"]:
+            page[0] = dict(tied)  # the next page starts with the tied record again
+        return url, response
+
+    vendor.fetch = without_tie_break  # type: ignore[method-assign]
+
+    records, report = read(vendor)
+
+    assert hidden["id"] in ids(records)
+    assert ids(records) == {r["id"] for r in vendor.records}

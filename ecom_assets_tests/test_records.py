@@ -1,0 +1,146 @@
+"""How one vendor record is judged and written: contract types, column names, quarantine keys,
+scrubbed text. Pure functions, no vendor."""
+
+import logging
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from ecom_assets.contract import CONTRACTS, conform
+from ecom_assets.ingest.quarantine import UnknownFieldColumns, quarantine_key
+from ecom_assets.ingest.scrubbing import SECRETS, scrub
+from ecom_assets.ingest.vendor_json import dump_vendor_json, parse_vendor_json
+from ecom_assets.ingest.window import Window
+
+pytestmark = pytest.mark.unit
+
+PAYMENTS = CONTRACTS["order_payments"]
+VALID = {
+    "id": "pay_00000001", "order_id": "ord_1", "customer_id": "cus_1", "amount": "12.50",
+    "currency": "EUR", "status": "pending", "payment_method": None,
+    "created_at": "2026-01-01T00:00:00.000Z", "updated_at": "2026-01-02T10:00:00.123+02:00",
+}
+
+
+def test_a_valid_record_is_converted_to_the_contract_types() -> None:
+    typed, violations = conform(PAYMENTS, VALID)
+
+    assert violations == []
+    assert typed["amount"] == Decimal("12.50")
+    assert typed["updated_at"] == datetime(2026, 1, 2, 8, 0, 0, 123000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("amount", 12.5, None),
+        ("amount", 12, None),
+        ("amount", "12.345", "not a decimal with at most 2 fractional digits: 12.345"),
+        ("amount", "NaN", "not a finite number: NaN"),
+        ("amount", Decimal("Infinity"), "not a finite number: Infinity"),
+        ("amount", "1e20", "out of range for DECIMAL(18,2)"),
+        ("amount", True, "expected a decimal number or decimal string, got a boolean"),
+        ("amount", {"value": 1}, "got an object"),
+        ("customer_id", None, "required field is null"),
+        ("customer_id", 42, "expected a string, got a number"),
+        ("status", "chargeback", "'chargeback' is not one of failed, pending, refunded"),
+        ("updated_at", "2026-01-02 10:00:00", "timestamp without a UTC offset"),
+        ("updated_at", "yesterday", "not an RFC 3339 timestamp: 'yesterday'"),
+        ("updated_at", "9999-12-31T23:59:59.999-01:00", "out of range"),
+        ("updated_at", 1767225600, "expected an RFC 3339 timestamp string, got a number"),
+    ],
+)
+def test_each_contract_rule(field: str, value: object, reason: str | None) -> None:
+    _, violations = conform(PAYMENTS, {**VALID, field: value})
+
+    assert [v["reason"] for v in violations if reason and reason in v["reason"]] or (
+        reason is None and violations == []
+    ), violations
+
+
+def test_a_missing_required_field_is_missing_not_null() -> None:
+    record = {k: v for k, v in VALID.items() if k != "order_id"}
+
+    assert conform(PAYMENTS, record)[1] == [
+        {"field": "order_id", "reason": "required field is missing"}
+    ]
+
+
+def test_vendor_json_keeps_numbers_exact_and_non_finite_tokens_as_sent() -> None:
+    body = parse_vendor_json(b'{"amount": 12.50, "fraud_score": NaN, "limit": -Infinity}')
+
+    assert body["amount"] == Decimal("12.50")
+    assert dump_vendor_json(body) == '{"amount": 12.50, "fraud_score": NaN, "limit": -Infinity}'
+
+
+@pytest.mark.parametrize(
+    ("fields", "columns"),
+    [
+        ({"customerId"}, {"customerId": "vendor_customer_id"}),
+        ({"ID"}, {"ID": "vendor_id"}),
+        ({"updated-at"}, {"updated-at": "vendor_updated_at"}),
+        ({""}, {"": "vendor_field"}),
+        ({"_dlt_id"}, {"_dlt_id": "vendor_dlt_id"}),
+        ({"fraudScore", "fraud_score"}, {"fraud_score": "fraud_score",
+                                         "fraudScore": "vendor_fraud_score"}),
+        ({"riskLevel"}, {"riskLevel": "risk_level"}),
+    ],
+)
+def test_unknown_fields_get_column_names_that_never_collide(
+    fields: set[str], columns: dict[str, str]
+) -> None:
+    mapping: dict[str, str] = {}
+    UnknownFieldColumns(PAYMENTS, mapping).add(fields)
+
+    assert mapping == columns
+
+
+def test_a_column_name_once_given_stays_with_its_field() -> None:
+    mapping: dict[str, str] = {}
+    UnknownFieldColumns(PAYMENTS, mapping).add({"fraudScore"})
+    UnknownFieldColumns(PAYMENTS, mapping).add({"fraud_score", "fraudScore"})
+
+    assert mapping == {"fraudScore": "fraud_score", "fraud_score": "vendor_fraud_score"}
+
+
+def test_one_quarantine_key_per_distinct_defective_record() -> None:
+    raw = dump_vendor_json({**VALID, "amount": "twelve"})
+
+    assert quarantine_key("order_payments", raw) == quarantine_key("order_payments", raw)
+    assert quarantine_key("order_payments", raw) != quarantine_key("products", raw)
+    assert quarantine_key("order_payments", raw) != quarantine_key(
+        "order_payments", dump_vendor_json({**VALID, "amount": "thirteen"})
+    )
+
+
+def test_windows_are_whole_milliseconds_and_split_where_asked() -> None:
+    window = Window.between(
+        datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, 0, 0, 0, 999_999, tzinfo=UTC)
+    )
+
+    assert window.end == datetime(2026, 1, 2, 0, 0, 0, 999_000, tzinfo=UTC)
+    parts = window.split_at([datetime(2026, 1, 1, 12, tzinfo=UTC), window.end, window.start])
+    assert [str(p) for p in parts] == [
+        "[2026-01-01T00:00:00.000Z, 2026-01-01T12:00:00.000Z)",
+        "[2026-01-01T12:00:00.000Z, 2026-01-02T00:00:00.999Z)",
+    ]
+
+
+def test_scrubbing_removes_secrets_by_value_and_any_api_key_parameter() -> None:
+    text = "GET /v1/x?api_key=abc123&offset=0 failed; key abc123; password p@ss"
+
+    assert scrub(text, {"abc123", "p@ss"}) == (
+        "GET /v1/x?api_key=***&offset=0 failed; key ***; password ***"
+    )
+    assert scrub("?API_KEY=whatever#frag") == "?API_KEY=***#frag"
+
+
+def test_the_log_filter_scrubs_urllib3_request_lines(caplog) -> None:
+    SECRETS.add("s3cret-value")
+    with caplog.at_level(logging.DEBUG, logger="urllib3.connectionpool"):
+        logging.getLogger("urllib3.connectionpool").debug(
+            '"GET /v1/products?api_key=%s HTTP/1.1" 200', "s3cret-value"
+        )
+
+    assert "s3cret-value" not in caplog.text and "api_key=***" in caplog.text
