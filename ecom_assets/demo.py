@@ -1,17 +1,17 @@
 """`make demo`: the main job end to end, the way a user runs it.
 
-Starts the sandbox vendor on loopback, backfills both assets over the sandbox's whole span with
-the real `dagster asset materialize` CLI (one run per asset, each a single dlt run), then prints
-row counts, sample rows and the asset check results as the Dagster instance recorded them.
+Starts the sandbox vendor on loopback with the last 30 days of a shop, backfills both assets
+over them with `dg launch` (one run, one dlt load), then prints row counts, sample rows and the
+asset check results as the Dagster instance recorded them. What it loaded stays in
+`data/sandbox/`, which `make ui` shows.
 """
 
 import argparse
 import os
 import secrets
-import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -20,40 +20,17 @@ from dagster import AssetCheckKey, DagsterInstance
 from ecom_assets.contract import CONTRACTS
 from ecom_assets.defs.checks import CHECKS
 from ecom_assets.defs.translator import asset_key
+from ecom_assets.launch import (
+    SANDBOX_DATA,
+    dg_environment,
+    launch_command,
+    run,
+    sandbox_settings,
+)
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-# The sandbox's own Dagster home and warehouse (`make demo` and `make ui`), never a real
-# vendor's: the Makefile names the same two paths.
-SANDBOX_DAGSTER_HOME = PROJECT_DIR / "data" / "sandbox_dagster_home"
-SANDBOX_DATABASE = PROJECT_DIR / "data" / "sandbox.duckdb"
 SAMPLE_ROWS = 3
-
-
-def materialize_command(
-    select: str, partitions: str, module: str = "ecom_assets.definitions"
-) -> list[str]:
-    """`dagster asset materialize` of this code location (or `module`) for one partition
-    (`2026-01-02`) or a range (`2026-01-01...2026-01-31`), with this interpreter's `dagster`."""
-    option = "--partition-range" if "..." in partitions else "--partition"
-    return [
-        str(Path(sys.executable).with_name("dagster")), "asset", "materialize",
-        "-m", module, "--select", select, option, partitions,
-    ]
-
-
-def _materialize(select: str, partition_range: str, env: dict[str, str]) -> None:
-    command = materialize_command(select, partition_range)
-    print(f"$ {' '.join(command)}", flush=True)
-    # Not in the project directory: Dagster's CLI loads a `.env` from its working directory
-    # over the environment, and the project's `.env` configures the real vendor.
-    result = subprocess.run(
-        command, env=env, cwd=env["DAGSTER_HOME"], capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
-        raise SystemExit(f"materializing {select} failed (exit {result.returncode})")
 
 
 def _count(connection: duckdb.DuckDBPyConnection, table: str) -> int:
@@ -75,63 +52,60 @@ def _print_tables(database: Path) -> None:
             ).show(max_width=140)
 
 
-def _print_checks(instance: DagsterInstance) -> None:
+def _print_checks(dagster_home: Path) -> bool:
+    """Print the latest evaluation of every check; whether all passed."""
     keys = [
         AssetCheckKey(asset_key(contract), check.name)
         for contract in CONTRACTS.values()
         for check in CHECKS
     ]
-    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
     print("\nAsset checks (latest evaluation, as the Dagster UI shows them):")
+    all_passed = True
     for key in keys:
         record = latest.get(key)
         evaluation = record.event.asset_check_evaluation if record and record.event else None
         if evaluation is None:
-            outcome = "not evaluated"
+            outcome, all_passed = "not evaluated", False
         else:
             outcome = "PASSED" if evaluation.passed else f"FAILED ({evaluation.severity.value})"
+            all_passed &= evaluation.passed
         print(f"  {key.asset_key.to_user_string():22} {key.name:24} {outcome}")
+    return all_passed
 
 
 def main() -> None:
-    # Its own options, not DAGSTER_HOME and ECOM_DUCKDB_PATH: those may name a real vendor's.
     parser = argparse.ArgumentParser(prog="python -m ecom_assets.demo", description=__doc__)
-    parser.add_argument("--dagster-home", type=Path, default=SANDBOX_DAGSTER_HOME,
-                        help="the demo's Dagster home (default: %(default)s)")
-    parser.add_argument("--database", type=Path, default=SANDBOX_DATABASE,
-                        help="the demo's DuckDB warehouse (default: %(default)s)")
+    parser.add_argument("--data", type=Path, default=SANDBOX_DATA,
+                        help="where the demo's warehouse and Dagster home go (%(default)s)")
+    parser.add_argument("--days", type=int, default=30, help="days of sandbox data")
     args = parser.parse_args()
     started = time.monotonic()
-    spec = SandboxSpec()
-    first_day = spec.start.date()
-    last_day = first_day + timedelta(days=spec.days - 1)
-    dagster_home, database = args.dagster_home.resolve(), args.database.resolve()
-    dagster_home.mkdir(parents=True, exist_ok=True)
+    spec = SandboxSpec.recent(days=args.days)
+    first_day, today = spec.start.date(), datetime.now(UTC).date()
+    data = args.data.resolve()
     # A throwaway key, so the demo also shows that no key ever reaches a log.
     api_key = secrets.token_urlsafe(24)
 
     with SandboxServer(spec, api_key=api_key).start() as sandbox:
         print(f"Sandbox vendor API at {sandbox.base_url}: {spec.size} records per resource, "
-              f"{first_day}..{last_day}")
-        env = {
-            **os.environ,
-            "ECOM_API_BASE_URL": sandbox.base_url,
-            "ECOM_API_KEY": api_key,
-            "ECOM_DESTINATION": "duckdb",
-            "ECOM_DUCKDB_PATH": str(database),
-            "ECOM_PARTITIONS_START": str(first_day),
-            "DAGSTER_HOME": str(dagster_home),
-            "DLT_PROJECT_DIR": str(PROJECT_DIR),  # dlt's settings: .dlt/config.toml
-        }
-        for contract in CONTRACTS.values():
-            _materialize(asset_key(contract).to_user_string(), f"{first_day}...{last_day}", env)
+              f"{first_day}..{today}")
+        settings = sandbox_settings(sandbox.base_url, api_key, first_day, data)
+        env = dg_environment({**os.environ, **settings}, data / "dagster_home")
+        assets = ",".join(asset_key(c).to_user_string() for c in CONTRACTS.values())
+        command = launch_command(assets, f"{first_day}...{today}")
+        print(f"$ {' '.join(command)}", flush=True)
+        result = run(command, env)
+        if result.returncode != 0:
+            sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
+            raise SystemExit(f"the backfill failed (exit {result.returncode})")
 
-    _print_tables(database)
-    os.environ["DAGSTER_HOME"] = str(dagster_home)
-    with DagsterInstance.get() as instance:
-        _print_checks(instance)
-    print(f"\nDemo finished in {time.monotonic() - started:.1f} s. "
-          f"Run `make ui` to browse the assets, runs and checks.")
+    _print_tables(Path(settings["ECOM_DUCKDB_PATH"]))
+    passed = _print_checks(data / "dagster_home")
+    print(f"\nDemo finished in {time.monotonic() - started:.1f} s"
+          f"{'' if passed else ', with checks that did not pass'}. "
+          "Run `make ui` to browse the assets, runs and checks.")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""A throwaway PostgreSQL server on loopback: Debian's `postgresql` binaries, a cluster in a
-temporary directory, started for the test session and stopped after it (`make test` installs
-the package on a fresh machine)."""
+"""A throwaway PostgreSQL server on loopback: a cluster in a temporary directory, started for the
+test session and stopped after it, from Debian's `postgresql` binaries (`make test` installs
+them where it can) or else pip's `pgserver` (in the dev extra)."""
 
 import os
 import pwd
@@ -18,14 +18,33 @@ USER = "ecom"
 PASSWORD = "ecom-test-password"
 
 
-def _binaries() -> Path:
+def binaries() -> Path | None:
+    """The directory of `initdb` and `pg_ctl` this machine can run, None if there is none.
+    As root the server runs as Debian's `postgres` user (PostgreSQL refuses root)."""
     found = sorted(glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]))
-    if not found:
-        raise RuntimeError(
-            "PostgreSQL server binaries not found under /usr/lib/postgresql: run `make test`, "
-            "which installs Debian's postgresql package"
-        )
-    return Path(found[-1]).parent
+    if found:
+        return Path(found[-1]).parent
+    try:
+        import pgserver
+    except ImportError:
+        return None
+    bundled = Path(pgserver.__file__).parent / "pginstall" / "bin"
+    can_run = os.geteuid() != 0 or _has_user("postgres")
+    return bundled if (bundled / "pg_ctl").exists() and can_run else None
+
+
+MISSING = (
+    "no PostgreSQL server binaries this user can run: install Debian's postgresql (`make "
+    "system-packages` as root) or pip's pgserver (`pip install -e '.[dev]'`, not as root)"
+)
+
+
+def _has_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
 
 
 @dataclass
@@ -62,7 +81,7 @@ def _as_server_user(command: list[str]) -> list[str]:
 def start(directory: Path, port: int) -> PostgresServer:
     """initdb and start a cluster in `directory` listening on 127.0.0.1:`port` (password
     authentication)."""
-    binaries = _binaries()
+    server_bin = _binaries_or_raise()
     if os.geteuid() == 0:
         owner = pwd.getpwnam("postgres")
         # The server user must reach its directory through pytest's private temp directories
@@ -78,7 +97,7 @@ def start(directory: Path, port: int) -> PostgresServer:
     data, sockets = directory / "data", directory
     subprocess.run(
         _as_server_user([
-            str(binaries / "initdb"), "-D", str(data), "-U", USER, "--auth=scram-sha-256",
+            str(server_bin / "initdb"), "-D", str(data), "-U", USER, "--auth=scram-sha-256",
             f"--pwfile={password_file}", "--no-sync", "-E", "UTF8", "--locale=C.UTF-8",
         ]),
         check=True, capture_output=True,
@@ -90,7 +109,7 @@ def start(directory: Path, port: int) -> PostgresServer:
     )
     subprocess.run(
         _as_server_user([
-            str(binaries / "pg_ctl"), "-D", str(data), "-o", options,
+            str(server_bin / "pg_ctl"), "-D", str(data), "-o", options,
             "-l", str(directory / "server.log"), "-w", "start",
         ]),
         check=True, capture_output=True,
@@ -101,9 +120,17 @@ def start(directory: Path, port: int) -> PostgresServer:
 def stop(server: PostgresServer) -> None:
     subprocess.run(
         _as_server_user([
-            str(_binaries() / "pg_ctl"), "-D", str(server.directory / "data"), "-m", "fast",
+            str(_binaries_or_raise() / "pg_ctl"), "-D", str(server.directory / "data"), "-m",
+            "fast",
             "-w", "stop",
         ]),
         check=False, capture_output=True,
     )
     shutil.rmtree(server.directory, ignore_errors=True)
+
+
+def _binaries_or_raise() -> Path:
+    found = binaries()
+    if found is None:
+        raise RuntimeError(MISSING)
+    return found

@@ -21,7 +21,7 @@ import duckdb
 from dagster import DagsterInstance
 
 from ecom_assets.sandbox.server import Fault, SandboxServer
-from ecom_assets_tests.conftest import (
+from ecom_assets_tests.support import (
     SMALL_SPEC,
     Sync,
     day,

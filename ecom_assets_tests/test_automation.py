@@ -1,92 +1,162 @@
-"""The new-data sensor and the daily schedule, evaluated against the sandbox."""
+"""The change sensor and the daily schedule, evaluated against the sandbox vendor."""
 
 import json
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from dagster import (
-    AssetKey,
-    RunRequest,
-    SkipReason,
-    build_schedule_context,
-    build_sensor_context,
-)
+from dagster import AssetKey, SensorResult, build_schedule_context, build_sensor_context
 
-from ecom_assets.defs.resources import ChangeSensorSettings, VendorApiResource
-from ecom_assets.defs.schedules import ecom_daily_refresh
-from ecom_assets.defs.sensors import ecom_vendor_changes
+from ecom_assets.defs.ecom import build_definitions
+from ecom_assets.defs.resources import VendorApiResource
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import Fault, SandboxServer
+from ecom_assets.settings import read_settings
+
+PAYMENTS, PRODUCTS = AssetKey(["ecom", "order_payments"]), AssetKey(["ecom", "products"])
+DEFINITIONS = build_definitions(settings=read_settings({"ECOM_PARTITIONS_START": "2026-01-01"}))
+SENSOR = DEFINITIONS.get_sensor_def("ecom_vendor_changes")
 
 
 @pytest.fixture
-def live_sandbox(api_key: str):
-    # The feed ticks only when the test says so.
-    with SandboxServer(
-        SandboxSpec(size=200, days=2), api_key=api_key, live_interval_s=3600, live_per_tick=3
-    ).start() as server:
+def live_sandbox(api_key: str) -> Iterator[SandboxServer]:
+    # The shop changes only when the test says so (`live.tick()` or `update_now`).
+    with SandboxServer(SandboxSpec.recent(days=2, size=200), api_key=api_key,
+                       live_interval_s=3600, live_per_tick=3).start() as server:
         yield server
 
 
-def evaluate(sandbox: SandboxServer, api_key: str, cursor: str | None):
+def evaluate(sandbox: SandboxServer, api_key: str, cursor: str | None) -> SensorResult:
     context = build_sensor_context(
         cursor=cursor,
-        resources={
-            "vendor_api": VendorApiResource(
-                base_url=sandbox.base_url, api_key=api_key, retry_backoff_factor=0.01
-            ),
-            "change_sensor": ChangeSensorSettings(lookback_minutes=10),
-        },
+        resources={"vendor_api": VendorApiResource(
+            base_url=sandbox.base_url, api_key=api_key, retry_backoff_factor=0.01
+        )},
     )
-    return ecom_vendor_changes(context)
+    return SENSOR(context)
 
 
-def test_the_sensor_requests_one_run_for_the_changed_day_and_repeats_itself_exactly(
+def today() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d")
+
+
+def a_second_ago() -> str:
+    return json.dumps({name: {"since": (datetime.now(UTC) - timedelta(seconds=1)).isoformat()}
+                       for name in ("order_payments", "products")})
+
+
+def test_one_run_per_tick_refreshes_what_changed_and_a_tick_evaluated_again_repeats_it(
     live_sandbox: SandboxServer, api_key: str
 ) -> None:
-    started = datetime.now(UTC) - timedelta(seconds=1)
-    cursor = json.dumps({r: started.isoformat() for r in ("order_payments", "products")})
-    assert isinstance(evaluate(live_sandbox, api_key, cursor), SkipReason)
+    quiet = evaluate(live_sandbox, api_key, a_second_ago())
+    assert quiet.run_requests == [] and "no changes" in quiet.skip_reason.skip_message
 
     live_sandbox.live.tick()
-    result = evaluate(live_sandbox, api_key, cursor)
-    again = evaluate(live_sandbox, api_key, cursor)
+    result = evaluate(live_sandbox, api_key, a_second_ago())
+    again = evaluate(live_sandbox, api_key, a_second_ago())
 
-    today = datetime.now(UTC).strftime("%Y-%m-%d")
     [run] = result.run_requests
-    assert isinstance(run, RunRequest) and run.partition_key == today
-    assert set(run.asset_selection) == {
-        AssetKey(["ecom", "order_payments"]),
-        AssetKey(["ecom", "products"]),
-    }
+    assert run.partition_key == today()
+    assert set(run.asset_selection) == {PAYMENTS, PRODUCTS}, "both resources, one run"
+    assert run.tags["ecom/trigger"] == "vendor_changes"
     assert [r.run_key for r in again.run_requests] == [run.run_key], "a re-evaluated tick"
-    new_cursor = json.loads(result.cursor)
-    assert new_cursor["products"] > started.isoformat()
-
-    # Later ticks see the same changes through the lookback: the same run key, so no new run.
-    assert [r.run_key for r in evaluate(live_sandbox, api_key, result.cursor).run_requests] == [
-        run.run_key
-    ]
+    # Later ticks see the same vendor: no run. A new change: a new run.
+    assert evaluate(live_sandbox, api_key, result.cursor).run_requests == []
     live_sandbox.live.tick()
     [next_run] = evaluate(live_sandbox, api_key, result.cursor).run_requests
     assert next_run.run_key != run.run_key
 
 
-def test_a_vendor_error_skips_the_tick_with_a_reason_and_keeps_the_cursor(
+def test_a_late_arrival_behind_the_latest_change_reloads_its_day(
     live_sandbox: SandboxServer, api_key: str
 ) -> None:
+    cursor = a_second_ago()
+    live_sandbox.live.tick()
+    first = evaluate(live_sandbox, api_key, cursor)
+    assert first.run_requests
+    # A record filed half a second in the past, behind the latest change already seen.
+    filed = datetime.now(UTC) - timedelta(milliseconds=500)
+    live_sandbox.live.create("products", updated_ms=int(filed.timestamp() * 1000))
+
+    [late] = evaluate(live_sandbox, api_key, first.cursor).run_requests
+
+    assert late.asset_selection == [PRODUCTS] and late.partition_key == today()
+
+
+def test_one_resource_the_vendor_fails_does_not_stop_the_other(
+    live_sandbox: SandboxServer, api_key: str
+) -> None:
+    live_sandbox.live.tick()
     live_sandbox.faults.add("order_payments", Fault.status(503, echo_url=True), times=4)
+
+    result = evaluate(live_sandbox, api_key, a_second_ago())
+
+    [run] = result.run_requests
+    assert run.asset_selection == [PRODUCTS]
+    assert api_key not in (result.cursor or "")
+
+
+def test_the_vendor_failing_every_resource_skips_the_tick_without_the_key(
+    live_sandbox: SandboxServer, api_key: str
+) -> None:
+    for resource in ("order_payments", "products"):
+        live_sandbox.faults.add(resource, Fault.status(503, echo_url=True), times=4)
 
     result = evaluate(live_sandbox, api_key, None)
 
-    assert isinstance(result, SkipReason)
-    assert "order_payments" in result.skip_message and "503" in result.skip_message
-    assert api_key not in result.skip_message
+    message = result.skip_reason.skip_message
+    assert "order_payments" in message and "503" in message and api_key not in message
 
 
-def test_the_daily_schedule_reloads_yesterday_after_midnight_utc() -> None:
-    context = build_schedule_context(
-        scheduled_execution_time=datetime(2026, 1, 6, 0, 15, tzinfo=UTC)
-    )
-    request = ecom_daily_refresh(context)
-    assert request.partition_key == "2026-01-05"
+@pytest.mark.parametrize(
+    "updated_at",
+    [None, 12345, "not-a-date", "9999-12-31T23:59:59.999Z", "2999-01-01T00:00:00.000Z"],
+    ids=["null", "number", "malformed", "year-9999", "far-future"],
+)
+@pytest.mark.parametrize("end", ["earliest", "latest"])
+def test_a_defective_timestamp_is_skipped_and_the_cursor_stays_in_the_present(
+    live_sandbox: SandboxServer, api_key: str, updated_at: object, end: str
+) -> None:
+    cursor = a_second_ago()
+    live_sandbox.live.tick()
+    live_sandbox.live.tick()
+    changed = live_sandbox.window("products", datetime.now(UTC) - timedelta(seconds=5))
+    victim = changed[0] if end == "earliest" else changed[-1]
+    live_sandbox.corrupt("products", victim["id"], updated_at=updated_at)
+
+    result = evaluate(live_sandbox, api_key, cursor)
+
+    [run] = result.run_requests
+    assert run.partition_key == today() and PRODUCTS in run.asset_selection
+    for state in json.loads(result.cursor).values():
+        assert state["since"] <= datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+@pytest.mark.parametrize("cursor", ["{not json", "[1, 2]", '{"products": 7}'])
+def test_a_corrupt_cursor_is_reset_with_a_clear_log_line(
+    live_sandbox: SandboxServer, api_key: str, cursor: str, capfd
+) -> None:
+    result = evaluate(live_sandbox, api_key, cursor)
+
+    logged = capfd.readouterr().err
+    assert "The sensor's cursor could not be read" in logged
+    assert "watching for changes from now on" in logged
+    assert isinstance(json.loads(result.cursor), dict)
+
+
+@pytest.mark.unit
+def test_the_daily_schedule_reloads_yesterday_and_skips_a_day_before_the_first_partition() -> (
+    None
+):
+    schedule = build_definitions(
+        settings=read_settings({"ECOM_PARTITIONS_START": "2026-01-06"})
+    ).get_schedule_def("ecom_daily_refresh")
+
+    request = schedule(build_schedule_context(
+        scheduled_execution_time=datetime(2026, 1, 7, 0, 15, tzinfo=UTC)))
+    on_first_day = schedule(build_schedule_context(
+        scheduled_execution_time=datetime(2026, 1, 6, 0, 15, tzinfo=UTC)))
+
+    assert request.partition_key == "2026-01-06"
+    assert "2026-01-05 is before the first partition, 2026-01-06" in on_first_day.skip_message
+    assert date.fromisoformat(request.partition_key) >= date(2026, 1, 6)

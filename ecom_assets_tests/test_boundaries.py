@@ -4,7 +4,7 @@ import time
 from pathlib import Path
 
 from ecom_assets.sandbox.server import SandboxServer
-from ecom_assets_tests.conftest import Sync, day, partition_key, rows
+from ecom_assets_tests.support import Sync, day, partition_key, rows
 
 
 def test_records_on_midnight_boundaries_land_in_exactly_one_partition(

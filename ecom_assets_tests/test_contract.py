@@ -11,7 +11,7 @@ from ecom_assets.contract import CONTRACTS
 from ecom_assets.defs.assets import RETRY_ON_FAILURE_TAG
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import OMIT, SandboxServer
-from ecom_assets_tests.conftest import Sync, day, partition_key, rows
+from ecom_assets_tests.support import Sync, day, partition_key, rows
 
 PAYMENTS = AssetKey(["ecom", "order_payments"])
 PRODUCTS = AssetKey(["ecom", "products"])

@@ -8,15 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from ecom_assets.demo import materialize_command
+from ecom_assets.launch import launch_command
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
-from ecom_assets_tests.conftest import (
-    PROJECT_DIR,
-    project_env,
-    rows,
-    vendor_ids,
-)
+from ecom_assets_tests.support import project_env, rows, vendor_ids
+
+pytestmark = pytest.mark.system
 
 KEY = "crash-test-key"
 
@@ -55,8 +52,8 @@ def test_a_run_killed_then_another_partition_then_a_rerun_load_exactly(
 
         def materialize(partition: str, **extra_env: str) -> subprocess.Popen:
             return subprocess.Popen(
-                materialize_command("ecom/order_payments", partition),
-                env={**env, **extra_env}, cwd=PROJECT_DIR,
+                launch_command("ecom/order_payments", partition),
+                env={**env, **extra_env}, cwd=env["DAGSTER_HOME"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             )
 

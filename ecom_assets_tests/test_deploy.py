@@ -9,7 +9,7 @@ import tomllib
 import pytest
 import yaml
 
-from ecom_assets_tests.conftest import PROJECT_DIR
+from ecom_assets_tests.support import PROJECT_DIR
 
 DEPLOY = PROJECT_DIR / "deploy"
 SECRET_VARIABLES = {"ECOM_API_KEY", "DESTINATION__POSTGRES__CREDENTIALS"}

@@ -16,7 +16,7 @@ import pytest
 
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
-from ecom_assets_tests.conftest import Sync, failure_message, money, rows
+from ecom_assets_tests.support import Sync, failure_message, money, rows
 
 RESOURCE = ("order_payments",)
 

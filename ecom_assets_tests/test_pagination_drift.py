@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ecom_assets.sandbox.server import Fault, SandboxServer
-from ecom_assets_tests.conftest import Sync, day, partition_key, rows
+from ecom_assets_tests.support import Sync, day, partition_key, rows
 
 
 def test_a_record_moving_mid_window_is_read_where_the_vendor_files_it_and_nothing_is_missed(

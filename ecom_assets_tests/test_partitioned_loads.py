@@ -9,7 +9,7 @@ import pytest
 
 from ecom_assets.contract import CONTRACTS, FieldType
 from ecom_assets.sandbox.server import Fault, SandboxServer
-from ecom_assets_tests.conftest import (
+from ecom_assets_tests.support import (
     Sync,
     day,
     failure_message,

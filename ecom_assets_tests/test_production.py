@@ -15,8 +15,8 @@ import pytest
 
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
-from ecom_assets_tests.conftest import PROJECT_DIR, free_port, vendor_ids
 from ecom_assets_tests.postgres import PASSWORD, USER, PostgresServer
+from ecom_assets_tests.support import PROJECT_DIR, free_port, vendor_ids
 from ecom_assets_tests.test_ui import DagsterDev, launch, loaded
 
 API_KEY = "production-test-key-77e1"

@@ -182,7 +182,7 @@ def test_a_window_ending_near_now_is_paged_twice_and_keeps_a_late_arrival() -> N
     vendor.before_request = arrive_after_the_first_pass
     vendor.now = DAY.end
 
-    records, report = read(vendor, late=timedelta(hours=2))
+    records, _ = read(vendor, late=timedelta(hours=2))
 
     assert "pay_late" in ids(records)
     assert ids(records) == {r["id"] for r in vendor.records}
@@ -227,7 +227,7 @@ def test_a_vendor_sort_without_tie_break_cannot_hide_a_record_behind_a_repeat() 
 
     vendor.fetch = without_tie_break  # type: ignore[method-assign]
 
-    records, report = read(vendor)
+    records, _ = read(vendor)
 
     assert hidden["id"] in ids(records)
     assert ids(records) == {r["id"] for r in vendor.records}

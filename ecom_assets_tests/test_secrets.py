@@ -8,10 +8,14 @@ output and every file under the run's directories for the key's value.
 import subprocess
 from pathlib import Path
 
-from ecom_assets.demo import materialize_command
+import pytest
+
+from ecom_assets.launch import launch_command
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import Fault, SandboxServer
-from ecom_assets_tests.conftest import PROJECT_DIR, project_env
+from ecom_assets_tests.support import project_env
+
+pytestmark = pytest.mark.system
 
 KEY = "k3y-must-never-leak-7f1e2d"
 
@@ -25,8 +29,8 @@ def test_the_key_appears_in_no_output_and_no_file_after_failing_and_passing_runs
 
         def materialize(partition: str) -> int:
             result = subprocess.run(
-                materialize_command("ecom/order_payments,ecom/products", partition),
-                env=env, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=300,
+                launch_command("ecom/order_payments,ecom/products", partition),
+                env=env, cwd=env["DAGSTER_HOME"], capture_output=True, text=True, timeout=300,
             )
             outputs.append(result.stdout + result.stderr)
             return result.returncode

@@ -24,7 +24,7 @@ from ecom_assets.ingest import (
 from ecom_assets.ingest.vendor_session import AdaptiveLimit, redirect_stays_with_vendor
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import OMIT, Fault, SandboxServer
-from ecom_assets_tests.conftest import day, rows
+from ecom_assets_tests.support import day, rows
 
 FIVE_DAYS = Window(day(0), day(5))
 

@@ -22,7 +22,7 @@ from dagster import AssetCheckKey, AssetKey, DagsterInstance
 
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import Fault, SandboxServer
-from ecom_assets_tests.conftest import free_port, rows, vendor_ids
+from ecom_assets_tests.support import free_port, rows, vendor_ids
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 SPEC = SandboxSpec(size=1000, days=5)

@@ -13,7 +13,7 @@ import requests
 from ecom_assets.ingest.vendor_session import retry_after_seconds
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import Fault, SandboxServer
-from ecom_assets_tests.conftest import Sync, day, failure_message, partition_key, rows
+from ecom_assets_tests.support import Sync, day, failure_message, partition_key, rows
 
 
 def requests_for(sandbox: SandboxServer, resource: str) -> list[tuple]:

@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetExecutionContext,
     AssetsDefinition,
     BackfillPolicy,
@@ -84,7 +84,7 @@ def build_sync_assets(
     @multi_asset(
         name="ecom_vendor_sync",
         specs=build_dlt_asset_specs(shape, None, translator),  # type: ignore[arg-type]
-        check_specs=check_specs(contracts),
+        check_specs=check_specs(contracts, partitions_def),
         can_subset=True,
         partitions_def=partitions_def,
         backfill_policy=BackfillPolicy.single_run(),
@@ -95,7 +95,7 @@ def build_sync_assets(
         config: SyncConfig,
         vendor_api: VendorApiResource,
         warehouse: WarehouseResource,
-    ) -> Iterator[MaterializeResult | AssetCheckResult]:
+    ) -> Iterator[MaterializeResult | AssetCheckResult | AssetCheckEvaluation]:
         selected = [c for c in contracts if asset_key(c) in context.selected_asset_keys]
         try:
             yield from _sync(
@@ -115,7 +115,7 @@ def _sync(
     vendor_api: VendorApiResource,
     target: Warehouse,
     max_removed_share: float,
-) -> Iterator[MaterializeResult | AssetCheckResult]:
+) -> Iterator[MaterializeResult | AssetCheckResult | AssetCheckEvaluation]:
     names = [c.name for c in contracts]
     # The dataset's only writer (see `Warehouse.writer`): the Dagster pool already queues
     # writers, the lock also covers runs the queue does not see, such as two CLI runs.
@@ -270,9 +270,12 @@ def _report_load(
     window: Window | None,
     report: SyncReport,
     load_info: LoadInfo,
-) -> Iterator[MaterializeResult | AssetCheckResult]:
-    """Materializations with the load's reconciliation numbers, then each asset's checks."""
+) -> Iterator[MaterializeResult | AssetCheckResult | AssetCheckEvaluation]:
+    """Materializations with the load's reconciliation numbers, then each asset's checks; a
+    failed blocking check fails the step, so nothing downstream of it runs."""
     load_ids = list(load_info.loads_ids)
+    partitions = context.partition_keys
+    failed: set[str] = set()
     with pipeline.sql_client() as client:
         for contract in contracts:
             received = report[contract.name]
@@ -305,8 +308,14 @@ def _report_load(
                 if check.asset_key == asset_key(contract)
             }
             run = CheckRun(client, destination, contract, window, received, load_ids, stats)
-            for check_result in evaluate_checks(run, selected_checks):
-                if not check_result.passed and check_result.severity is AssetCheckSeverity.ERROR:
-                    # Defective or missing vendor data: fetching again at once brings the same.
-                    _not_to_be_retried(context)
-                yield check_result
+            for check, evaluation in evaluate_checks(run, selected_checks, partitions):
+                if not evaluation.passed and check.blocking:
+                    failed.add(f"{contract.name} {check.name}")
+                yield evaluation
+    if failed:
+        # Defective or missing vendor data: fetching again at once brings the same.
+        _not_to_be_retried(context)
+        raise Failure(
+            description=f"Blocking checks failed: {', '.join(sorted(failed))}. Their "
+            "metadata, in the asset's Checks tab, says what was found.",
+        )

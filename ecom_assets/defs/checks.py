@@ -6,12 +6,20 @@ all of them. The ERROR checks are blocking: a failed one stops everything downst
 """
 
 import json
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    PartitionsDefinition,
+    PreviewWarning,
+)
 from dlt.destinations.sql_client import SqlClientBase
 
 from ecom_assets.contract import ResourceContract
@@ -230,6 +238,10 @@ class Check:
     def name(self) -> str:
         return self.evaluate.__name__
 
+    @property
+    def blocking(self) -> bool:
+        return self.severity is AssetCheckSeverity.ERROR
+
 
 CHECKS = (
     Check(schema_types, "Every contract column has its declared type and nullability; no dlt "
@@ -249,37 +261,53 @@ CHECKS = (
 
 # What a full refresh must pass on its staged tables before it replaces anything. A record now
 # defective keeps its last valid row, so quarantine does not stop a refresh.
-STAGED_CHECKS = tuple(
-    c for c in CHECKS if c.severity is AssetCheckSeverity.ERROR
-    and c.evaluate is not no_quarantined_records
-)
+STAGED_CHECKS = tuple(c for c in CHECKS if c.blocking and c.evaluate is not no_quarantined_records)
 
 
-def check_specs(contracts: Sequence[ResourceContract]) -> list[AssetCheckSpec]:
-    # Only ERROR checks block: an unknown new vendor field must not stop downstream assets.
-    return [
-        AssetCheckSpec(
-            name=check.name,
-            asset=asset_key(contract),
-            description=check.description,
-            blocking=check.severity is AssetCheckSeverity.ERROR,
-        )
-        for contract in contracts
-        for check in CHECKS
-    ]
+def check_specs(
+    contracts: Sequence[ResourceContract], partitions_def: PartitionsDefinition
+) -> list[AssetCheckSpec]:
+    """The checks of every asset, partitioned like the assets: each run records one evaluation
+    per partition it loaded, which the UI shows per partition."""
+    with warnings.catch_warnings():
+        # Partitioned checks are a preview feature of Dagster 1.13; the warning says only that.
+        warnings.simplefilter("ignore", PreviewWarning)
+        return [
+            AssetCheckSpec(
+                name=check.name,
+                asset=asset_key(contract),
+                description=check.description,
+                # Only ERROR checks block: an unknown new vendor field must not stop
+                # downstream assets.
+                blocking=check.blocking,
+                partitions_def=partitions_def,
+            )
+            for contract in contracts
+            for check in CHECKS
+        ]
 
 
-def evaluate_checks(run: CheckRun, selected: set[str]) -> Iterator[AssetCheckResult]:
+def evaluate_checks(
+    run: CheckRun, selected: set[str], partition_keys: Sequence[str]
+) -> Iterator[tuple[Check, AssetCheckResult | AssetCheckEvaluation]]:
+    """Each selected check, evaluated once, recorded for every partition of the run."""
     for check in CHECKS:
         if check.name in selected:
             outcome = check.evaluate(run)
-            yield AssetCheckResult(
-                asset_key=asset_key(run.contract),
-                check_name=check.name,
-                passed=outcome.passed,
-                severity=check.severity,
-                metadata=outcome.metadata,
-            )
+            result = {
+                "asset_key": asset_key(run.contract), "check_name": check.name,
+                "passed": outcome.passed, "severity": check.severity, "metadata": outcome.metadata,
+            }
+            if len(partition_keys) == 1:
+                # Dagster records a result for the run's one partition.
+                yield check, AssetCheckResult(**result)
+                continue
+            # A range: a result would be recorded without a partition, and each partition's
+            # planned evaluation would show as skipped.
+            for partition in partition_keys:
+                yield check, AssetCheckEvaluation(
+                    **result, blocking=check.blocking, partition=partition
+                )
 
 
 def _scope(window: Window | None) -> str:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import timedelta
 
 from dagster import (
     AssetKey,
     AssetSpec,
+    FreshnessPolicy,
     MetadataValue,
     TableColumn,
     TableColumnConstraints,
@@ -20,6 +22,9 @@ from ecom_assets.ingest.warehouse import DATASET_NAME
 
 ASSET_GROUP = "ecom"
 OWNERS = ["team:data-platform"]
+# The daily schedule reconciles yesterday at 00:15 UTC and the sensor refreshes what changes:
+# a day without a successful materialization means both stopped.
+FRESHNESS = FreshnessPolicy.time_window(fail_window=timedelta(hours=25))
 
 
 def asset_key(contract: ResourceContract) -> AssetKey:
@@ -80,6 +85,7 @@ class EcomDltTranslator(DagsterDltTranslator):
             ),
             owners=OWNERS,
             kinds={"dlt", self.destination},
+            freshness_policy=FRESHNESS,
             metadata={
                 "dagster/column_schema": MetadataValue.table_schema(
                     column_schema(contract, self.destination)

@@ -6,6 +6,7 @@ way dlt reads them.
 """
 
 import argparse
+import logging
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -42,6 +43,9 @@ def main() -> None:
     parser.add_argument("--resource", action="append", choices=sorted(CONTRACTS),
                         help="a resource to load; repeat for several (default: all)")
     args = parser.parse_args()
+    # The reader's account of parts paged again and waits, as in a run's log.
+    logging.basicConfig(format="%(levelname)s %(message)s")
+    logging.getLogger("ecom_assets").setLevel(logging.INFO)
     if (args.since is None) != (args.before is None):
         parser.error("--since and --before go together (neither: everything until now)")
     try:

@@ -34,6 +34,7 @@ PIPELINE_NAME = "ecom"
 REPLACE_STRATEGY = "insert-from-staging"
 LOCK_POLL_SECONDS = 2.0
 BUSY_LOG_SECONDS = 5.0
+STALE_WORKING_DIR_SECONDS = 24 * 3600
 
 
 class WarehouseBusyError(Exception):
@@ -118,14 +119,22 @@ class Warehouse:
             self._keep_latest(Path(pipeline.pipelines_dir), resources)
 
     def _keep_latest(self, working_dir: Path, resources: Sequence[str]) -> None:
+        """Link `latest-<resource>` to `working_dir` for each of `resources`, and remove the
+        working directories that no link names any more: those the links named before, and
+        any left untouched for a day (a killed run's). Another run's directory, waiting for
+        the lock, is neither."""
         root = working_dir.parent
-        for resource in resources:
-            link = root / f"latest-{resource}"
+        links = [root / f"latest-{resource}" for resource in resources]
+        previous = {link.resolve() for link in links if link.is_symlink()}
+        for link in links:
             link.unlink(missing_ok=True)
             link.symlink_to(working_dir.name)
         kept = {link.resolve() for link in root.glob("latest-*")}
+        stale = time.time() - STALE_WORKING_DIR_SECONDS
         for directory in root.iterdir():
-            if directory.is_dir() and not directory.is_symlink() and directory not in kept:
+            if directory.is_symlink() or not directory.is_dir() or directory in kept:
+                continue
+            if directory in previous or directory.stat().st_mtime < stale:
                 shutil.rmtree(directory, ignore_errors=True)
 
     @contextmanager

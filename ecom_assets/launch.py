@@ -1,0 +1,75 @@
+"""The dg commands the project runs for people (`make demo`, `make ui`), tests and benchmarks.
+
+`dg` loads a `.env` from its working directory over the environment, and the project's `.env`
+configures a real vendor: commands against the sandbox run in the sandbox's own Dagster home,
+where no `.env` is, with every setting in their environment.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+
+from dagster import DagsterInstance
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+# The sandbox's Dagster home and warehouse (`make demo`, `make ui`), never a real vendor's.
+SANDBOX_DATA = PROJECT_DIR / "data" / "sandbox"
+SANDBOX_DAGSTER_HOME = SANDBOX_DATA / "dagster_home"
+
+
+def dg() -> str:
+    """This interpreter's `dg`."""
+    return str(Path(sys.executable).with_name("dg"))
+
+
+def launch_command(
+    assets: str, partitions: str, *, config_json: str | None = None, module: str | None = None
+) -> list[str]:
+    """`dg launch` of `assets` (a selection: `ecom/products`, `group:ecom`) for one partition
+    (`2026-01-02`) or a range (`2026-01-01...2026-01-31`), of this project or of `module`."""
+    option = "--partition-range" if "..." in partitions else "--partition"
+    target = ["-m", module, "-d", str(PROJECT_DIR)] if module else [
+        "--target-path", str(PROJECT_DIR)
+    ]
+    command = [dg(), "launch", *target, "--assets", assets, option, partitions]
+    return command + (["--config-json", config_json] if config_json else [])
+
+
+def dg_environment(environment: Mapping[str, str], dagster_home: Path) -> dict[str, str]:
+    """`environment` for a dg command with `dagster_home`, its instance settings in place."""
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(PROJECT_DIR / "dagster.yaml", dagster_home / "dagster.yaml")
+    # Two commands starting on an empty home would race to create the same SQLite tables.
+    DagsterInstance.from_config(str(dagster_home)).dispose()
+    return {
+        **environment,
+        "DAGSTER_HOME": str(dagster_home),
+        # dg warns when the project's virtualenv is not the active one: it is.
+        "VIRTUAL_ENV": str(Path(sys.executable).parent.parent),
+        "DAGSTER_DG_UPDATE_CHECK_ENABLED": "0",
+        "DLT_PROJECT_DIR": str(PROJECT_DIR),  # dlt's settings: .dlt/config.toml
+    }
+
+
+def sandbox_settings(base_url: str, api_key: str, first_day: date, data: Path) -> dict[str, str]:
+    """The settings of a run against the sandbox vendor, its files under `data`."""
+    return {
+        "ECOM_API_BASE_URL": base_url,
+        "ECOM_API_KEY": api_key,
+        "ECOM_DESTINATION": "duckdb",
+        "ECOM_DUCKDB_PATH": str(data / "warehouse.duckdb"),
+        "ECOM_DLT_PIPELINES_DIR": str(data / "dlt_pipelines"),
+        "ECOM_PARTITIONS_START": first_day.isoformat(),
+    }
+
+
+def run(command: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run a dg command in the Dagster home of `env`, where no `.env` is."""
+    return subprocess.run(
+        command, env=dict(env), cwd=env["DAGSTER_HOME"], capture_output=True, text=True
+    )

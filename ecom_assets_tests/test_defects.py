@@ -1,0 +1,188 @@
+"""Defective records and a busy warehouse: every record lands or is quarantined, no window fails.
+
+One test per defect the contract names; each shows what the user sees (rows, quarantine, check
+metadata, the run's message) and that no record silently disappears.
+"""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ecom_assets.sandbox.server import SandboxServer
+from ecom_assets_tests.support import Sync, day, failure_message, partition_key, rows
+
+PAYMENTS = ("order_payments",)
+
+
+def checks_of(result) -> dict[str, object]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def loaded_ids(database: Path) -> set[str]:
+    return {r[0] for r in rows(database, "select id from ecom.order_payments")}
+
+
+def window_ids(sandbox: SandboxServer) -> set[str]:
+    return {r["id"] for r in sandbox.dataset.records("order_payments", day(1), day(2))}
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_amount_is_quarantined_and_the_window_loads(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path, value: float
+) -> None:
+    victim = sandbox.dataset.records("order_payments", day(1), day(2))[5]
+    sandbox.corrupt("order_payments", victim["id"], amount=value)
+
+    result = sync(partition_key(1), resources=PAYMENTS)
+
+    assert loaded_ids(duckdb_path) == window_ids(sandbox) - {victim["id"]}
+    [(violations, raw)] = rows(
+        duckdb_path, "select violations, raw_record from ecom.order_payments_quarantine"
+    )
+    assert json.loads(violations)[0]["reason"].startswith("not a finite number")
+    assert '"amount": ' + {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}[str(value)] in raw
+    assert not checks_of(result)["no_quarantined_records"].passed
+    assert checks_of(result)["reconciled_with_vendor"].passed
+
+
+def test_a_non_finite_number_in_an_unknown_field_is_kept_as_text_and_reported(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+) -> None:
+    victim = sandbox.dataset.records("order_payments", day(1), day(2))[5]
+    sandbox.corrupt("order_payments", victim["id"], fraud_score=float("nan"))
+
+    result = sync(partition_key(1), resources=PAYMENTS)
+
+    assert result.success, "a WARN check only"
+    assert loaded_ids(duckdb_path) == window_ids(sandbox)
+    assert rows(duckdb_path, "select fraud_score from ecom.order_payments where id = ?",
+                victim["id"]) == [("NaN",)]
+    known = checks_of(result)["known_fields_only"]
+    assert known.metadata["non_finite_values_kept_as_text"].value == "fraud_score: 1"
+
+
+def test_twin_spellings_of_contract_fields_get_their_own_columns(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+) -> None:
+    victim = sandbox.dataset.records("order_payments", day(1), day(2))[5]
+    sandbox.corrupt(
+        "order_payments", victim["id"], customerId="CUS-X", ID="X-1", **{"updated-at": "x"}
+    )
+
+    result = sync(partition_key(1), resources=PAYMENTS)
+
+    assert result.success
+    assert loaded_ids(duckdb_path) == window_ids(sandbox)
+    [row] = rows(
+        duckdb_path,
+        "select customer_id, vendor_customer_id, vendor_id, vendor_updated_at "
+        "from ecom.order_payments where id = ?", victim["id"],
+    )
+    assert row == (victim["customer_id"], "CUS-X", "X-1", "x")
+    mapping = checks_of(result)["known_fields_only"].metadata["unknown_fields_this_run"].value
+    assert mapping == "ID -> vendor_id, customerId -> vendor_customer_id, " \
+        "updated-at -> vendor_updated_at"
+
+
+def test_a_field_without_a_name_is_kept_without_a_traceback(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+) -> None:
+    victim = sandbox.dataset.records("order_payments", day(1), day(2))[5]
+    sandbox.corrupt("order_payments", victim["id"], **{"": "nameless"})
+
+    result = sync(partition_key(1), resources=PAYMENTS)
+
+    assert result.success
+    assert rows(duckdb_path, "select vendor_field from ecom.order_payments where id = ?",
+                victim["id"]) == [("nameless",)]
+
+
+def test_an_id_served_twice_with_different_content_quarantines_both_and_blocks(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+) -> None:
+    victim = sandbox.dataset.records("order_payments", day(1), day(2))[99]  # a page boundary
+    sandbox.duplicate("order_payments", victim["id"], amount="1.00")
+
+    result = sync(partition_key(1), resources=PAYMENTS)
+
+    assert not result.success
+    assert loaded_ids(duckdb_path) == window_ids(sandbox) - {victim["id"]}
+    quarantined = rows(
+        duckdb_path, "select record_id, violations from ecom.order_payments_quarantine"
+    )
+    assert [r[0] for r in quarantined] == [victim["id"]] * 2
+    assert all("duplicate id" in json.loads(v)[0]["reason"] for _, v in quarantined)
+    assert not checks_of(result)["no_quarantined_records"].passed
+    assert checks_of(result)["reconciled_with_vendor"].passed
+
+
+def test_a_defective_record_seen_by_many_runs_is_one_quarantine_row(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+) -> None:
+    victim = sandbox.dataset.records("order_payments", day(1), day(2))[5]
+    sandbox.corrupt("order_payments", victim["id"], amount="twelve")
+
+    sync(partition_key(1), resources=PAYMENTS)
+    [(first_seen, last_seen)] = rows(
+        duckdb_path, "select first_seen_at, last_seen_at from ecom.order_payments_quarantine"
+    )
+    sync(partition_key(1), resources=PAYMENTS)
+    sync(partition_range=(partition_key(0), partition_key(2)), resources=PAYMENTS)
+
+    [(first_again, last_again)] = rows(
+        duckdb_path, "select first_seen_at, last_seen_at from ecom.order_payments_quarantine"
+    )
+    assert first_again == first_seen and last_again > last_seen
+
+
+HOLD_DUCKDB = """
+import sys, time, duckdb
+connection = duckdb.connect(sys.argv[1])
+print("holding", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def hold_duckdb(database: Path, seconds: float) -> subprocess.Popen:
+    """Another process (a user's duckdb shell, a BI tool) holding the warehouse file."""
+    database.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_DUCKDB, str(database), str(seconds)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert holder.stdout and holder.stdout.readline().strip() == "holding"
+    return holder
+
+
+def test_a_run_waits_for_another_process_to_release_duckdb_then_loads(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path, caplog
+) -> None:
+    holder = hold_duckdb(duckdb_path, 3)
+    started = time.monotonic()
+
+    result = sync(partition_key(1), resources=PAYMENTS)
+
+    holder.wait()
+    assert result.success and time.monotonic() - started >= 2
+    assert f"(PID {holder.pid})" in caplog.text and "to release" in caplog.text
+    assert loaded_ids(duckdb_path) == window_ids(sandbox)
+
+
+def test_a_run_fails_naming_the_process_that_keeps_duckdb(
+    sandbox: SandboxServer, duckdb_path: Path, vendor_env: None, instance
+) -> None:
+    holder = hold_duckdb(duckdb_path, 30)
+    try:
+        result = Sync(instance, duckdb_path, duckdb_lock_wait_seconds=2)(
+            partition_key(1), resources=PAYMENTS
+        )
+    finally:
+        holder.kill()
+
+    message = failure_message(result)
+    assert f"(PID {holder.pid}) and was not released within 2 s" in message
+    assert "ECOM_DUCKDB_LOCK_WAIT_SECONDS" in message and "duckdb -readonly" in message

@@ -1,0 +1,85 @@
+"""`make ui` stops cleanly: one Ctrl-C, or SIGTERM to `make`, and every process it started is
+gone within 10 s."""
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from ecom_assets_tests.support import PROJECT_DIR, free_port
+
+pytestmark = pytest.mark.system
+
+STARTUP_SECONDS = 120
+STOP_SECONDS = 10
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(status.parent.name))
+    found, queue = set(), [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.add(child)
+            queue.append(child)
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm-to-make"])
+def test_make_ui_stops_every_process_it_started(tmp_path: Path, how: str) -> None:
+    port = free_port()
+    make = subprocess.Popen(
+        ["make", "--no-print-directory", "ui", f"UI_PORT={port}"],
+        cwd=PROJECT_DIR,
+        # Its data under tmp_path; a terminal's process group of its own.
+        env={**os.environ, "UI_ARGS": f"--data {tmp_path} --days 2 "
+             f"--sandbox-port {free_port()}"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/server_info", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(1)
+        else:
+            pytest.fail("make ui did not serve the UI")
+        time.sleep(3)  # the daemon and the code server are up too
+        started = _descendants(make.pid)
+        assert len(started) >= 5, "python, dg dev, webserver, daemon, code server"
+
+        if how == "ctrl-c":
+            os.killpg(make.pid, signal.SIGINT)
+        else:
+            make.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_SECONDS
+        while _alive(started | {make.pid}) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+        assert not _alive(started), f"still running after {STOP_SECONDS} s"
+    finally:
+        for pid in _alive(_descendants(make.pid) | {make.pid}):
+            os.kill(pid, signal.SIGKILL)
