@@ -78,7 +78,7 @@ test: lint system-packages
 
 ## The unit and integration layers only (no subprocesses, browser or database server).
 test-fast: install
-	$(BIN)/pytest -m "not system"
+	$(BIN)/pytest -m "not system" -n 2
 
 ## Debian's Chromium (driven by Playwright; it downloads no browser) and PostgreSQL server
 ## binaries (the tests start throwaway clusters of their own on loopback).

@@ -63,12 +63,11 @@ def vendor_env(sandbox: SandboxServer, api_key: str, duckdb_path: Path, monkeypa
 
 @pytest.fixture
 def instance(tmp_path: Path) -> Iterator[DagsterInstance]:
+    """A Dagster instance in memory (runs, events, check history), files under tmp_path."""
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
-    with DagsterInstance.local_temp(
-        tempdir=str(dagster_home), overrides={"telemetry": {"enabled": False}}
-    ) as temp_instance:
-        yield temp_instance
+    with DagsterInstance.ephemeral(tempdir=str(dagster_home)) as memory_instance:
+        yield memory_instance
 
 
 @pytest.fixture

@@ -1,8 +1,11 @@
 """What the tests share: sandbox days, in-process runs, real dg processes, warehouse rows."""
 
 import os
+import signal
 import socket
-from collections.abc import Mapping, Sequence
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -11,6 +14,7 @@ from typing import Any
 
 import duckdb
 import pytest
+import requests
 from dagster import (
     AssetKey,
     AssetsDefinition,
@@ -161,3 +165,116 @@ def project_env(
         FIRST_DAY.date(), tmp_path / "data",
     )
     return dg_environment({**os.environ, **settings, **extra}, tmp_path / "dagster_home")
+
+
+# Real Dagster processes -------------------------------------------------------------------
+
+WAIT_SECONDS = 180
+LAUNCH_RUN = """
+mutation($params: ExecutionParams!) {
+  launchPipelineExecution(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+
+
+@dataclass
+class DagsterDev:
+    """A webserver (and daemon) serving the code location, driven through its GraphQL API."""
+
+    url: str
+    dagster_home: Path
+    database: Path
+    sandbox: SandboxServer
+    log: Path
+
+    def graphql(self, query: str, **variables: Any) -> dict:
+        response = requests.post(
+            f"{self.url}/graphql", json={"query": query, "variables": variables}, timeout=30
+        )
+        response.raise_for_status()
+        body = response.json()
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")[-6000:]
+
+    def wait_for(self, what: str, condition: Callable[[], object]) -> object:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while time.monotonic() < deadline:
+            value = condition()
+            if value:
+                return value
+            time.sleep(1)
+        pytest.fail(f"timed out after {WAIT_SECONDS} s waiting for {what}\n{self.logs()}")
+
+    def run_status(self, run_id: str) -> str:
+        data = self.graphql(
+            "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }", id=run_id
+        )
+        return data["runOrError"]["status"]
+
+    def wait_for_run(self, run_id: str) -> str:
+        final = {"SUCCESS", "FAILURE", "CANCELED"}
+        status = self.wait_for(
+            f"run {run_id}", lambda: (s := self.run_status(run_id)) in final and s
+        )
+        return str(status)
+
+    def loaded(self) -> bool:
+        """Whether the webserver serves the code location, loaded."""
+        try:
+            data = self.graphql(
+                "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
+            )
+        except (requests.RequestException, AssertionError):
+            return False
+        entries = data["workspaceOrError"]["locationEntries"]
+        return any(e["name"] == "ecom_assets" and e["loadStatus"] == "LOADED" for e in entries)
+
+    def launch(self, resource: str, partition: str) -> str:
+        """What the Materialize button sends for one partition of one asset; the run's id."""
+        params = {
+            "selector": {
+                "repositoryLocationName": "ecom_assets",
+                "repositoryName": "__repository__",
+                "pipelineName": "__ASSET_JOB",
+                "assetSelection": [{"path": ["ecom", resource]}],
+            },
+            "mode": "default",
+            "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
+            "runConfigData": {},
+        }
+        launched = self.graphql(LAUNCH_RUN, params=params)["launchPipelineExecution"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        return launched["run"]["runId"]
+
+
+def start_processes(
+    commands: Sequence[list[str]], env: Mapping[str, str], log: Path
+) -> list[subprocess.Popen]:
+    """Start `commands`, each in a session of its own, in the Dagster home of `env`."""
+    with log.open("w") as output:
+        return [
+            subprocess.Popen(
+                command, cwd=env["DAGSTER_HOME"], env=dict(env), stdout=output,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
+            for command in commands
+        ]
+
+
+def stop_processes(processes: Sequence[subprocess.Popen]) -> None:
+    for process in processes:
+        os.killpg(process.pid, signal.SIGINT)
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)

@@ -1,51 +1,66 @@
-"""The code location as the UI shows it: loads without secrets, keys, partitions, checks."""
+"""The code location as dg and the UI load it, and a new resource as one declaration."""
 
+import json
+import os
+import re
 import subprocess
-import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
-from dagster import AssetKey, BackfillPolicy, DailyPartitionsDefinition
+import pytest
+from dagster import AssetKey, BackfillPolicy, DagsterInstance, DailyPartitionsDefinition
 
-ASSET_KEYS = {AssetKey(["ecom", "order_payments"]), AssetKey(["ecom", "products"])}
+from ecom_assets.contract import CONTRACTS, Field, FieldType, ResourceContract
+from ecom_assets.defs.assets import build_sync_assets
+from ecom_assets.defs.checks import CHECKS
+from ecom_assets.defs.ecom import build_definitions
+from ecom_assets.defs.partitions import daily_partitions
+from ecom_assets.launch import PROJECT_DIR, dg
+from ecom_assets.sandbox.data import Code, SandboxResource, SandboxSpec
+from ecom_assets.sandbox.server import SandboxServer
+from ecom_assets.settings import SETTINGS, read_settings
+from ecom_assets_tests.support import Sync, money, rows
+
+ASSET_KEYS = {AssetKey(["ecom", name]) for name in CONTRACTS}
+SETTINGS_FOR_TESTS = read_settings({"ECOM_PARTITIONS_START": "2026-01-01"})
 
 
-def _load_in_fresh_interpreter(env: dict[str, str], code: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
-    )
+def _dg(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """A dg command on the project, with nothing of the project's configuration set."""
+    environment = {
+        "PATH": os.environ["PATH"], "HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path),
+        "VIRTUAL_ENV": os.environ.get("VIRTUAL_ENV", str(Path(dg()).parent.parent)),
+        "DAGSTER_DG_UPDATE_CHECK_ENABLED": "0", **env,
+    }
+    return subprocess.run([dg(), *args, "--target-path", str(PROJECT_DIR)], env=environment,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=180)
+
+
+@pytest.mark.system
+def test_dg_loads_the_code_location_without_any_secret_or_url_set(tmp_path: Path) -> None:
+    result = _dg(tmp_path, "list", "defs", "--json", ECOM_PARTITIONS_START="2026-02-03")
+
     assert result.returncode == 0, result.stderr
-    return result.stdout
+    listed = json.loads(result.stdout)
+    assets = {entry["asset_key"] for entry in listed["assets"]}
+    assert assets == {key.to_user_string() for key in ASSET_KEYS}
+    assert {s["name"] for s in listed["sensors"]} == {"ecom_vendor_changes"}
+    assert {s["name"] for s in listed["schedules"]} == {"ecom_daily_refresh"}
+    assert "Warning" not in result.stderr
 
 
-def test_definitions_load_without_any_secret_or_url_set(tmp_path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "ECOM_PARTITIONS_START": "2026-02-03"}
-    out = _load_in_fresh_interpreter(
-        env,
-        "from ecom_assets.definitions import defs\n"
-        "graph = defs.resolve_asset_graph()\n"
-        "keys = sorted(k.to_user_string() for k in graph.get_all_asset_keys())\n"
-        "pd = graph.get(next(iter(graph.get_all_asset_keys()))).partitions_def\n"
-        "print(keys, pd.start.date(), pd.timezone)\n",
-    )
-    assert out.strip() == "['ecom/order_payments', 'ecom/products'] 2026-02-03 UTC"
-    assert list(tmp_path.iterdir()) == [], "loading definitions must not write files"
+@pytest.mark.system
+def test_a_bad_setting_fails_the_code_location_naming_the_setting(tmp_path: Path) -> None:
+    result = _dg(tmp_path, "check", "defs", ECOM_PARTITIONS_START="2026-13-01")
+
+    assert result.returncode != 0
+    assert "ECOM_PARTITIONS_START must be a day as YYYY-MM-DD, e.g. 2026-01-01; got " \
+        "'2026-13-01'" in result.stdout + result.stderr
 
 
-def test_a_sensor_interval_that_is_not_whole_seconds_names_the_setting(tmp_path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "ECOM_SENSOR_INTERVAL_SECONDS": "30s"}
-    result = subprocess.run(
-        [sys.executable, "-c", "import ecom_assets.definitions"],
-        env=env, capture_output=True, text=True, timeout=120,
-    )
-
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == (
-        "ValueError: ECOM_SENSOR_INTERVAL_SECONDS must be whole seconds, at least 1: '30s'"
-    )
-
-
-def test_assets_group_partitions_checks_and_metadata() -> None:
-    from ecom_assets.definitions import defs
+@pytest.mark.unit
+def test_assets_group_partitions_checks_freshness_and_metadata() -> None:
+    defs = build_definitions(settings=SETTINGS_FOR_TESTS)
 
     graph = defs.resolve_asset_graph()
     assert set(graph.get_all_asset_keys()) == ASSET_KEYS
@@ -54,28 +69,84 @@ def test_assets_group_partitions_checks_and_metadata() -> None:
     assert assets_def.op.pool == "ecom_warehouse_writer"
     for key in ASSET_KEYS:
         node = graph.get(key)
-        assert node.group_name == "ecom"
-        assert node.kinds == {"dlt", "duckdb"}
-        assert node.owners == ["team:data-platform"]
-        assert node.description
+        assert (node.group_name, node.kinds, node.owners) == (
+            "ecom", {"dlt", "duckdb"}, ["team:data-platform"]
+        )
+        assert node.description and node.freshness_policy is not None
         partitions = node.partitions_def
         assert isinstance(partitions, DailyPartitionsDefinition)
-        today = datetime.now(UTC).strftime("%Y-%m-%d")
-        assert partitions.get_last_partition_key() == today
+        assert partitions.get_last_partition_key() == datetime.now(UTC).strftime("%Y-%m-%d")
         columns = node.metadata["dagster/column_schema"].value.columns
         assert {c.name: c.constraints.nullable for c in columns}["id"] is False
-    payment_columns = graph.get(AssetKey(["ecom", "order_payments"])).metadata[
-        "dagster/column_schema"
-    ].value.columns
-    status = next(c for c in payment_columns if c.name == "status")
-    assert status.constraints.other == ["one of failed, pending, refunded, succeeded"]
-    for key in ASSET_KEYS:
+        assert not [name for name in node.metadata if name.startswith("dagster_dlt/")]
         checks = {check.name for check in assets_def.check_keys if check.asset_key == key}
-        assert checks == {
-            "schema_types",
-            "not_null",
-            "unique_id",
-            "no_quarantined_records",
-            "matches_vendor_total",
-            "known_fields_only",
+        assert checks == {check.name for check in CHECKS}
+    status = next(
+        c for c in graph.get(AssetKey(["ecom", "order_payments"])).metadata[
+            "dagster/column_schema"].value.columns if c.name == "status"
+    )
+    assert status.constraints.other == ["one of failed, pending, refunded, succeeded"]
+
+
+# A third resource, declared here and nowhere else: its contract, and how the sandbox fills it.
+REFUNDS = ResourceContract(
+    name="refunds",
+    path="/v1/refunds",
+    description="Refunds of order payments.",
+    fields=(
+        Field("id", FieldType.TEXT, False, "Primary key of the refund."),
+        Field("payment_id", FieldType.TEXT, False, "The refunded payment."),
+        Field("amount", FieldType.MONEY, False, "Amount refunded."),
+        Field("reason", FieldType.TEXT, True, "Why, if the customer said."),
+        Field("created_at", FieldType.TIMESTAMP, False, "When it was created (UTC)."),
+        Field("updated_at", FieldType.TIMESTAMP, False, "Last change at the vendor (UTC)."),
+    ),
+)
+REFUNDS_IN_SANDBOX = SandboxResource(
+    id_prefix="ref_", id_width=8, codes={"payment_id": Code("pay_", 8)}, money=(50, 50_000)
+)
+
+
+def test_a_third_resource_is_one_declaration_and_loads_end_to_end_with_its_checks(
+    api_key: str, tmp_path: Path, instance: DagsterInstance, monkeypatch
+) -> None:
+    contracts = [*CONTRACTS.values(), REFUNDS]
+    defs = build_definitions(contracts, SETTINGS_FOR_TESTS)
+    refunds = AssetKey(["ecom", "refunds"])
+    assert refunds in defs.resolve_asset_graph().get_all_asset_keys()
+    assert defs.get_sensor_def("ecom_vendor_changes") is not None
+
+    spec = SandboxSpec(size=600, days=3)
+    with SandboxServer(spec, api_key=api_key, contracts={c.name: c for c in contracts},
+                       resources={"refunds": REFUNDS_IN_SANDBOX}).start() as sandbox:
+        monkeypatch.setenv("ECOM_API_BASE_URL", sandbox.base_url)
+        monkeypatch.setenv("ECOM_API_KEY", api_key)
+        database = tmp_path / "data" / "warehouse.duckdb"
+        assets = build_sync_assets(contracts, daily_partitions(spec.start.date()), "duckdb")
+
+        result = Sync(instance, database, assets=assets)("2026-01-02", resources=["refunds"])
+
+        expected = {
+            r["id"]: money(r["amount"])
+            for r in sandbox.dataset.records("refunds", "2026-01-02T00:00:00Z",
+                                             "2026-01-03T00:00:00Z")
         }
+    assert result.success
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {check.name: True for check in CHECKS}
+    assert dict(rows(database, "select id, amount from ecom.refunds")) == expected
+    assert all(re.fullmatch(r"pay_\d{8}", p) for (p,) in rows(
+        database, "select payment_id from ecom.refunds"))
+
+
+@pytest.mark.unit
+def test_the_readme_configuration_table_lists_every_setting_with_its_default() -> None:
+    readme = (PROJECT_DIR / "README.md").read_text()
+    table = {
+        match[0]: match[1]
+        for match in re.findall(r"^\| `(ECOM_\w+)` \| (.*?) \|", readme, re.MULTILINE)
+    }
+    assert table == {
+        s.variable: f"`{s.default}`" if s.default is not None else "(required)"
+        for s in SETTINGS
+    }

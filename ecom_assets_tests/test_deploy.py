@@ -34,9 +34,10 @@ def settings_read_by_the_code() -> set[str]:
 
 def test_the_user_code_deployment_serves_the_module_of_the_code_location() -> None:
     [deployment] = values()["dagster-user-deployments"]["deployments"]
-    module = tomllib.loads((PROJECT_DIR / "pyproject.toml").read_text())["tool"]["dagster"][
-        "module_name"
+    project = tomllib.loads((PROJECT_DIR / "pyproject.toml").read_text())["tool"]["dg"][
+        "project"
     ]
+    module = f"{project['root_module']}.definitions"  # dg's default target module
     assert deployment["dagsterApiGrpcArgs"] == ["--module-name", module]
     assert f'"--module-name", "{module}"' in (DEPLOY / "Dockerfile").read_text()
 

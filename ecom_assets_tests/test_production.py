@@ -2,10 +2,7 @@
 instance of deploy/dagster.yaml (storage in PostgreSQL, the queued run coordinator, pools, run
 retries) and PostgreSQL as the warehouse, all on loopback."""
 
-import os
 import shutil
-import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,11 +10,20 @@ from pathlib import Path
 
 import pytest
 
+from ecom_assets.launch import PROJECT_DIR
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
 from ecom_assets_tests.postgres import PASSWORD, USER, PostgresServer
-from ecom_assets_tests.support import PROJECT_DIR, free_port, vendor_ids
-from ecom_assets_tests.test_ui import DagsterDev, launch, loaded
+from ecom_assets_tests.support import (
+    DagsterDev,
+    free_port,
+    project_env,
+    start_processes,
+    stop_processes,
+    vendor_ids,
+)
+
+pytestmark = pytest.mark.system
 
 API_KEY = "production-test-key-77e1"
 
@@ -31,19 +37,14 @@ class Production(DagsterDev):
 @pytest.fixture(scope="module")
 def production(tmp_path_factory, postgres_server: PostgresServer) -> Iterator[Production]:
     tmp = tmp_path_factory.mktemp("production")
-    dagster_home = tmp / "dagster_home"
-    dagster_home.mkdir()
-    shutil.copy(PROJECT_DIR / "deploy" / "dagster.yaml", dagster_home / "dagster.yaml")
     dagster_db, warehouse_db = postgres_server.create_database(), postgres_server.create_database()
     port = free_port()
-    log = tmp / "dagster.log"
     live = SandboxServer(
         SandboxSpec(size=1000, days=5), api_key=API_KEY, live_interval_s=2, live_per_tick=2
     )
     with live.start() as sandbox:
         env = {
-            **os.environ,
-            "DAGSTER_HOME": str(dagster_home),
+            **project_env(tmp, sandbox, API_KEY),
             "DAGSTER_PG_HOST": "127.0.0.1",
             "DAGSTER_PG_PORT": str(postgres_server.port),
             "DAGSTER_PG_USERNAME": USER,
@@ -51,46 +52,32 @@ def production(tmp_path_factory, postgres_server: PostgresServer) -> Iterator[Pr
             "DAGSTER_PG_DB": dagster_db,
             "ECOM_DESTINATION": "postgres",
             "DESTINATION__POSTGRES__CREDENTIALS": postgres_server.dsn(warehouse_db),
-            "ECOM_DUCKDB_PATH": str(tmp / "data" / "scratch.duckdb"),  # dlt's working dirs
-            "ECOM_API_BASE_URL": sandbox.base_url,
-            "ECOM_API_KEY": API_KEY,
-            "ECOM_PARTITIONS_START": "2026-01-01",
             "ECOM_SENSOR_INTERVAL_SECONDS": "5",
         }
+        shutil.copy(PROJECT_DIR / "deploy" / "dagster.yaml",
+                    Path(env["DAGSTER_HOME"]) / "dagster.yaml")
         bin_dir = Path(sys.executable).parent
-        commands = [
-            [str(bin_dir / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1",
+        workspace = str(PROJECT_DIR / "workspace.yaml")
+        processes = start_processes([
+            [str(bin_dir / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1",
              "-p", str(port)],
-            [str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"],
-        ]
-        with log.open("w") as output:
-            processes = [
-                subprocess.Popen(
-                    command, cwd=PROJECT_DIR, env=env, stdout=output, stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-                for command in commands
-            ]
+            [str(bin_dir / "dagster-daemon"), "run", "-w", workspace],
+        ], env, tmp / "dagster.log")
         server = Production(
-            f"http://127.0.0.1:{port}", dagster_home, Path(), sandbox, log, dagster_db, warehouse_db
+            f"http://127.0.0.1:{port}", Path(env["DAGSTER_HOME"]), Path(), sandbox,
+            tmp / "dagster.log", dagster_db, warehouse_db,
         )
         try:
-            server.wait_for("the webserver and the code location", lambda: loaded(server))
+            server.wait_for("the webserver and the code location", server.loaded)
             yield server
         finally:
-            for process in processes:
-                os.killpg(process.pid, signal.SIGTERM)
-            for process in processes:
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
+            stop_processes(processes)
 
 
 def test_a_run_launched_through_the_webserver_is_queued_run_and_loaded_into_postgres(
     production: Production, postgres_server: PostgresServer
 ) -> None:
-    run_id = launch(production, "products", "2026-01-02")
+    run_id = production.launch("products", "2026-01-02")
 
     # Only the daemon takes runs off the queue: success means it dequeued and launched it.
     assert production.wait_for_run(run_id) == "SUCCESS", production.logs()
@@ -146,7 +133,7 @@ def test_the_daemon_ticks_the_sensor_and_its_run_lands_the_live_records(
 def test_the_key_is_nowhere_in_dagsters_storage_nor_in_the_warehouse(
     production: Production, postgres_server: PostgresServer
 ) -> None:
-    run_id = launch(production, "order_payments", "2026-01-03")
+    run_id = production.launch("order_payments", "2026-01-03")
     assert production.wait_for_run(run_id) == "SUCCESS", production.logs()
     for database in (production.dagster_db, production.warehouse_db):
         tables = postgres_server.execute(

@@ -81,9 +81,19 @@ def build_sync_assets(
         contracts=contracts,
     )
 
+    specs = [
+        # dagster-dlt's own entries (source, pipeline, translator objects) serve its
+        # DagsterDltResource, which runs are not made with here; the UI shows them unreadable.
+        spec.replace_attributes(metadata={
+            key: value for key, value in spec.metadata.items()
+            if not key.startswith("dagster_dlt/")
+        })
+        for spec in build_dlt_asset_specs(shape, None, translator)  # type: ignore[arg-type]
+    ]
+
     @multi_asset(
         name="ecom_vendor_sync",
-        specs=build_dlt_asset_specs(shape, None, translator),  # type: ignore[arg-type]
+        specs=specs,
         check_specs=check_specs(contracts, partitions_def),
         can_subset=True,
         partitions_def=partitions_def,
