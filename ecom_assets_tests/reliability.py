@@ -162,7 +162,8 @@ class Outcome:
         )
         if self.error is None:
             return loaded
-        message = re.sub(r"^.*?the sync of .*? failed: ", "", self.error.split("UserFailureData")[0])
+        message = self.error.split("UserFailureData")[0]
+        message = re.sub(r"^.*?the sync of .*? failed: ", "", message)
         return f"{loaded}; failed: {' '.join(message.split())[:90]}"
 
 
