@@ -59,6 +59,7 @@ def test_one_run_per_tick_refreshes_what_changed_and_a_tick_evaluated_again_repe
     assert run.partition_key == today()
     assert set(run.asset_selection) == {PAYMENTS, PRODUCTS}, "both resources, one run"
     assert run.tags["ecom/trigger"] == "vendor_changes"
+    assert run.run_config == {"ops": {"ecom_vendor_sync": {"config": {"changes_only": True}}}}
     assert [r.run_key for r in again.run_requests] == [run.run_key], "a re-evaluated tick"
     # Later ticks see the same vendor: no run. A new change: a new run.
     assert evaluate(live_sandbox, api_key, result.cursor).run_requests == []

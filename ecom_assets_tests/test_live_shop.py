@@ -180,3 +180,29 @@ def test_a_full_refresh_keeps_the_last_valid_row_of_a_record_now_defective(
     assert rows(duckdb_path, "select record_id from ecom.order_payments_quarantine") == [
         (victim["id"],)
     ]
+
+
+CHANGES_ONLY = {"changes_only": True}  # the run config of the change sensor's runs
+
+
+@pytest.mark.parametrize("live_shop", [(SandboxSpec.recent(days=1, size=5_000), 0)],
+                         indirect=True)
+def test_a_sensor_refresh_reads_only_what_changed_since_the_day_was_reconciled(
+    sync: Sync, live_shop: SandboxServer, duckdb_path: Path
+) -> None:
+    # Without a reconciled mark the sensor's refresh reads the whole day.
+    whole = sync(today(), resources=RESOURCE, config=CHANGES_ONLY)
+    whole_window = whole.asset_materializations_for_node("ecom_vendor_sync")[0].metadata
+    assert whole_window["window"].value.startswith(f"[{today()}T00:00:00.000Z, ")
+    changed = live_shop.window("order_payments", BUSY_DAY.start)[:20]
+    for record in changed:
+        live_shop.update_now("order_payments", record["id"])
+
+    result = sync(today(), resources=RESOURCE, config=CHANGES_ONLY)
+
+    assert result.success and all(checks_of(result).values())
+    metadata = result.asset_materializations_for_node("ecom_vendor_sync")[0].metadata
+    assert not metadata["window"].value.startswith(f"[{today()}T00:00:00.000Z, ")
+    assert metadata["pages_fetched"].value < whole_window["pages_fetched"].value / 10
+    with live_shop.live.paused():
+        assert table_rows(duckdb_path) == vendor_rows(live_shop)

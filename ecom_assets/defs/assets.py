@@ -6,11 +6,13 @@ several resources, is a single dlt run (`BackfillPolicy.single_run()`): one extr
 
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckResult,
     AssetExecutionContext,
+    AssetRecordsFilter,
     AssetsDefinition,
     BackfillPolicy,
     Config,
@@ -37,7 +39,14 @@ from ecom_assets.defs.checks import (
 from ecom_assets.defs.resources import VendorApiResource, WarehouseResource
 from ecom_assets.defs.sql import table_columns
 from ecom_assets.defs.translator import EcomDltTranslator, asset_key, column_schema
-from ecom_assets.ingest import SyncReport, Warehouse, Window, ecom_source, vendor_error_behind
+from ecom_assets.ingest import (
+    ResourceReport,
+    SyncReport,
+    Warehouse,
+    Window,
+    ecom_source,
+    vendor_error_behind,
+)
 from ecom_assets.ingest.full_refresh import StagedRefresh
 from ecom_assets.ingest.scrubbing import SECRETS, scrub
 from ecom_assets.ingest.vendor_session import VendorSession
@@ -59,6 +68,13 @@ class SyncConfig(Config):
             "Reload everything the vendor has for the selected resources, ignoring the "
             "partition window, validate it, and replace each table atomically. Launch it over "
             "all partitions."
+        ),
+    )
+    changes_only: bool = Field(
+        default=False,
+        description=(
+            "Read only what changed since the partition was last reconciled with the vendor, "
+            "as the change sensor's refreshes do; a partition never reconciled is read whole."
         ),
     )
     allow_removing_rows: bool = Field(
@@ -164,11 +180,48 @@ def _sync(
                                           minutes=vendor_api.late_arrival_minutes))
             window = None
         else:
-            partition_start, partition_end = context.partition_time_window
-            window = Window.between(partition_start, min(partition_end, started))
+            window = _window_to_read(context, config, contracts, started, timedelta(
+                minutes=vendor_api.late_arrival_minutes))
             load_info = read(window, pipeline)
         yield from _report_load(context, pipeline, target.destination, contracts, window,
                                 report, load_info)
+
+
+def _window_to_read(
+    context: AssetExecutionContext,
+    config: SyncConfig,
+    contracts: list[ResourceContract],
+    started: datetime,
+    late_arrival: timedelta,
+) -> Window:
+    """The run's partitions up to now; with `changes_only` (the change sensor's refreshes),
+    only what changed since the partition was last reconciled, less the late-arrival horizon.
+
+    A partition is reconciled through the end of the window its latest materialization read,
+    when that window reached back to the partition's start or to an earlier such moment. A
+    partition without one, or with one in the future, is read whole; the daily schedule,
+    backfills and manual runs always read whole partitions.
+    """
+    partition_start, partition_end = context.partition_time_window
+    window = Window.between(partition_start, min(partition_end, started))
+    if not config.changes_only or len(context.partition_keys) > 1:
+        return window
+    marks = [_reconciled_through(context, contract) for contract in contracts]
+    if any(mark is None or not partition_start <= mark <= started for mark in marks):
+        return window
+    since = max(partition_start, min(marks) - late_arrival)  # type: ignore[type-var]
+    return Window.between(since, window.end) if since < window.end else window
+
+
+def _reconciled_through(
+    context: AssetExecutionContext, contract: ResourceContract
+) -> datetime | None:
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key(contract), asset_partitions=[context.partition_key]), 1
+    ).records
+    materialization = records[0].asset_materialization if records else None
+    mark = materialization.metadata.get(RECONCILED_THROUGH) if materialization else None
+    return datetime.fromtimestamp(mark.value, UTC) if mark is not None else None
 
 
 # Rounds of looking for rows a full refresh did not see among the records that changed since.
@@ -272,6 +325,17 @@ def _failure(exc: PipelineStepFailed, what: str) -> Failure:
     return Failure(description=scrub(f"{what} failed: {reason}", SECRETS.secrets)[:2000])
 
 
+# Materialization metadata: until when the partition is reconciled with the vendor.
+RECONCILED_THROUGH = "reconciled_through"
+
+
+def _reconciled_mark(window: Window | None, received: ResourceReport) -> dict[str, Any]:
+    """The end of the window read, if it was read whole, as the next sensor refresh's start."""
+    if window is None or not received.complete:
+        return {}
+    return {RECONCILED_THROUGH: MetadataValue.timestamp(window.end)}
+
+
 def _report_load(
     context: AssetExecutionContext,
     pipeline: Pipeline,
@@ -298,6 +362,7 @@ def _report_load(
                 asset_key=asset_key(contract),
                 metadata={
                     "window": str(window) if window else "full refresh",
+                    **_reconciled_mark(window, received),
                     "vendor_total": received.vendor_total,
                     "records_received": received.listed,
                     "records_loaded": received.loaded,
