@@ -1,49 +1,50 @@
 """`make bench`: this project's materialization against plain dlt, on the same data.
 
-Starts the sandbox with N order payments and a per-request latency, then runs each variant as
-its own process, interleaved, several times, and reports medians of wall time, records/s and
-peak RSS, with ratios to the plain dlt baselines:
+Starts the sandbox vendor with N order payments and a per-request latency, in either of its
+modes: `fresh` (the default) builds and serializes every response afresh, as a real server
+backed by a database does; `cached` keeps built records in memory. Each variant then runs as
+its own process, interleaved, several times; medians of wall time, records/s and peak RSS are
+reported with ratios to the plain dlt baselines:
 
   (a) the seed's configuration as a plain dlt pipeline (default INSERT loading)
   (b) the same with parquet loading
-  (c) this project: `dagster asset materialize` of ecom/order_payments over the sandbox's
-      whole span, in a fresh process, asset checks included, with a Dagster home whose
-      storage exists (as after a user's first run)
+  (c) this project: `dg launch` of ecom/order_payments over the sandbox's whole span, in a
+      fresh process, asset checks included, with a Dagster home whose storage exists
   (d) the bare floor: sequential requests, one DuckDB insert from Arrow
-  (e) Dagster alone: (c)'s command and code location shape, with a step that does nothing
-      (benchmarks/dagster_alone.py): what no sync through the CLI can go under
+  (e) Dagster alone: (c)'s command and asset shape with a step that does nothing
 
-Under each table it prints the most (c) could gain on (a) with a client that costs nothing:
-(a) over (e) plus the requests' own latency at the default page concurrency.
+Two more tables follow. What every run costs: an empty one-day refresh of the project against
+(f), a minimal Dagster run through the same CLI (one daily-partitioned asset whose step returns
+at once). And a sensor refresh late in a busy day (40,000 records today, 20 changed) against
+that empty refresh, with the whole-day refresh it replaced.
 """
 
 import argparse
 import os
 import platform
 import re
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 from pathlib import Path
 
 import duckdb
-from dagster import DagsterInstance
 
-from ecom_assets.demo import materialize_command
-from ecom_assets.ingest.pagination import PAGE_SIZE
-from ecom_assets.ingest.source import DEFAULT_PAGE_CONCURRENCY
+from ecom_assets.ingest.reader import PAGE_SIZE
+from ecom_assets.launch import PROJECT_DIR, dg_environment, launch_command, sandbox_settings
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
+from ecom_assets.settings import read_settings
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 API_KEY = "bench-key"
 KEEP_MARKER = "<!-- make bench rewrites what is above this line and keeps what follows. -->"
+PAGE_CONCURRENCY = read_settings({}).page_concurrency
+CHANGES_ONLY = '{"ops": {"ecom_vendor_sync": {"config": {"changes_only": true}}}}'
 
 
 @dataclass
@@ -59,20 +60,13 @@ class Variant:
         return statistics.median(r for _, r in self.samples) / 1024
 
 
-def _command(label: str, base_url: str, workdir: Path, spec: SandboxSpec) -> list[str]:
-    database = workdir / "data" / "warehouse.duckdb"
-    database.parent.mkdir(parents=True)
-    python = sys.executable
-    if label == "a":
-        return [python, "-m", "benchmarks.plain_dlt", base_url, str(database)]
-    if label == "b":
-        return [python, "-m", "benchmarks.plain_dlt", base_url, str(database), "--parquet"]
-    if label == "d":
-        return [python, "-m", "benchmarks.floor", base_url, str(database)]
-    first = spec.start.date()
-    last = first + timedelta(days=spec.days - 1)
-    module = "benchmarks.dagster_alone" if label == "e" else "ecom_assets.definitions"
-    return materialize_command("ecom/order_payments", f"{first}...{last}", module)
+VARIANTS = {
+    "a": "plain dlt, seed config (INSERT)",
+    "b": "plain dlt, parquet",
+    "c": "ecom_assets (dg launch, checks)",
+    "d": "floor: sequential requests + Arrow",
+    "e": "Dagster alone: (c) with a step that does nothing",
+}
 
 
 def _peak_rss_kib(pid: int) -> int:
@@ -86,12 +80,12 @@ def _peak_rss_kib(pid: int) -> int:
 
 
 def measure_process(command: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """Wall time and peak RSS (KiB) of one process: its own high-water mark (VmHWM), read
-    every 20 ms. wait4's ru_maxrss would be the largest of the process and its descendants."""
+    """Wall time and peak RSS (KiB) of one process, run in the Dagster home of `env` (where
+    no `.env` is): its own high-water mark (VmHWM), read every 20 ms."""
     started = time.perf_counter()
     with tempfile.TemporaryFile() as output:
         process = subprocess.Popen(
-            command, env=env, cwd=PROJECT_DIR, stdout=output, stderr=subprocess.STDOUT
+            command, env=env, cwd=env["DAGSTER_HOME"], stdout=output, stderr=subprocess.STDOUT
         )
         peak = 0
         while True:
@@ -101,12 +95,39 @@ def measure_process(command: list[str], env: dict[str, str]) -> tuple[float, int
             peak = max(peak, _peak_rss_kib(process.pid))
             time.sleep(0.02)
         elapsed = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-        if process.returncode != 0:
+        if os.waitstatus_to_exitcode(status) != 0:
             output.seek(0)
             sys.stderr.write(output.read().decode(errors="replace")[-3000:])
-            raise SystemExit(f"{' '.join(command[:4])} failed with exit {process.returncode}")
+            raise SystemExit(f"{' '.join(command[:4])} failed")
     return elapsed, peak
+
+
+def environment(workdir: Path, base_url: str, first_day: str) -> dict[str, str]:
+    """A project environment under `workdir`, its Dagster storage created (as after a user's
+    first run: creating it is a once-per-installation cost)."""
+    settings = sandbox_settings(base_url, API_KEY, datetime.fromisoformat(first_day).date(),
+                                workdir / "data")
+    env = dg_environment(
+        # The baselines and the code locations of (e) and (f) are modules of this directory.
+        {**os.environ, **settings, "RUNTIME__DLTHUB_TELEMETRY": "false",
+         "PYTHONPATH": str(PROJECT_DIR)},
+        workdir / "dagster_home",
+    )
+    Path(env["ECOM_DUCKDB_PATH"]).parent.mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def _command(label: str, env: dict[str, str], spec: SandboxSpec) -> list[str]:
+    database = env["ECOM_DUCKDB_PATH"]
+    python, base_url = sys.executable, env["ECOM_API_BASE_URL"]
+    if label in "ab":
+        return [python, "-m", "benchmarks.plain_dlt", base_url, database,
+                *(["--parquet"] if label == "b" else [])]
+    if label == "d":
+        return [python, "-m", "benchmarks.floor", base_url, database]
+    span = f"{spec.start.date()}...{(spec.end - timedelta(milliseconds=1)).date()}"
+    module = "benchmarks.dagster_alone" if label == "e" else None
+    return launch_command("ecom/order_payments", span, module=module)
 
 
 def _check_loaded(variant: Variant, database: Path, records: int) -> None:
@@ -117,90 +138,110 @@ def _check_loaded(variant: Variant, database: Path, records: int) -> None:
         raise SystemExit(f"({variant.label}) loaded {loaded} of {records} records")
 
 
-def environment(workdir: Path, base_url: str, spec: SandboxSpec) -> dict[str, str]:
-    dagster_home = workdir / "dagster_home"
-    dagster_home.mkdir()
-    shutil.copy(PROJECT_DIR / "dagster.yaml", dagster_home / "dagster.yaml")
-    return {
-        **os.environ,
-        "ECOM_API_BASE_URL": base_url,
-        "ECOM_API_KEY": API_KEY,
-        "ECOM_DUCKDB_PATH": str(workdir / "data" / "warehouse.duckdb"),
-        "ECOM_PARTITIONS_START": str(spec.start.date()),
-        "DAGSTER_HOME": str(dagster_home),
-        "RUNTIME__DLTHUB_TELEMETRY": "false",
-    }
-
-
-VARIANTS = {
-    "a": "plain dlt, seed config (INSERT)",
-    "b": "plain dlt, parquet",
-    "c": "ecom_assets (dagster CLI, checks)",
-    "d": "floor: sequential requests + Arrow",
-    "e": "Dagster alone: (c) with a step that does nothing",
-}
-
-
-def measure(records: int, latency_ms: float, repeats: int, labels: str) -> list[Variant]:
-    spec = SandboxSpec(size=records, latency_ms=latency_ms)
+def measure(spec: SandboxSpec, repeats: int, labels: str) -> list[Variant]:
     variants = [Variant(label, VARIANTS[label]) for label in labels]
     with SandboxServer(spec, api_key=API_KEY).start() as sandbox:
-        sandbox.dataset.all("order_payments")  # build the records before anything is timed
+        if spec.cache_records:
+            sandbox.dataset.all("order_payments")  # build the records before anything is timed
         for repeat in range(repeats):
             for variant in variants:
                 with tempfile.TemporaryDirectory(prefix="ecom-bench-") as tmp:
-                    workdir = Path(tmp)
-                    env = environment(workdir, sandbox.base_url, spec)
-                    if variant.label in "ce":
-                        # A Dagster home's storage is created once per installation, by its
-                        # first run (about 0.25 s here), not by every sync. Each (c) run still
-                        # starts from an empty warehouse, like the other variants.
-                        with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
-                            instance.get_runs(limit=1)
-                    else:
-                        # Importing ecom_assets here chose Arrow's malloc pool for this
-                        # process's children; dlt alone runs on Arrow's default.
+                    env = environment(Path(tmp), sandbox.base_url, str(spec.start.date()))
+                    if variant.label not in "ce":
+                        # Importing ecom_assets chose Arrow's malloc pool for this process's
+                        # children; dlt alone runs on Arrow's default.
                         env.pop("ARROW_DEFAULT_MEMORY_POOL", None)
-                    command = _command(variant.label, sandbox.base_url, workdir, spec)
-                    variant.samples.append(measure_process(command, env))
+                    variant.samples.append(measure_process(_command(variant.label, env, spec),
+                                                           env))
                     if variant.label != "e":  # (e) loads nothing by design
-                        _check_loaded(variant, workdir / "data" / "warehouse.duckdb", records)
+                        _check_loaded(variant, Path(env["ECOM_DUCKDB_PATH"]), spec.size)
                 seconds, rss = variant.samples[-1]
                 print(f"  run {repeat + 1}/{repeats} ({variant.label}) {seconds:6.2f} s "
                       f"{rss / 1024:6.0f} MiB", flush=True)
     return variants
 
 
-def table(records: int, latency_ms: float, variants: list[Variant]) -> str:
+def table(spec: SandboxSpec, variants: list[Variant]) -> str:
     medians = {v.label: v.median_seconds() for v in variants}
+    mode = "cached records" if spec.cache_records else "every response built afresh"
     lines = [
-        f"### {records:,} order payments, {latency_ms:g} ms per request "
-        f"(median of {len(variants[0].samples)} interleaved runs)",
+        f"### {spec.size:,} order payments, {spec.latency_ms:g} ms per request, sandbox: "
+        f"{mode} (median of {len(variants[0].samples)} interleaved runs)",
         "",
         "| variant | wall time | records/s | peak RSS | speed-up vs (a) | vs (b) |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
+
     def ratio(baseline: str, seconds: float) -> str:
         return f"{medians[baseline] / seconds:.2f}x" if baseline in medians else "-"
 
     for v in variants:
         seconds = v.median_seconds()
         lines.append(
-            f"| ({v.label}) {v.description} | {seconds:.2f} s | {records / seconds:,.0f} "
+            f"| ({v.label}) {v.description} | {seconds:.2f} s | {spec.size / seconds:,.0f} "
             f"| {v.median_rss_mib():.0f} MiB | {ratio('a', seconds)} | {ratio('b', seconds)} |"
         )
-    if "a" in medians and "e" in medians and latency_ms:
+    if "a" in medians and "e" in medians and spec.latency_ms:
         # The first page gives `total`; the window's other pages then go out N at a time.
-        pages = -(-records // PAGE_SIZE)
-        latency = (1 + -(-(pages - 1) // DEFAULT_PAGE_CONCURRENCY)) * latency_ms / 1000
+        pages = -(-spec.size // PAGE_SIZE)
+        latency = (1 + -(-(pages - 1) // PAGE_CONCURRENCY)) * spec.latency_ms / 1000
         lines += [
             "",
             f"Ceiling for (c) with a client that costs nothing: (a) / ((e) + {pages} requests "
-            f"at {latency_ms:g} ms, {DEFAULT_PAGE_CONCURRENCY} in flight) = {medians['a']:.2f} s "
+            f"at {spec.latency_ms:g} ms, {PAGE_CONCURRENCY} in flight) = {medians['a']:.2f} s "
             f"/ ({medians['e']:.2f} s + {latency:.2f} s) = "
             f"**{medians['a'] / (medians['e'] + latency):.2f}x**.",
         ]
     return "\n".join(lines)
+
+
+def _today() -> str:
+    return datetime.now(UTC).date().isoformat()
+
+
+def run_costs(repeats: int) -> str:
+    """An empty one-day refresh and a sensor refresh late in a busy day, each against the run
+    it must stay close to, interleaved."""
+    busy = SandboxSpec.recent(days=1, size=40_000, cache_records=False)
+    samples: dict[str, list[float]] = {name: [] for name in (
+        "minimal", "empty", "changes", "whole")}
+    with SandboxServer(busy, api_key=API_KEY).start() as sandbox, \
+            tempfile.TemporaryDirectory(prefix="ecom-bench-") as tmp:
+        env = environment(Path(tmp), sandbox.base_url, str(busy.start.date() - timedelta(1)))
+        # Today's partition reconciled once: the table holds the busy day (not timed).
+        measure_process(launch_command("ecom/order_payments", _today()), env)
+        yesterday = (busy.start.date() - timedelta(1)).isoformat()
+        commands = {
+            "minimal": launch_command("minimal", _today(), module="benchmarks.minimal_dagster"),
+            "empty": launch_command("ecom/order_payments", yesterday),
+            "changes": launch_command("ecom/order_payments", _today(), config_json=CHANGES_ONLY),
+            "whole": launch_command("ecom/order_payments", _today()),
+        }
+        for repeat in range(repeats):
+            for name, command in commands.items():
+                if name in ("changes", "whole"):
+                    for record in sandbox.window("order_payments", busy.start)[:20]:
+                        sandbox.update_now("order_payments", record["id"])
+                samples[name].append(measure_process(command, env)[0])
+                print(f"  run {repeat + 1}/{repeats} ({name}) {samples[name][-1]:6.2f} s",
+                      flush=True)
+    median = {name: statistics.median(values) for name, values in samples.items()}
+    return "\n".join([
+        f"### What every run costs (median of {repeats} interleaved runs, sandbox: every "
+        "response built afresh)",
+        "",
+        "| run | wall time | ratio |",
+        "| --- | ---: | ---: |",
+        f"| (f) minimal Dagster run: one daily-partitioned asset, a step that returns at once "
+        f"| {median['minimal']:.2f} s | 1.00x |",
+        f"| empty one-day refresh (a day without records) | {median['empty']:.2f} s | "
+        f"**{median['empty'] / median['minimal']:.2f}x** (f) |",
+        f"| sensor refresh of 20 changes late in a day of 40,000 records (`changes_only`) | "
+        f"{median['changes']:.2f} s | **{median['changes'] / median['empty']:.2f}x** the "
+        "empty refresh |",
+        f"| the whole-day refresh a sensor run was before | {median['whole']:.2f} s | "
+        f"{median['whole'] / median['empty']:.2f}x the empty refresh |",
+    ])
 
 
 def machine() -> str:
@@ -213,21 +254,30 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Benchmark against plain dlt.")
-    parser.add_argument("--scenario", action="append", metavar="RECORDS:LATENCY_MS",
-                        help="default: 50000:0 and 20000:20")
+    parser.add_argument(
+        "--scenario", action="append", metavar="RECORDS:LATENCY_MS[:cached]",
+        help="default: 50000:0 and 20000:20, fresh then cached",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variants", default="abcde", help="which of a to e to run")
+    parser.add_argument("--no-run-costs", action="store_true",
+                        help="skip the empty refresh and sensor refresh table")
     parser.add_argument("--output", type=Path, default=PROJECT_DIR / "BENCHMARKS.md")
     args = parser.parse_args()
 
+    default = ["50000:0", "20000:20", "50000:0:cached", "20000:20:cached"]
     sections = []
-    for scenario in args.scenario or ["50000:0", "20000:20"]:
-        records, latency = scenario.split(":")
-        print(f"{int(records):,} records, {latency} ms latency:", flush=True)
-        variants = measure(int(records), float(latency), args.repeats, args.variants)
-        sections.append(table(int(records), float(latency), variants))
+    for scenario in args.scenario or default:
+        records, latency, *mode = scenario.split(":")
+        spec = SandboxSpec(size=int(records), latency_ms=float(latency),
+                           cache_records=mode == ["cached"])
+        print(f"{scenario}:", flush=True)
+        sections.append(table(spec, measure(spec, args.repeats, args.variants)))
         print(sections[-1], flush=True)
-    # Notes written by hand (scale, refresh cost, analysis) follow the marker and are kept.
+    if not args.no_run_costs:
+        sections.append(run_costs(args.repeats))
+        print(sections[-1], flush=True)
+    # Notes written by hand (scale, analysis) follow the marker and are kept.
     previous = args.output.read_text() if args.output.exists() else ""
     kept = previous.split(KEEP_MARKER, 1)[1] if KEEP_MARKER in previous else "\n"
     args.output.write_text(

@@ -6,6 +6,7 @@ several resources, is a single dlt run (`BackfillPolicy.single_run()`): one extr
 
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from dagster import (
@@ -151,18 +152,13 @@ def _sync(
         # for the lock belongs to this one.
         started = datetime.now(UTC)
         report = SyncReport()
-        first_seen = {
-            key: seen
-            for contract in contracts
-            for key, seen in target.quarantine_first_seen(pipeline, contract).items()
-        }
 
         def read(window: Window, into: Pipeline) -> LoadInfo:
             """Read `window` of every selected resource and load it with `into`."""
             context.log.info(f"Reading {', '.join(names)} for {window}")
             source = ecom_source(
                 vendor_api.base_url, session, window, contracts=contracts, report=report,
-                quarantine_first_seen=first_seen,
+                quarantine_first_seen=partial(target.quarantine_first_seen, pipeline),
                 late_arrival=timedelta(minutes=vendor_api.late_arrival_minutes),
             )
             try:

@@ -9,6 +9,7 @@ import argparse
 import logging
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
 
 from dlt.pipeline.exceptions import PipelineStepFailed
 
@@ -80,11 +81,7 @@ def main() -> None:
             Window.between(since, before),
             contracts=contracts,
             report=report,
-            quarantine_first_seen={
-                key: seen
-                for contract in contracts
-                for key, seen in warehouse.quarantine_first_seen(pipeline, contract).items()
-            },
+            quarantine_first_seen=partial(warehouse.quarantine_first_seen, pipeline),
             late_arrival=timedelta(minutes=settings.late_arrival_minutes),
         )
         try:

@@ -11,7 +11,7 @@ with when it was first and last seen.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -53,7 +53,7 @@ def add_quarantine(
     contract: ResourceContract,
     window: Window,
     report: ResourceReport,
-    first_seen: Mapping[str, datetime],
+    first_seen: Callable[[str], Mapping[str, datetime]],
     now: datetime,
 ) -> None:
     """Route the resource's records through a `QuarantineRouter` into its table or into
@@ -125,14 +125,15 @@ class QuarantineRouter(ItemTransform[Any]):
         contract: ResourceContract,
         window: Window,
         report: ResourceReport,
-        first_seen: Mapping[str, datetime],
+        first_seen: Callable[[str], Mapping[str, datetime]],
         now: datetime,
     ) -> None:
         super().__init__(self.__call__)
         self.contract = contract
         self.window = window
         self.report = report
-        self._first_seen = first_seen
+        self._first_seen_in_warehouse = first_seen
+        self._first_seen: Mapping[str, datetime] | None = None  # asked for when needed
         self._now = now
         self._known = contract.field_names
         self._unknown = UnknownFieldColumns(contract, report.unknown_fields)
@@ -223,6 +224,8 @@ class QuarantineRouter(ItemTransform[Any]):
     def _quarantine_row(self, record: Any, violations: list[dict[str, str]]) -> dict[str, Any]:
         raw = dump_vendor_json(record)
         key = quarantine_key(self.contract.name, raw)
+        if self._first_seen is None:  # the run's first defective record: rare, so read now
+            self._first_seen = self._first_seen_in_warehouse(self.contract.quarantine_table)
         return {
             QUARANTINE_KEY: key,
             "record_id": record_id(record, self.contract.primary_key),

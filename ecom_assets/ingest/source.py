@@ -9,7 +9,7 @@ vendor keeps changing, and quarantine of defective records.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -73,7 +73,7 @@ def ecom_source(
     *,
     contracts: Sequence[ResourceContract] = tuple(CONTRACTS.values()),
     report: SyncReport | None = None,
-    quarantine_first_seen: Mapping[str, datetime] | None = None,
+    quarantine_first_seen: Callable[[str], Mapping[str, datetime]] = lambda table: {},
     late_arrival: timedelta = DEFAULT_LATE_ARRIVAL,
 ) -> DltSource:
     """The REST API source for `contracts`, restricted to `window` on `updated_at`.
@@ -81,8 +81,9 @@ def ecom_source(
     End the window in the past, as the assets and the CLI do (when the run starts): a record
     updated while the window is read then leaves it, which the vendor's `total` shows. Every
     request goes through `session` (its key, retry policy and concurrency); close it after the
-    run. Pass a `SyncReport` to learn what each resource received, and the first-seen times of
-    quarantine rows already in the warehouse (see `Warehouse.quarantine_first_seen`).
+    run. Pass a `SyncReport` to learn what each resource received, and how to read the first-seen
+    times of a quarantine table's rows (`Warehouse.quarantine_first_seen`), asked for when a
+    resource first quarantines a record.
 
     Tables are merged on `id`: what the reader releases is what the vendor listed in each part
     of the window at one instant, and a record listed twice (it moved into a later part while
@@ -124,7 +125,7 @@ def ecom_source(
             contract,
             window,
             report[contract.name],
-            quarantine_first_seen or {},
+            quarantine_first_seen,
             now,
         )
     return source

@@ -22,7 +22,6 @@ import duckdb
 from dlt.common.destination import Destination
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 
-from ecom_assets.contract import ResourceContract
 from ecom_assets.ingest.quarantine import QUARANTINE_KEY
 
 logger = logging.getLogger(__name__)
@@ -192,11 +191,8 @@ class Warehouse:
                 next_log = now + BUSY_LOG_SECONDS
             time.sleep(min(LOCK_POLL_SECONDS / 4, max(deadline - now, 0)))
 
-    def quarantine_first_seen(
-        self, pipeline: dlt.Pipeline, contract: ResourceContract
-    ) -> dict[str, datetime]:
-        """When each quarantined record of `contract` was first seen (quarantine is small)."""
-        table = contract.quarantine_table
+    def quarantine_first_seen(self, pipeline: dlt.Pipeline, table: str) -> dict[str, datetime]:
+        """When each record in quarantine `table` was first seen (quarantine is small)."""
         with pipeline.sql_client() as client:
             try:
                 rows = client.execute_sql(
