@@ -14,7 +14,7 @@ export DAGSTER_DG_UPDATE_CHECK_ENABLED := 0
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 UI_PORT ?= 3000
 
-.PHONY: install demo ui full-refresh prune bench bench-refresh bench-sandbox reliability \
+.PHONY: install demo ui full-refresh prune bench bench-daemon bench-sandbox reliability \
 	test test-fast lint system-packages clean
 
 install: $(STAMP)
@@ -54,9 +54,9 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 bench: install
 	$(BIN)/python -m benchmarks.bench
 
-## What a refresh of one day and the checks cost on a 1,000,000-row table.
-bench-refresh: install
-	$(BIN)/python -m benchmarks.refresh
+## The sensor through the daemon for some minutes: change-to-warehouse latency, storage growth.
+bench-daemon: install
+	$(BIN)/python -m benchmarks.daemon
 
 ## Pages per second the sandbox vendor serves from 1,000,000 records.
 bench-sandbox: install

@@ -1,0 +1,32 @@
+"""`make prune`: old runs leave the Dagster home with their event logs and captured logs."""
+
+from datetime import timedelta
+from pathlib import Path
+
+from dagster import DagsterInstance, Definitions, asset, define_asset_job
+
+from ecom_assets.prune import prune_runs
+
+
+@asset
+def something() -> None:
+    print("a run's captured output")
+
+
+def test_prune_deletes_old_runs_with_their_logs_and_keeps_new_ones(tmp_path: Path) -> None:
+    job = Definitions(
+        assets=[something], jobs=[define_asset_job("job", [something])]
+    ).resolve_job_def("job")
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        old = [job.execute_in_process(instance=instance).run_id for _ in range(3)]
+        storage = tmp_path / "storage"
+        assert all((storage / run_id).exists() for run_id in old)
+
+        assert prune_runs(instance, older_than=timedelta(0)) == 3
+        recent = job.execute_in_process(instance=instance).run_id
+        assert prune_runs(instance, older_than=timedelta(hours=1)) == 0
+
+        assert [r.dagster_run.run_id for r in instance.get_run_records()] == [recent]
+    assert not any((storage / run_id).exists() for run_id in old)
+    shards = {p.stem for p in (tmp_path / "history" / "runs").glob("*.db")}
+    assert not shards & set(old) and recent in shards
