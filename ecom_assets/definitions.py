@@ -1,5 +1,6 @@
 """The code location of the dg project: the definitions of the `defs` folder."""
 
+from functools import cache
 from pathlib import Path
 
 import dagster as dg
@@ -7,4 +8,11 @@ import dagster as dg
 
 @dg.definitions
 def defs() -> dg.Definitions:
+    return _defs_folder()
+
+
+@cache
+def _defs_folder() -> dg.Definitions:
+    # Built once per process: Dagster reloads a run's definitions four more times (to check,
+    # plan and execute it), 0.15 s each. Settings are read once per process as well.
     return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)

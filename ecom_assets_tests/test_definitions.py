@@ -11,6 +11,7 @@ import pytest
 from dagster import AssetKey, BackfillPolicy, DagsterInstance, DailyPartitionsDefinition
 
 from ecom_assets.contract import CONTRACTS, Field, FieldType, ResourceContract
+from ecom_assets.definitions import defs
 from ecom_assets.defs.assets import build_sync_assets
 from ecom_assets.defs.checks import CHECKS
 from ecom_assets.defs.ecom import build_definitions
@@ -56,6 +57,12 @@ def test_a_bad_setting_fails_the_code_location_naming_the_setting(tmp_path: Path
     assert result.returncode != 0
     assert "ECOM_PARTITIONS_START must be a day as YYYY-MM-DD, e.g. 2026-01-01; got " \
         "'2026-13-01'" in result.stdout + result.stderr
+
+
+@pytest.mark.unit
+def test_the_code_location_is_built_once_per_process() -> None:
+    # Dagster loads a run's definitions four more times to check, plan and execute it.
+    assert defs() is defs()
 
 
 @pytest.mark.unit

@@ -17,6 +17,7 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
+    AssetKey,
     PartitionsDefinition,
     PreviewWarning,
 )
@@ -294,20 +295,27 @@ def evaluate_checks(
     for check in CHECKS:
         if check.name in selected:
             outcome = check.evaluate(run)
-            result = {
-                "asset_key": asset_key(run.contract), "check_name": check.name,
-                "passed": outcome.passed, "severity": check.severity, "metadata": outcome.metadata,
-            }
-            if len(partition_keys) == 1:
-                # Dagster records a result for the run's one partition.
-                yield check, AssetCheckResult(**result)
-                continue
-            # A range: a result would be recorded without a partition, and each partition's
-            # planned evaluation would show as skipped.
-            for partition in partition_keys:
-                yield check, AssetCheckEvaluation(
-                    **result, blocking=check.blocking, partition=partition
-                )
+            for event in check_events(check, asset_key(run.contract), outcome, partition_keys):
+                yield check, event
+
+
+def check_events(
+    check: Check, key: AssetKey, outcome: Outcome, partition_keys: Sequence[str]
+) -> list[AssetCheckResult | AssetCheckEvaluation]:
+    """What Dagster records of one evaluated check: a result for a run of one partition; for a
+    range, an evaluation per partition (a result would be recorded without a partition, and
+    each partition's planned evaluation would show as skipped). Each is an event Dagster
+    stores on its own."""
+    result = {
+        "asset_key": key, "check_name": check.name, "passed": outcome.passed,
+        "severity": check.severity, "metadata": outcome.metadata,
+    }
+    if len(partition_keys) == 1:
+        return [AssetCheckResult(**result)]
+    return [
+        AssetCheckEvaluation(**result, blocking=check.blocking, partition=partition)
+        for partition in partition_keys
+    ]
 
 
 def _scope(window: Window | None) -> str:
