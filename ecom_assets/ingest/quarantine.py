@@ -196,9 +196,11 @@ class QuarantineRouter(ItemTransform[Any]):
         self.report.loaded += table.num_rows
         self.report.add_loaded_ids(table.column(self.contract.primary_key))
         # A load whose records are each listed once lets dlt's merge skip its deduplication,
-        # whose memory grows with the load. Every batch states the hint (the last one stated
-        # wins), so that a load never inherits `True` from an earlier run's schema.
-        deduplicated = self.report.distinct_loaded == self.report.loaded
+        # whose memory grows with the load. The window's last batch states the hint that
+        # counts (the last one stated wins); earlier ones state `False`, so that a load never
+        # inherits `True` from an earlier run's schema, and the ids are counted once per
+        # window rather than at every batch (quadratic in the window's size).
+        deduplicated = self.report.complete and self.report.distinct_loaded == self.report.loaded
         hints = dlt.mark.make_hints(additional_table_hints={DEDUPLICATED: deduplicated})
         return dlt.mark.with_hints(table, hints)
 
