@@ -34,6 +34,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import duckdb
+from dagster import DagsterEventType, DagsterInstance
 
 from ecom_assets.ingest.reader import PAGE_SIZE
 from ecom_assets.launch import PROJECT_DIR, dg_environment, launch_command, sandbox_settings
@@ -52,6 +53,7 @@ class Variant:
     label: str
     description: str
     samples: list[tuple[float, int]] = field(default_factory=list)  # (seconds, peak RSS KiB)
+    phases: list[dict[str, float]] = field(default_factory=list)  # of Dagster runs, by phase
 
     def median_seconds(self) -> float:
         return statistics.median(s for s, _ in self.samples)
@@ -130,6 +132,29 @@ def _command(label: str, env: dict[str, str], spec: SandboxSpec) -> list[str]:
     return launch_command("ecom/order_payments", span, module=module)
 
 
+def run_phases(dagster_home: Path, started: float, ended: float) -> dict[str, float]:
+    """Where the time of a `dg launch` went: its process's start and end (epoch seconds) and
+    the timestamps of its run's events in the Dagster home."""
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        [run] = instance.get_runs(limit=1)
+        events = instance.all_logs(run.run_id)
+
+    def first(kind: DagsterEventType) -> float:
+        return min(e.timestamp for e in events if e.dagster_event_type == kind)
+
+    begun = min(e.timestamp for e in events)
+    step_start, step_end = first(DagsterEventType.STEP_START), first(DagsterEventType.STEP_SUCCESS)
+    recorded = first(DagsterEventType.ASSET_MATERIALIZATION)
+    return {
+        "start-up: imports, the definitions, the instance": begun - started,
+        "planning: the run and its partitions": step_start - begun,
+        "the step's work: the dlt run, the checks' SQL": recorded - step_start,
+        "recording: a materialization per partition, then each check's evaluations":
+            step_end - recorded,
+        "the run's end and the process's exit": ended - step_end,
+    }
+
+
 def _check_loaded(variant: Variant, database: Path, records: int) -> None:
     """A variant counts only if it loaded every record: one that lost some is not fast."""
     with duckdb.connect(str(database), read_only=True) as connection:
@@ -151,8 +176,13 @@ def measure(spec: SandboxSpec, repeats: int, labels: str) -> list[Variant]:
                         # Importing ecom_assets chose Arrow's malloc pool for this process's
                         # children; dlt alone runs on Arrow's default.
                         env.pop("ARROW_DEFAULT_MEMORY_POOL", None)
+                    started = time.time()
                     variant.samples.append(measure_process(_command(variant.label, env, spec),
                                                            env))
+                    if variant.label in "ce":
+                        variant.phases.append(
+                            run_phases(Path(env["DAGSTER_HOME"]), started, time.time())
+                        )
                     if variant.label != "e":  # (e) loads nothing by design
                         _check_loaded(variant, Path(env["ECOM_DUCKDB_PATH"]), spec.size)
                 seconds, rss = variant.samples[-1]
@@ -181,7 +211,7 @@ def table(spec: SandboxSpec, variants: list[Variant]) -> str:
             f"| ({v.label}) {v.description} | {seconds:.2f} s | {spec.size / seconds:,.0f} "
             f"| {v.median_rss_mib():.0f} MiB | {ratio('a', seconds)} | {ratio('b', seconds)} |"
         )
-    if "a" in medians and "e" in medians and spec.latency_ms:
+    if "a" in medians and "e" in medians:
         # The first page gives `total`; the window's other pages then go out N at a time.
         pages = -(-spec.size // PAGE_SIZE)
         latency = (1 + -(-(pages - 1) // PAGE_CONCURRENCY)) * spec.latency_ms / 1000
@@ -192,7 +222,26 @@ def table(spec: SandboxSpec, variants: list[Variant]) -> str:
             f"/ ({medians['e']:.2f} s + {latency:.2f} s) = "
             f"**{medians['a'] / (medians['e'] + latency):.2f}x**.",
         ]
-    return "\n".join(lines)
+    return "\n".join(lines + phase_table([v for v in variants if v.phases]))
+
+
+def phase_table(variants: list[Variant]) -> list[str]:
+    """Medians, per phase, of the Dagster runs among `variants`."""
+    if not variants:
+        return []
+    phases = list(variants[0].phases[0])
+    return [
+        "",
+        "| phase (median, from the run's events) | "
+        + " | ".join(f"({v.label})" for v in variants) + " |",
+        "| --- |" + " ---: |" * len(variants),
+        *(
+            f"| {phase} | " + " | ".join(
+                f"{statistics.median(p[phase] for p in v.phases):.2f} s" for v in variants
+            ) + " |"
+            for phase in phases
+        ),
+    ]
 
 
 def _today() -> str:

@@ -1,8 +1,9 @@
 """`make bench-daemon`: the project as `make ui` runs it, for some minutes.
 
 Backfills the sandbox's days, starts `dg dev` (webserver and daemon, the sensor at its default
-interval) and then, several times, updates one record at the vendor and waits for the sensor's
-run that lands it: the time from the change to the run's end, when the row is in the warehouse.
+interval) on a shop that changes as `make ui`'s does, and then, several times, updates one
+record at the vendor and waits for the sensor's run that lands it: the time from the change to
+the run's end, when the row is in the warehouse.
 Meanwhile it measures how the Dagster home grows, and at the end how much `make prune` takes
 back. Prints a markdown table for BENCHMARKS.md.
 """
@@ -25,6 +26,7 @@ from ecom_assets.launch import PROJECT_DIR, dg, launch_command
 from ecom_assets.prune import prune_runs
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
+from ecom_assets.ui import CHANGES_PER_SECOND, CREATES_PER_SECOND
 
 POLL_SECONDS = 0.5
 
@@ -50,7 +52,8 @@ def main() -> None:
     args = parser.parse_args()
     spec = SandboxSpec.recent(days=7, size=20_000)
     rand = random.Random(1)
-    with SandboxServer(spec, api_key=API_KEY).start() as sandbox, \
+    with SandboxServer(spec, api_key=API_KEY, changes_per_second=CHANGES_PER_SECOND,
+                       creates_per_second=CREATES_PER_SECOND).start() as sandbox, \
             tempfile.TemporaryDirectory(prefix="ecom-daemon-") as tmp:
         env = environment(Path(tmp), sandbox.base_url, str(spec.start.date()))
         home, database = Path(env["DAGSTER_HOME"]), Path(env["ECOM_DUCKDB_PATH"])
@@ -94,8 +97,10 @@ def main() -> None:
         f"### The sensor through the daemon (`make bench-daemon`, {time.strftime('%Y-%m-%d')}: "
         f"{machine()})",
         "",
-        f"`dg dev` on 7 days of 20,000 order payments, the sensor at its default interval; "
-        f"{args.changes} changes made at random moments, each the update of one record.",
+        f"`dg dev` on 7 days of 20,000 order payments, the sensor at its default interval, the "
+        f"shop changing as in `make ui` ({CHANGES_PER_SECOND:g} updates and "
+        f"{CREATES_PER_SECOND:g} new records a second); {args.changes} changes timed, each "
+        "the update of one record at a random moment.",
         "",
         "| measure | value |",
         "| --- | ---: |",

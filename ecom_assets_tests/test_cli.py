@@ -139,6 +139,8 @@ def test_make_bench_runs_every_variant_on_the_same_data_and_writes_the_table(
     for label in "abcde":
         assert re.search(rf"^\| \({label}\) .* \| [\d.]+x \| [\d.]+x \|$", table, re.M), label
     assert re.search(r"^Ceiling for \(c\) .* = \*\*[\d.]+x\*\*\.$", table, re.M)
+    # Where the time of (c) and (e) went, phase by phase, from their runs' events.
+    assert re.search(r"^\| the step's work: .* \| [\d.]+ s \| [\d.]+ s \|$", table, re.M)
     assert "make bench rewrites what is above this line" in table
 
 
