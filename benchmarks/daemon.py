@@ -11,6 +11,7 @@ back. Prints a markdown table for BENCHMARKS.md.
 import argparse
 import os
 import random
+import signal
 import statistics
 import subprocess
 import tempfile
@@ -29,6 +30,7 @@ from ecom_assets.sandbox.server import SandboxServer
 from ecom_assets.ui import CHANGES_PER_SECOND, CREATES_PER_SECOND
 
 POLL_SECONDS = 0.5
+LANDING_TIMEOUT_SECONDS = 600
 
 
 def _size_mib(directory: Path) -> float:
@@ -74,18 +76,21 @@ def main() -> None:
                 record = rand.choice(sandbox.window("order_payments", spec.start))
                 changed_at = time.time()
                 sandbox.update_now("order_payments", record["id"])
-                deadline = changed_at + 600
-                while time.time() < deadline and (
+                deadline = changed_at + LANDING_TIMEOUT_SECONDS
+                while (
                     (_updated_at(database, record["id"]) or datetime.min.replace(tzinfo=UTC))
                     .timestamp() < changed_at - 1
                 ):
+                    if time.time() > deadline:
+                        raise SystemExit(f"the change of {record['id']} did not land within "
+                                         f"{LANDING_TIMEOUT_SECONDS} s")
                     time.sleep(POLL_SECONDS)
                 latencies.append(time.time() - changed_at)
                 print(f"  change landed after {latencies[-1]:.1f} s", flush=True)
             minutes = (time.monotonic() - started) / 60
             size_at_end = _size_mib(home)
         finally:
-            os.killpg(server.pid, 2)
+            os.killpg(server.pid, signal.SIGINT)
             server.wait(timeout=60)
         with DagsterInstance.from_config(str(home)) as instance:
             runs = len(instance.get_run_records(filters=RunsFilter(

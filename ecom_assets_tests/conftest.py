@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from dagster import DagsterInstance
 
 from ecom_assets.sandbox.data import SandboxSpec
@@ -28,6 +29,13 @@ def sandbox_spec() -> SandboxSpec:
 def sandbox(sandbox_spec: SandboxSpec, api_key: str) -> Iterator[SandboxServer]:
     with SandboxServer(sandbox_spec, api_key=api_key).start() as server:
         yield server
+
+
+@pytest.fixture
+def session() -> Iterator[requests.Session]:
+    """An HTTP session for requests to a sandbox server."""
+    with requests.Session() as http:
+        yield http
 
 
 @pytest.fixture

@@ -51,6 +51,43 @@ SMALL_SPEC = SandboxSpec(size=1000, days=5)
 FIRST_DAY = SMALL_SPEC.start
 
 
+# The key of the sandbox servers that tests of the sandbox itself start.
+SANDBOX_KEY = "sandbox-test-key-5f1d"
+
+
+def vendor_get(
+    session: requests.Session, server: SandboxServer, resource: str, **params: Any
+) -> requests.Response:
+    """GET `resource` of `server` (`products`, or a path such as `/v1/products`), with
+    `SANDBOX_KEY` unless `api_key` is given; parameters given as None are left out."""
+    path = resource if resource.startswith("/") else f"/v1/{resource}"
+    query = {"api_key": SANDBOX_KEY, **{k: v for k, v in params.items() if v is not None}}
+    return session.get(f"{server.base_url}{path}", params=query, timeout=5)
+
+
+def vendor_page(
+    session: requests.Session, server: SandboxServer, resource: str, **params: Any
+) -> requests.Response:
+    """`vendor_get`, which must answer 200."""
+    response = vendor_get(session, server, resource, **params)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def vendor_window(
+    session: requests.Session, server: SandboxServer, resource: str, **params: Any
+) -> tuple[list[dict], set[int]]:
+    """Every page of a window, concatenated, and the `total`s the pages reported."""
+    records: list[dict] = []
+    totals: set[int] = set()
+    while True:
+        page = vendor_page(session, server, resource, offset=len(records), **params).json()
+        totals.add(page["total"])
+        if not page["data"]:
+            return records, totals
+        records += page["data"]
+
+
 def free_port() -> int:
     """A TCP port nobody listens on, on loopback."""
     with socket.socket() as probe:

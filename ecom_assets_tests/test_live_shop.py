@@ -163,6 +163,23 @@ def test_a_full_refresh_against_a_vendor_that_suddenly_serves_nothing_is_refused
     assert rows(duckdb_path, "select count(*) from ecom.order_payments") == [(0,)]
 
 
+def test_a_full_refresh_of_both_assets_refuses_to_empty_one_while_the_other_changes(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+) -> None:
+    assert sync(partition_range=("2026-01-01", "2026-01-05")).success
+    products = rows(duckdb_path, "select * from ecom.products order by id")
+    sandbox.serve_empty("products")
+    # A payment that changes now is read again by the refresh's follow-up round: a second load.
+    sandbox.update_now("order_payments", sandbox.window("order_payments")[0]["id"])
+
+    refused = sync("2026-01-01", config={"full_refresh": True})
+
+    assert not refused.success
+    assert "Refusing the full refresh, nothing was replaced: ecom.products: the refresh " \
+        "would empty it" in failure_message(refused)
+    assert rows(duckdb_path, "select * from ecom.products order by id") == products
+
+
 def test_a_full_refresh_keeps_the_last_valid_row_of_a_record_now_defective(
     sync: Sync, sandbox: SandboxServer, duckdb_path: Path
 ) -> None:

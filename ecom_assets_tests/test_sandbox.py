@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -21,8 +20,8 @@ import requests
 from ecom_assets.contract import CONTRACTS
 from ecom_assets.sandbox.data import RESOURCES, Dataset, SandboxSpec
 from ecom_assets.sandbox.server import Fault, SandboxServer
+from ecom_assets_tests.support import SANDBOX_KEY, vendor_get, vendor_window
 
-KEY = "test-key-5f1d"
 # About a thousand records a day over five days: each day spans many pages.
 SPEC = SandboxSpec(size=5000, days=5)
 DAY = timedelta(days=1)
@@ -34,7 +33,7 @@ MONEY_FIELD = {"order_payments": "amount", "products": "price"}
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[SandboxServer]:
-    with SandboxServer(SPEC, api_key=KEY) as running:
+    with SandboxServer(SPEC, api_key=SANDBOX_KEY) as running:
         yield running
 
 
@@ -44,38 +43,9 @@ def no_leftover_faults(server: SandboxServer) -> Iterator[None]:
     server.faults.clear()
 
 
-@pytest.fixture
-def session() -> Iterator[requests.Session]:
-    with requests.Session() as http:
-        yield http
-
-
-def get(
-    session: requests.Session, server: SandboxServer, resource: str, **params: Any
-) -> requests.Response:
-    params.setdefault("api_key", KEY)
-    return session.get(f"{server.base_url}/v1/{resource}", params=params, timeout=5)
-
-
-def fetch_window(
-    session: requests.Session, server: SandboxServer, resource: str, **params: Any
-) -> tuple[list[dict], set[int]]:
-    """Every page of a window, concatenated, and the `total`s the pages reported."""
-    records: list[dict] = []
-    totals: set[int] = set()
-    while True:
-        response = get(session, server, resource, offset=len(records), **params)
-        assert response.status_code == 200, response.text
-        page = response.json()
-        totals.add(page["total"])
-        if not page["data"]:
-            return records, totals
-        records += page["data"]
-
-
 def test_rejects_a_missing_or_wrong_key_without_echoing_it(server, session):
     for params in ({"api_key": ""}, {"api_key": "not-the-key"}):
-        response = get(session, server, "products", **params)
+        response = vendor_get(session, server, "products", **params)
         assert response.status_code == 401
         assert response.json() == {
             "error": "unauthorized",
@@ -87,7 +57,7 @@ def test_rejects_a_missing_or_wrong_key_without_echoing_it(server, session):
 
 
 def test_unknown_path_is_a_json_404(server, session):
-    response = get(session, server, "customers")
+    response = vendor_get(session, server, "customers")
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
 
@@ -98,7 +68,7 @@ def test_pages_cover_the_window_exactly_once_in_order(server, session, resource)
     expected = server.dataset.records(resource, since, before)
     assert 0 < len(expected) < SPEC.size
 
-    records, totals = fetch_window(
+    records, totals = vendor_window(
         session,
         server,
         resource,
@@ -116,13 +86,13 @@ def test_pages_cover_the_window_exactly_once_in_order(server, session, resource)
 
 
 def test_page_fields_and_a_page_past_the_end(server, session):
-    response = get(session, server, "products", offset=0, limit=3)
+    response = vendor_get(session, server, "products", offset=0, limit=3)
     assert response.headers["Content-Length"] == str(len(response.content))
     page = response.json()
     assert (page["total"], page["offset"], page["limit"]) == (SPEC.size, 0, 3)
     assert page["data"] == server.dataset.all("products")[:3]
 
-    past_end = get(session, server, "products", offset=SPEC.size + 10).json()
+    past_end = vendor_get(session, server, "products", offset=SPEC.size + 10).json()
     assert past_end["data"] == []
     assert past_end["total"] == SPEC.size
 
@@ -151,15 +121,17 @@ def test_since_is_inclusive_and_before_exclusive_at_exact_boundaries(server, ses
         "2026-01-02T00:00:00+00:00",
         "2026-01-02T01:00:00.000000+01:00",
     ):
-        after = get(session, server, resource, updated_since=spelling, limit=3).json()
+        after = vendor_get(session, server, resource, updated_since=spelling, limit=3).json()
         assert after["data"][:2] == at_midnight
-        until = get(session, server, resource, updated_before=spelling).json()
-        last = get(session, server, resource, updated_before=spelling, offset=until["total"] - 1)
+        until = vendor_get(session, server, resource, updated_before=spelling).json()
+        last = vendor_get(
+            session, server, resource, updated_before=spelling, offset=until["total"] - 1
+        )
         assert last.json()["data"][0]["updated_at"] == last_ms_before
         assert after["total"] + until["total"] == SPEC.size
 
     # Sub-millisecond bounds: .9985 still includes .999, and before .0001 includes .000.
-    inside = get(
+    inside = vendor_get(
         session,
         server,
         resource,
@@ -170,9 +142,9 @@ def test_since_is_inclusive_and_before_exclusive_at_exact_boundaries(server, ses
 
 
 def test_empty_and_inverted_windows(server, session):
-    empty = get(session, server, "products", updated_since="2030-01-01T00:00:00Z").json()
+    empty = vendor_get(session, server, "products", updated_since="2030-01-01T00:00:00Z").json()
     assert empty == {"data": [], "total": 0, "offset": 0, "limit": 100}
-    inverted = get(
+    inverted = vendor_get(
         session,
         server,
         "products",
@@ -212,8 +184,8 @@ def test_records_have_the_contract_shape_and_no_other_field(server, resource):
 )
 def test_unknown_fields_switch_adds_a_field_the_contract_does_not_list(resource, extra, shape):
     spec = SandboxSpec(size=300, days=2, unknown_fields=True)
-    with SandboxServer(spec, api_key=KEY) as noisy, requests.Session() as session:
-        page = get(session, noisy, resource, limit=300).json()["data"]
+    with SandboxServer(spec, api_key=SANDBOX_KEY) as noisy, requests.Session() as session:
+        page = vendor_get(session, noisy, resource, limit=300).json()["data"]
     contract_fields = [field.name for field in CONTRACTS[resource].fields]
     assert all(list(record) == [*contract_fields, extra] for record in page)
     assert all(re.fullmatch(shape, record[extra]) for record in page)
@@ -223,7 +195,7 @@ def test_unknown_fields_switch_adds_a_field_the_contract_does_not_list(resource,
 
 
 def test_non_ascii_text_survives_the_wire(server, session):
-    records, _ = fetch_window(session, server, "products", limit=1000)
+    records, _ = vendor_window(session, server, "products", limit=1000)
     assert records == server.dataset.all("products")
 
 
@@ -231,7 +203,7 @@ def test_non_ascii_text_survives_the_wire(server, session):
 def test_money_is_exact_with_two_decimals_and_sometimes_a_string(server, session, resource):
     field = MONEY_FIELD[resource]
     # Parse the wire text with Decimal so float conversion cannot hide extra digits.
-    response = get(session, server, resource, limit=1000)
+    response = vendor_get(session, server, resource, limit=1000)
     page = json.loads(response.text, parse_float=Decimal)["data"]
     values = [record[field] for record in page]
     strings = [value for value in values if isinstance(value, str)]
@@ -274,7 +246,7 @@ def test_dataset_bounds_accept_strings_and_aware_datetimes():
     ],
 )
 def test_invalid_parameters_are_400(server, session, params):
-    response = get(session, server, "order_payments", **params)
+    response = vendor_get(session, server, "order_payments", **params)
     assert response.status_code == 400
     assert response.json()["error"] == "bad_request"
 
@@ -283,22 +255,22 @@ def test_status_fault_with_retry_after_is_consumed_once(server, session):
     server.faults.add("order_payments", Fault.status(429, retry_after="2"))
 
     # Another resource and an unauthorised request do not consume it.
-    assert get(session, server, "products").status_code == 200
-    assert get(session, server, "order_payments", api_key="wrong").status_code == 401
+    assert vendor_get(session, server, "products").status_code == 200
+    assert vendor_get(session, server, "order_payments", api_key="wrong").status_code == 401
     assert server.faults.pending("order_payments") == 1
 
-    limited = get(session, server, "order_payments")
+    limited = vendor_get(session, server, "order_payments")
     assert limited.status_code == 429
     assert limited.headers["Retry-After"] == "2"
     assert limited.json() == {"error": "too_many_requests", "message": "Too Many Requests"}
-    assert get(session, server, "order_payments").status_code == 200
+    assert vendor_get(session, server, "order_payments").status_code == 200
     assert server.faults.pending() == 0
 
 
 def test_faults_are_served_in_order_and_repeat_as_asked(server, session):
     server.faults.add("products", Fault.status(503), times=2)
     server.faults.add("products", Fault.status(502))
-    statuses = [get(session, server, "products").status_code for _ in range(4)]
+    statuses = [vendor_get(session, server, "products").status_code for _ in range(4)]
     assert statuses == [503, 503, 502, 200]
 
 
@@ -306,65 +278,65 @@ def test_echo_url_fault_leaks_the_key_like_real_vendors_do(server, session):
     # The point of this fault: error bodies may echo the URL, api_key included, so clients
     # must scrub the key before logging or raising.
     server.faults.add("order_payments", Fault.status(400, echo_url=True))
-    response = get(session, server, "order_payments", limit=5)
+    response = vendor_get(session, server, "order_payments", limit=5)
     assert response.status_code == 400
     message = response.json()["message"]
     assert "/v1/order_payments?" in message
-    assert f"api_key={KEY}" in message
+    assert f"api_key={SANDBOX_KEY}" in message
     # Ordinary errors never echo it.
-    assert KEY not in get(session, server, "order_payments", limit=0).text
+    assert SANDBOX_KEY not in vendor_get(session, server, "order_payments", limit=0).text
 
 
 def test_body_faults_replace_the_page(server, session):
     server.faults.add("products", Fault.body({"total": 5}))
     server.faults.add("products", Fault.body({"data": None, "total": 5}))
-    first, second = get(session, server, "products"), get(session, server, "products")
+    first, second = vendor_get(session, server, "products"), vendor_get(session, server, "products")
     assert (first.status_code, first.json()) == (200, {"total": 5})
     assert (second.status_code, second.json()) == (200, {"data": None, "total": 5})
-    assert len(get(session, server, "products").json()["data"]) == 100
+    assert len(vendor_get(session, server, "products").json()["data"]) == 100
 
 
 def test_raw_fault_sends_malformed_json(server, session):
     server.faults.add("products", Fault.raw(200, '{"data": [{"id": "prd_'))
-    response = get(session, server, "products")
+    response = vendor_get(session, server, "products")
     assert response.status_code == 200
     assert response.text == '{"data": [{"id": "prd_'
     with pytest.raises(requests.JSONDecodeError):
         response.json()
-    assert get(session, server, "products").json()["total"] == SPEC.size
+    assert vendor_get(session, server, "products").json()["total"] == SPEC.size
 
 
 def test_stall_fault_trips_a_client_timeout_then_serves_normally(server, session):
     url = f"{server.base_url}/v1/products"
     server.faults.add("products", Fault.stall(0.6))
     with pytest.raises(requests.exceptions.ReadTimeout):
-        session.get(url, params={"api_key": KEY}, timeout=0.2)
-    assert get(session, server, "products").status_code == 200
+        session.get(url, params={"api_key": SANDBOX_KEY}, timeout=0.2)
+    assert vendor_get(session, server, "products").status_code == 200
 
     server.faults.add("products", Fault.stall(0.1))
     started = time.monotonic()
-    stalled = get(session, server, "products", limit=10)
+    stalled = vendor_get(session, server, "products", limit=10)
     assert time.monotonic() - started >= 0.1
     assert stalled.json()["data"] == server.dataset.all("products")[:10]
 
 
 def test_request_log_records_requests_but_never_the_key(server, session):
-    get(session, server, "order_payments", offset=200, limit=50)
-    get(session, server, "order_payments", api_key="wrong")
+    vendor_get(session, server, "order_payments", offset=200, limit=50)
+    vendor_get(session, server, "order_payments", api_key="wrong")
     log = server.request_log
     assert [record[:4] for record in log[-2:]] == [
         ("order_payments", 200, 50, 200),
         ("order_payments", None, None, 401),
     ]
     assert log[-2].arrived_at <= log[-1].arrived_at
-    assert KEY not in repr(log) and "wrong" not in repr(log)
+    assert SANDBOX_KEY not in repr(log) and "wrong" not in repr(log)
 
 
 def test_keep_alive_session_pages_through_20k_records():
     # A smoke check, not a benchmark: 200 pages on one connection, every id arrives.
     spec = SandboxSpec(size=20_000)
-    with SandboxServer(spec, api_key=KEY) as big, requests.Session() as session:
-        records, totals = fetch_window(session, big, "order_payments", limit=100)
+    with SandboxServer(spec, api_key=SANDBOX_KEY) as big, requests.Session() as session:
+        records, totals = vendor_window(session, big, "order_payments", limit=100)
         pools = session.get_adapter(big.base_url).poolmanager.pools
         # RecentlyUsedContainer refuses plain iteration, hence keys().
         connections_opened = sum(pools[key].num_connections for key in pools.keys())  # noqa: SIM118
@@ -373,21 +345,21 @@ def test_keep_alive_session_pages_through_20k_records():
     assert connections_opened == 1
 
 
-def test_latency_is_added_to_every_request():
-    with SandboxServer(SandboxSpec(size=10, latency_ms=50), api_key=KEY) as slow:
+def test_latency_is_added_to_every_request(session):
+    with SandboxServer(SandboxSpec(size=10, latency_ms=50), api_key=SANDBOX_KEY) as slow:
         started = time.monotonic()
-        response = requests.get(f"{slow.base_url}/v1/products", params={"api_key": KEY}, timeout=5)
+        response = vendor_get(session, slow, "products")
     assert response.status_code == 200
     assert time.monotonic() - started >= 0.05
 
 
 def test_stop_closes_keep_alive_connections():
     with requests.Session() as session:
-        with SandboxServer(SandboxSpec(size=10), api_key=KEY) as short_lived:
+        with SandboxServer(SandboxSpec(size=10), api_key=SANDBOX_KEY) as short_lived:
             url = f"{short_lived.base_url}/v1/products"
-            assert session.get(url, params={"api_key": KEY}, timeout=5).status_code == 200
+            assert session.get(url, params={"api_key": SANDBOX_KEY}, timeout=5).status_code == 200
         with pytest.raises(requests.exceptions.ConnectionError):
-            session.get(url, params={"api_key": KEY}, timeout=5)
+            session.get(url, params={"api_key": SANDBOX_KEY}, timeout=5)
 
 
 LISTENING = re.compile(

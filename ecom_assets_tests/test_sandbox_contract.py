@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
-import requests
 
 from ecom_assets.contract import CONTRACTS, Field, FieldType, ResourceContract
 from ecom_assets.sandbox import data as sandbox_data
@@ -25,8 +23,8 @@ from ecom_assets.sandbox.data import (
     parse_timestamp_ms,
 )
 from ecom_assets.sandbox.server import Fault, SandboxServer
+from ecom_assets_tests.support import SANDBOX_KEY, vendor_get, vendor_window
 
-KEY = "contract-key-3a9e"
 SPEC = SandboxSpec(size=2000, days=4)
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 MONEY_STRING = re.compile(r"-?[0-9]+\.[0-9]{2}")
@@ -54,33 +52,9 @@ REFUNDS_SANDBOX = SandboxResource(
 )
 
 
-def get(session: requests.Session, server: SandboxServer, path: str, **params: Any):
-    params.setdefault("api_key", KEY)
-    return session.get(f"{server.base_url}{path}", params=params, timeout=5)
-
-
-def fetch_window(session, server, path, **params) -> tuple[list[dict], set[int]]:
-    records: list[dict] = []
-    totals: set[int] = set()
-    while True:
-        response = get(session, server, path, offset=len(records), **params)
-        assert response.status_code == 200, response.text
-        page = response.json()
-        totals.add(page["total"])
-        if not page["data"]:
-            return records, totals
-        records += page["data"]
-
-
 @pytest.fixture(scope="module")
 def dataset() -> Dataset:
     return Dataset(SPEC)
-
-
-@pytest.fixture
-def session() -> Iterator[requests.Session]:
-    with requests.Session() as http:
-        yield http
 
 
 def check_value(field: Field, value: Any, tags: tuple[str, ...]) -> None:
@@ -152,8 +126,8 @@ def test_ids_and_codes_keep_their_shapes_and_ids_sort_in_sequence_order(dataset)
 
 
 def test_text_with_quotes_backslashes_newlines_and_emoji_survives_the_wire(session):
-    with SandboxServer(SandboxSpec(size=500, days=2), api_key=KEY) as server:
-        records, _ = fetch_window(session, server, "/v1/products", limit=200)
+    with SandboxServer(SandboxSpec(size=500, days=2), api_key=SANDBOX_KEY) as server:
+        records, _ = vendor_window(session, server, "/v1/products", limit=200)
         expected = server.dataset.all("products")
     assert records == expected
     descriptions = {r["description"] for r in records}
@@ -167,7 +141,7 @@ def test_a_third_resource_declared_in_the_test_is_generated_and_paged_over_http(
     spec = SandboxSpec(size=1200, days=3)
     server = SandboxServer(
         spec,
-        api_key=KEY,
+        api_key=SANDBOX_KEY,
         contracts={**CONTRACTS, "refunds": REFUNDS},
         resources={"refunds": REFUNDS_SANDBOX},
     )
@@ -176,21 +150,23 @@ def test_a_third_resource_declared_in_the_test_is_generated_and_paged_over_http(
         since, before = "2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z"
         expected = server.dataset.records("refunds", since, before)
         assert 0 < len(expected) < spec.size
-        records, totals = fetch_window(
+        records, totals = vendor_window(
             session, server, "/v1/refunds", limit=37, updated_since=since, updated_before=before
         )
         assert records == expected
         assert totals == {len(expected)}
         # Faults and the live shop know the new resource like the others.
         server.faults.add("refunds", Fault.status(503))
-        assert get(session, server, "/v1/refunds").status_code == 503
+        assert vendor_get(session, server, "/v1/refunds").status_code == 503
         server.update_now("refunds", expected[0]["id"])
-        after = get(session, server, "/v1/refunds", updated_since=since, updated_before=before)
+        after = vendor_get(
+            session, server, "/v1/refunds", updated_since=since, updated_before=before
+        )
         assert after.json()["total"] == len(expected) - 1
         assert [r["id"] for r in server.live.records("refunds", None, None)] == [
             expected[0]["id"]
         ]
-        everything = get(session, server, "/v1/refunds", limit=1000).json()
+        everything = vendor_get(session, server, "/v1/refunds", limit=1000).json()
     assert everything["total"] == spec.size
     all_refunds = server.dataset.all("refunds")
     assert {r["id"] for r in all_refunds} == {f"ref_{n:06d}" for n in range(1, spec.size + 1)}
@@ -258,8 +234,8 @@ def test_fresh_mode_builds_the_same_records_as_the_cached_mode(session):
     fresh_spec = replace(cached_spec, cache_records=False)
     assert Dataset(fresh_spec) == Dataset(cached_spec)
     with (
-        SandboxServer(cached_spec, api_key=KEY) as cached,
-        SandboxServer(fresh_spec, api_key=KEY) as fresh,
+        SandboxServer(cached_spec, api_key=SANDBOX_KEY) as cached,
+        SandboxServer(fresh_spec, api_key=SANDBOX_KEY) as fresh,
     ):
         for resource in ("order_payments", "products"):
             for params in (
@@ -268,8 +244,8 @@ def test_fresh_mode_builds_the_same_records_as_the_cached_mode(session):
                 {"updated_since": "2026-01-02T00:00:00Z", "offset": 13, "limit": 100},
             ):
                 path = f"/v1/{resource}"
-                one = get(session, cached, path, **params)
-                other = get(session, fresh, path, **params)
+                one = vendor_get(session, cached, path, **params)
+                other = vendor_get(session, fresh, path, **params)
                 assert one.content == other.content  # byte for byte
                 assert json.loads(one.content)["data"]
 
@@ -284,16 +260,16 @@ def test_fresh_mode_builds_only_the_records_of_the_page(session, monkeypatch):
 
     monkeypatch.setattr(sandbox_data.RecordBuilder, "build", counting_build)
     spec = SandboxSpec(size=5000, days=3, cache_records=False)
-    with SandboxServer(spec, api_key=KEY) as fresh:
+    with SandboxServer(spec, api_key=SANDBOX_KEY) as fresh:
         for _ in range(2):  # the second time too: nothing is kept
             builds.clear()
-            page = get(session, fresh, "/v1/order_payments", offset=3001, limit=7).json()
+            page = vendor_get(session, fresh, "/v1/order_payments", offset=3001, limit=7).json()
             assert [f"pay_{n:08d}" for n in builds] == [r["id"] for r in page["data"]]
     # The cached mode builds the page's whole chunk once, then nothing.
-    with SandboxServer(replace(spec, cache_records=True), api_key=KEY) as cached:
+    with SandboxServer(replace(spec, cache_records=True), api_key=SANDBOX_KEY) as cached:
         builds.clear()
-        assert get(session, cached, "/v1/order_payments", offset=3001, limit=7).ok
+        assert vendor_get(session, cached, "/v1/order_payments", offset=3001, limit=7).ok
         assert len(builds) == 1000
         builds.clear()
-        assert get(session, cached, "/v1/order_payments", offset=3001, limit=7).ok
+        assert vendor_get(session, cached, "/v1/order_payments", offset=3001, limit=7).ok
         assert builds == []

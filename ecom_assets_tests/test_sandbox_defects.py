@@ -7,54 +7,28 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-import requests
 
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import OMIT, Fault, SandboxServer
+from ecom_assets_tests.support import SANDBOX_KEY, vendor_page, vendor_window
 
-KEY = "defects-key-61d0"
 SPEC = SandboxSpec(size=600, days=3)
+PAYMENTS = "order_payments"
 DAY_1 = {"updated_since": "2026-01-02T00:00:00Z", "updated_before": "2026-01-03T00:00:00Z"}
 
 
 @pytest.fixture
 def server() -> Iterator[SandboxServer]:
-    with SandboxServer(SPEC, api_key=KEY) as running:
+    with SandboxServer(SPEC, api_key=SANDBOX_KEY) as running:
         yield running
-
-
-@pytest.fixture
-def session() -> Iterator[requests.Session]:
-    with requests.Session() as http:
-        yield http
-
-
-def get(session: requests.Session, server: SandboxServer, resource: str, **params: Any):
-    response = session.get(
-        f"{server.base_url}/v1/{resource}", params={"api_key": KEY, **params}, timeout=5
-    )
-    assert response.status_code == 200, response.text
-    return response
 
 
 def raw_record(text: str, record_id: str) -> str:
     """The JSON text of the record with `record_id` in a page body, as sent."""
     start = text.index(f'{{"id":"{record_id}"')
     return text[start : text.index("}", start) + 1]
-
-
-def fetch_window(session, server, resource, limit, **params) -> tuple[list[dict], set[int]]:
-    records: list[dict] = []
-    totals: set[int] = set()
-    while True:
-        page = get(session, server, resource, offset=len(records), limit=limit, **params).json()
-        totals.add(page["total"])
-        if not page["data"]:
-            return records, totals
-        records += page["data"]
 
 
 def test_non_finite_numbers_go_out_as_the_tokens_some_encoders_emit(server, session):
@@ -64,7 +38,7 @@ def test_non_finite_numbers_go_out_as_the_tokens_some_encoders_emit(server, sess
     server.corrupt("order_payments", minus_inf["id"], amount=float("-inf"))
     server.corrupt("order_payments", scored["id"], fraud_score=float("nan"))
 
-    response = get(session, server, "order_payments", limit=4, **DAY_1)
+    response = vendor_page(session, server, "order_payments", limit=4, **DAY_1)
 
     text = response.text
     assert '"amount":NaN,' in raw_record(text, nan["id"])
@@ -85,7 +59,7 @@ def test_a_twin_field_and_a_field_named_empty_go_out_next_to_the_contracts(serve
     victim = server.dataset.records("order_payments", **_bounds())[2]
     server.corrupt("order_payments", victim["id"], customerId="cus_777777", **{"": "x"})
 
-    text = get(session, server, "order_payments", limit=5, **DAY_1).text
+    text = vendor_page(session, server, "order_payments", limit=5, **DAY_1).text
 
     assert raw_record(text, victim["id"]) == json.dumps(
         {**victim, "customerId": "cus_777777", "": "x"}, ensure_ascii=False,
@@ -101,7 +75,7 @@ def test_one_id_served_twice_with_different_content_in_one_window(server, sessio
                      payment_method=OMIT)
 
     # Pages of 5 that split exactly between the record and its copy: offsets 5..9, 10..14.
-    records, totals = fetch_window(session, server, "order_payments", 5, **DAY_1)
+    records, totals = vendor_window(session, server, "order_payments", limit=5, **DAY_1)
 
     assert totals == {len(window) + 1}, "total counts both"
     copy = {**twin, "amount": "0.01", "status": "failed"}
@@ -109,8 +83,8 @@ def test_one_id_served_twice_with_different_content_in_one_window(server, sessio
     assert records == [*window[:10], copy, *window[10:]]
     # The copy follows its record when the record moves, still right after it.
     server.update_now("order_payments", twin["id"])
-    assert get(session, server, "order_payments", **DAY_1).json()["total"] == len(window) - 1
-    latest = get(session, server, "order_payments", updated_since="2026-02-01T00:00:00Z").json()
+    assert vendor_page(session, server, PAYMENTS, **DAY_1).json()["total"] == len(window) - 1
+    latest = vendor_page(session, server, PAYMENTS, updated_since="2026-02-01T00:00:00Z").json()
     assert [r["id"] for r in latest["data"]] == [twin["id"], twin["id"]]
     assert latest["data"][1]["status"] == "failed"
     assert latest["data"][0]["updated_at"] == latest["data"][1]["updated_at"] > "2026-02"
@@ -121,19 +95,19 @@ def test_serve_empty_answers_every_list_of_the_resource_with_nothing_until_turne
 ):
     server.serve_empty("products", True)
     for params in ({}, {"offset": 100, "limit": 7}, DAY_1):
-        response = get(session, server, "products", **params)
+        response = vendor_page(session, server, "products", **params)
         assert response.text == '{"data":[],"total":0}'
         assert response.json() == {"data": [], "total": 0}
     # Only that resource, persistent (unlike a one-shot Fault.body), and faults still first.
-    assert get(session, server, "order_payments").json()["total"] == SPEC.size
+    assert vendor_page(session, server, "order_payments").json()["total"] == SPEC.size
     server.faults.add("products", Fault.status(503))
-    assert session.get(f"{server.base_url}/v1/products", params={"api_key": KEY},
+    assert session.get(f"{server.base_url}/v1/products", params={"api_key": SANDBOX_KEY},
                        timeout=5).status_code == 503
-    assert get(session, server, "products").json() == {"data": [], "total": 0}
+    assert vendor_page(session, server, "products").json() == {"data": [], "total": 0}
 
     server.serve_empty("products", False)
 
-    page = get(session, server, "products", limit=3).json()
+    page = vendor_page(session, server, "products", limit=3).json()
     assert page["total"] == SPEC.size
     assert page["data"] == server.dataset.all("products")[:3]
 
@@ -147,20 +121,21 @@ def test_a_defective_updated_at_keeps_the_records_place(server, session, value):
     live_id = server.live.create("products")
     server.corrupt("products", live_id, updated_at=value)
 
-    page = get(session, server, "products", offset=2, limit=3, **DAY_1).json()
+    page = vendor_page(session, server, "products", offset=2, limit=3, **DAY_1).json()
 
     assert page["total"] == len(window)
     expected = {**victim, "updated_at": value}
     if value is OMIT:
         del expected["updated_at"]
     assert page["data"] == [window[2], expected, window[4]]
-    later = get(session, server, "products", updated_since="2026-02-01T00:00:00Z").json()
+    later = vendor_page(session, server, "products", updated_since="2026-02-01T00:00:00Z").json()
     assert later["total"] == 1
     [live] = later["data"]
     assert live["id"] == live_id
     assert live.get("updated_at", OMIT) == value
     # A far-future value does not move the record into a far-future window.
-    assert get(session, server, "products", updated_since="9999-01-01T00:00:00Z").json() == {
+    assert vendor_page(session, server, "products", updated_since="9999-01-01T00:00:00Z").json() \
+        == {
         "data": [], "total": 0, "offset": 0, "limit": 100,
     }
 
@@ -174,12 +149,12 @@ def test_a_defective_updated_at_of_a_moved_data_set_record_keeps_its_new_place(
     server.corrupt("order_payments", victim["id"], updated_at="9999-12-31T23:59:59.999Z")
     server.live.create("order_payments")  # after it in the (updated_at, id) order
 
-    later = get(session, server, "order_payments", updated_since="2026-02-01T00:00:00Z").json()
+    later = vendor_page(session, server, PAYMENTS, updated_since="2026-02-01T00:00:00Z").json()
 
     assert later["data"][0]["id"] == victim["id"]
     assert later["data"][0]["updated_at"] == "9999-12-31T23:59:59.999Z"
     assert later["total"] == 2
-    assert get(session, server, "order_payments", **DAY_1).json()["total"] == len(window) - 1
+    assert vendor_page(session, server, PAYMENTS, **DAY_1).json()["total"] == len(window) - 1
 
 
 def _bounds() -> dict[str, str]:

@@ -10,30 +10,15 @@ import time
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
-import requests
 
 from ecom_assets.sandbox.data import SandboxSpec, format_timestamp_ms, parse_timestamp_ms
 from ecom_assets.sandbox.live import Change, now_ms
 from ecom_assets.sandbox.server import VERSION_HEADER, SandboxServer
+from ecom_assets_tests.support import SANDBOX_KEY, vendor_page
 
-KEY = "live-key-0c41"
 PAYMENTS = "order_payments"
-
-
-@pytest.fixture
-def session() -> Iterator[requests.Session]:
-    with requests.Session() as http:
-        yield http
-
-
-def get(session: requests.Session, server: SandboxServer, resource: str, **params: Any):
-    params = {"api_key": KEY, **{k: v for k, v in params.items() if v is not None}}
-    response = session.get(f"{server.base_url}/v1/{resource}", params=params, timeout=5)
-    assert response.status_code == 200, response.text
-    return response
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 4) -> None:
@@ -102,7 +87,7 @@ def test_every_page_is_one_snapshot_of_the_shop_under_a_high_change_rate(
     spec = SandboxSpec(size=2000, days=2)
     started = format_timestamp_ms(now_ms() - 1000)
     server = SandboxServer(
-        spec, api_key=KEY, changes_per_second=3000, creates_per_second=800, journal=True
+        spec, api_key=SANDBOX_KEY, changes_per_second=3000, creates_per_second=800, journal=True
     )
     windows = [
         (None, None),
@@ -126,7 +111,7 @@ def test_every_page_is_one_snapshot_of_the_shop_under_a_high_change_rate(
                 assert len(responses) < 5000, "the shop hardly changed"
                 for since, before in windows:
                     for offset, limit in ((0, 100), (37, 50), (900, 100), (1900, 211)):
-                        response = get(
+                        response = vendor_page(
                             session, server, PAYMENTS, updated_since=since,
                             updated_before=before, offset=offset, limit=limit,
                         )
@@ -150,7 +135,7 @@ def test_every_page_is_one_snapshot_of_the_shop_under_a_high_change_rate(
 def test_pages_fetched_while_the_changes_are_held_cover_the_window_exactly(session):
     spec = SandboxSpec(size=1500, days=2)
     server = SandboxServer(
-        spec, api_key=KEY, changes_per_second=2000, creates_per_second=500, journal=True
+        spec, api_key=SANDBOX_KEY, changes_per_second=2000, creates_per_second=500, journal=True
     )
     with server:
         for _ in range(3):
@@ -159,7 +144,7 @@ def test_pages_fetched_while_the_changes_are_held_cover_the_window_exactly(sessi
                 records: list[dict] = []
                 totals, versions = set(), set()
                 while True:
-                    response = get(session, server, PAYMENTS, offset=len(records), limit=61)
+                    response = vendor_page(session, server, PAYMENTS, offset=len(records), limit=61)
                     page = response.json()
                     totals.add(page["total"])
                     versions.add(int(response.headers[VERSION_HEADER]))
@@ -182,7 +167,7 @@ def test_changes_and_creations_run_at_their_rates_and_move_records_to_now(sessio
     spec = SandboxSpec(size=50, days=2)
     started = now_ms()
     server = SandboxServer(
-        spec, api_key=KEY, changes_per_second=500, creates_per_second=200, journal=True
+        spec, api_key=SANDBOX_KEY, changes_per_second=500, creates_per_second=200, journal=True
     )
     with server:
         wait_for(lambda: server.live.version >= 400)
@@ -192,8 +177,10 @@ def test_changes_and_creations_run_at_their_rates_and_move_records_to_now(sessio
         version = server.live.version
         time.sleep(0.05)
         assert server.live.version == version, "stop() ends the background changes"
-        in_span = get(session, server, PAYMENTS, updated_before="2026-01-03T00:00:00Z").json()
-        recent = get(session, server, PAYMENTS, updated_since=format_timestamp_ms(started),
+        in_span = vendor_page(
+            session, server, PAYMENTS, updated_before="2026-01-03T00:00:00Z"
+        ).json()
+        recent = vendor_page(session, server, PAYMENTS, updated_since=format_timestamp_ms(started),
                      limit=1000).json()
     kinds = Counter(change.kind for change in journal)
     # A batch applies int(rate * elapsed) of each: never more creations than changes.
@@ -218,7 +205,7 @@ def test_changes_and_creations_run_at_their_rates_and_move_records_to_now(sessio
 def test_late_arrivals_are_dated_up_to_late_arrival_ms_before_now(session):
     late_ms = 60_000
     server = SandboxServer(
-        SandboxSpec(size=100, days=1), api_key=KEY, changes_per_second=300,
+        SandboxSpec(size=100, days=1), api_key=SANDBOX_KEY, changes_per_second=300,
         creates_per_second=1000, late_arrival_ms=late_ms, journal=True,
     )
     started = now_ms()
@@ -227,7 +214,7 @@ def test_late_arrivals_are_dated_up_to_late_arrival_ms_before_now(session):
         server.live.stop()
         stopped = now_ms()
         journal = server.live.journal
-        window = get(session, server, "products",
+        window = vendor_page(session, server, "products",
                      updated_since=format_timestamp_ms(started - late_ms), limit=1000).json()
     created = [c for c in journal if c.kind == "create"]
     assert all(started - late_ms <= c.updated_ms <= stopped for c in created)
@@ -250,7 +237,7 @@ def test_rank_and_select_stay_exact_with_many_changed_records(session):
     """10,000 of 100,000 records moved (inside the span and to now), some deleted, created and
     served twice: every page and total is still exact."""
     spec = SandboxSpec(size=100_000, days=10, cache_records=False)
-    server = SandboxServer(spec, api_key=KEY)
+    server = SandboxServer(spec, api_key=SANDBOX_KEY)
     dataset, live = server.dataset, server.live
     rng = random.Random(11)
     state = dict(zip(dataset.numbers(PAYMENTS), dataset.keys(PAYMENTS), strict=True))
@@ -283,7 +270,7 @@ def test_rank_and_select_stay_exact_with_many_changed_records(session):
             lo = 0 if since is None else bisect_left(model_keys, since)
             hi = len(model_keys) if before is None else max(lo, bisect_left(model_keys, before))
             offset, limit = rng.randint(0, max(hi - lo - 50, 0)), rng.choice([1, 100, 1000])
-            page = get(
+            page = vendor_page(
                 session, server, PAYMENTS, offset=offset, limit=limit,
                 updated_since=None if since is None else format_timestamp_ms(since),
                 updated_before=None if before is None else format_timestamp_ms(before),
@@ -297,13 +284,13 @@ def test_rank_and_select_stay_exact_with_many_changed_records(session):
 
 def test_the_interval_tick_creates_records_and_updates_one_as_before():
     spec = SandboxSpec(size=100, days=2)
-    with SandboxServer(spec, api_key=KEY, live_interval_s=0.02, live_per_tick=2) as ticking:
+    with SandboxServer(spec, api_key=SANDBOX_KEY, live_interval_s=0.02, live_per_tick=2) as ticking:
         wait_for(lambda: len(ticking.live.records("products", None, None)) >= 6)
         ticking.live.stop()
         live_ids = [r["id"] for r in ticking.live.records("products", None, None)]
     assert sorted(live_ids) == [f"prd_{n:07d}" for n in range(101, 101 + len(live_ids))]
     # On demand: per resource, `per_tick` creations and one update of a live record.
-    with SandboxServer(spec, api_key=KEY, live_per_tick=3, journal=True) as shop:
+    with SandboxServer(spec, api_key=SANDBOX_KEY, live_per_tick=3, journal=True) as shop:
         shop.live.tick()
         assert Counter((c.resource, c.kind) for c in shop.live.journal) == {
             ("order_payments", "create"): 3, ("order_payments", "update"): 1,
@@ -314,12 +301,12 @@ def test_the_interval_tick_creates_records_and_updates_one_as_before():
 
 def test_update_now_moves_a_record_and_the_records_behind_it_shift(session):
     spec = SandboxSpec(size=500, days=2)
-    with SandboxServer(spec, api_key=KEY) as server:
+    with SandboxServer(spec, api_key=SANDBOX_KEY) as server:
         window = server.dataset.records(PAYMENTS, "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z")
         bounds = {"updated_since": "2026-01-01T00:00:00Z",
                   "updated_before": "2026-01-02T00:00:00Z"}
         server.update_now(PAYMENTS, window[5]["id"])
-        page = get(session, server, PAYMENTS, offset=5, limit=2, **bounds).json()
+        page = vendor_page(session, server, PAYMENTS, offset=5, limit=2, **bounds).json()
         assert page["total"] == len(window) - 1
         assert page["data"] == window[6:8]
         [moved] = server.live.records(PAYMENTS, None, None)
@@ -339,10 +326,10 @@ def test_update_now_moves_a_record_and_the_records_behind_it_shift(session):
 
 
 def test_a_deleted_record_is_in_no_window_any_more(session):
-    with SandboxServer(SandboxSpec(size=300, days=2), api_key=KEY) as server:
+    with SandboxServer(SandboxSpec(size=300, days=2), api_key=SANDBOX_KEY) as server:
         victim = server.dataset.all("products")[42]
         server.delete("products", victim["id"])
-        records = get(session, server, "products", limit=1000).json()
+        records = vendor_page(session, server, "products", limit=1000).json()
         assert records["total"] == 299
         assert victim["id"] not in {r["id"] for r in records["data"]}
         with pytest.raises(ValueError):
@@ -351,4 +338,4 @@ def test_a_deleted_record_is_in_no_window_any_more(session):
             server.update_now("products", victim["id"])
         created = server.live.create("products")
         server.delete("products", created)
-        assert get(session, server, "products", limit=1).json()["total"] == 299
+        assert vendor_page(session, server, "products", limit=1).json()["total"] == 299

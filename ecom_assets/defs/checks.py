@@ -24,7 +24,7 @@ from dagster import (
 from dlt.destinations.sql_client import SqlClientBase
 
 from ecom_assets.contract import ResourceContract
-from ecom_assets.defs.sql import load_filter, query_all, query_one, table_columns
+from ecom_assets.defs.sql import load_filter, query_all, table_columns
 from ecom_assets.defs.translator import asset_key
 from ecom_assets.ingest import ResourceReport, Window
 
@@ -65,9 +65,11 @@ class TableStats:
               for name in required),
         ]
         params = (*window_params, *written_params, *window_params * len(required))
-        row = [int(v or 0) for v in query_one(client, contract.name, "select " + ", ".join(
-            selects), params=params)]
-        return cls(*row[:5], nulls_in_window=dict(zip(required, row[5:], strict=True)))
+        # No row when the table does not exist yet (an empty first load creates none).
+        [row] = query_all(client, contract.name, "select " + ", ".join(selects),
+                          params=params) or [(0,) * len(selects)]
+        counts = [int(v or 0) for v in row]
+        return cls(*counts[:5], nulls_in_window=dict(zip(required, counts[5:], strict=True)))
 
 
 @dataclass(frozen=True)

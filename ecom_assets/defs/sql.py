@@ -11,9 +11,6 @@ from typing import Any
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.sql_client import SqlClientBase
 
-from ecom_assets.contract import ResourceContract
-from ecom_assets.ingest import Window
-
 
 def query_all(
     client: SqlClientBase, table: str, select: str, where: str = "", params: Sequence[Any] = ()
@@ -25,14 +22,6 @@ def query_all(
         return list(client.execute_sql(f"{select} from {name} {where}", *params) or [])
     except DatabaseUndefinedRelation:
         return []
-
-
-def query_one(
-    client: SqlClientBase, table: str, select: str, where: str = "", params: Sequence[Any] = ()
-) -> tuple:
-    """The first row of `query_all`; a row of NULLs if there is none."""
-    rows = query_all(client, table, select, where, params)
-    return rows[0] if rows else (None,) * (select.count(",") + 1)
 
 
 def table_columns(client: SqlClientBase, table: str) -> dict[str, tuple[str, bool]]:
@@ -51,13 +40,6 @@ def table_columns(client: SqlClientBase, table: str) -> dict[str, tuple[str, boo
             data_type = f"NUMERIC({precision},{scale})"
         columns[name] = (data_type, nullable == "YES")
     return columns
-
-
-def window_filter(contract: ResourceContract, window: Window | None) -> tuple[str, tuple]:
-    """A where clause selecting the rows whose cursor lies in `window` (all rows if None)."""
-    if window is None:
-        return "", ()
-    return f"where {contract.cursor} >= %s and {contract.cursor} < %s", (window.start, window.end)
 
 
 def load_filter(load_ids: Sequence[str]) -> tuple[str, tuple]:
