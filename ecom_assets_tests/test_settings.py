@@ -1,11 +1,13 @@
 """Settings: read once, validated, with messages that name the variable and never a secret."""
 
 import ast
+import logging
 from datetime import date
 from pathlib import Path
 
 import pytest
 
+from ecom_assets.defs.ecom import build_definitions
 from ecom_assets.settings import SETTINGS, SettingsError, read_settings
 
 pytestmark = pytest.mark.unit
@@ -72,6 +74,19 @@ def test_the_key_and_the_database_password_are_the_secrets_to_scrub() -> None:
 
     assert settings.secrets == {"key-123", "p%40ss", "p@ss"}
     assert "key-123" not in repr(settings) and "p@ss" not in repr(settings)
+
+
+def test_a_code_location_scrubs_the_database_password_from_dlts_log(caplog) -> None:
+    password = "pw-7c1e9a"
+    build_definitions(settings=read_settings({
+        "ECOM_API_KEY": "key-123",
+        "DESTINATION__POSTGRES__CREDENTIALS": f"postgresql://u:{password}@db:5432/w",
+    }))
+
+    logging.getLogger("dlt").warning("connecting to postgresql://u:%s@db:5432/w", password)
+
+    assert "connecting to postgresql://u:***@db:5432/w" in caplog.text
+    assert password not in caplog.text
 
 
 def test_only_the_settings_module_reads_the_environment() -> None:

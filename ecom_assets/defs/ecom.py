@@ -15,6 +15,7 @@ from ecom_assets.defs.partitions import daily_partitions
 from ecom_assets.defs.resources import build_resources
 from ecom_assets.defs.schedules import build_daily_schedule
 from ecom_assets.defs.sensors import build_change_sensor
+from ecom_assets.ingest.scrubbing import SECRETS
 from ecom_assets.settings import Settings, get_settings
 
 
@@ -25,6 +26,8 @@ def build_definitions(
     for `contracts`: a new resource is one more contract (README, "Add a resource")."""
     contracts = list(contracts)
     settings = settings or get_settings()
+    # The runs of this code location log through dlt and urllib3: never the key or password.
+    SECRETS.add(*settings.secrets)
     partitions = daily_partitions(settings.partitions_start)
     job = build_refresh_job(partitions)
     return dg.Definitions(

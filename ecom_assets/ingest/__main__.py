@@ -23,6 +23,7 @@ from ecom_assets.ingest import (
     ecom_source,
     vendor_error_behind,
 )
+from ecom_assets.ingest.scrubbing import SECRETS
 from ecom_assets.ingest.window import EPOCH
 from ecom_assets.settings import SettingsError, api_key_for_cli, get_settings
 
@@ -56,6 +57,7 @@ def main() -> None:
         raise SystemExit(f"error: {exc}") from None
     if settings.api_base_url is None:
         raise SystemExit("error: ECOM_API_BASE_URL must be set; it is not set")
+    SECRETS.add(*settings.secrets)
     contracts = [CONTRACTS[name] for name in args.resource or CONTRACTS]
     warehouse = Warehouse(
         settings.destination, settings.duckdb_path, settings.dlt_pipelines_dir,

@@ -48,5 +48,5 @@ class SecretScrubbingFilter(logging.Filter):
 
 
 SECRETS = SecretScrubbingFilter()
-"""The process's one filter: every session adds its key, the settings add the warehouse's
-password."""
+"""The process's one filter: every session adds its key; the code location and the dlt-only CLI
+add the settings' secrets (the key and the warehouse's password)."""
