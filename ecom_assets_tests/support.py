@@ -88,6 +88,21 @@ def vendor_window(
         records += page["data"]
 
 
+def utc_today() -> str:
+    """Today's partition key."""
+    return datetime.now(UTC).strftime("%Y-%m-%d")
+
+
+def check_evaluations(result: ExecuteInProcessResult) -> dict[str, Any]:
+    """The run's check evaluations by check name."""
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def checks_passed(result: ExecuteInProcessResult) -> dict[str, bool]:
+    """Whether each check of the run passed, by check name."""
+    return {name: e.passed for name, e in check_evaluations(result).items()}
+
+
 def free_port() -> int:
     """A TCP port nobody listens on, on loopback."""
     with socket.socket() as probe:

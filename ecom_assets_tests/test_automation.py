@@ -12,6 +12,7 @@ from ecom_assets.defs.resources import VendorApiResource
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import Fault, SandboxServer
 from ecom_assets.settings import read_settings
+from ecom_assets_tests.support import utc_today
 
 PAYMENTS, PRODUCTS = AssetKey(["ecom", "order_payments"]), AssetKey(["ecom", "products"])
 DEFINITIONS = build_definitions(settings=read_settings({"ECOM_PARTITIONS_START": "2026-01-01"}))
@@ -36,8 +37,6 @@ def evaluate(sandbox: SandboxServer, api_key: str, cursor: str | None) -> Sensor
     return SENSOR(context)
 
 
-def today() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%d")
 
 
 def a_second_ago() -> str:
@@ -56,7 +55,7 @@ def test_one_run_per_tick_refreshes_what_changed_and_a_tick_evaluated_again_repe
     again = evaluate(live_sandbox, api_key, a_second_ago())
 
     [run] = result.run_requests
-    assert run.partition_key == today()
+    assert run.partition_key == utc_today()
     assert set(run.asset_selection) == {PAYMENTS, PRODUCTS}, "both resources, one run"
     assert run.tags["ecom/trigger"] == "vendor_changes"
     assert run.run_config == {"ops": {"ecom_vendor_sync": {"config": {"changes_only": True}}}}
@@ -81,7 +80,7 @@ def test_a_late_arrival_behind_the_latest_change_reloads_its_day(
 
     [late] = evaluate(live_sandbox, api_key, first.cursor).run_requests
 
-    assert late.asset_selection == [PRODUCTS] and late.partition_key == today()
+    assert late.asset_selection == [PRODUCTS] and late.partition_key == utc_today()
 
 
 def test_one_resource_the_vendor_fails_does_not_stop_the_other(
@@ -128,7 +127,7 @@ def test_a_defective_timestamp_is_skipped_and_the_cursor_stays_in_the_present(
     result = evaluate(live_sandbox, api_key, cursor)
 
     [run] = result.run_requests
-    assert run.partition_key == today() and PRODUCTS in run.asset_selection
+    assert run.partition_key == utc_today() and PRODUCTS in run.asset_selection
     for state in json.loads(result.cursor).values():
         assert state["since"] <= datetime.now(UTC).isoformat().replace("+00:00", "Z")
 

@@ -13,13 +13,18 @@ from pathlib import Path
 import pytest
 
 from ecom_assets.sandbox.server import SandboxServer
-from ecom_assets_tests.support import Sync, day, failure_message, partition_key, rows
+from ecom_assets_tests.support import (
+    Sync,
+    check_evaluations,
+    day,
+    failure_message,
+    partition_key,
+    rows,
+)
 
 PAYMENTS = ("order_payments",)
 
 
-def checks_of(result) -> dict[str, object]:
-    return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
 def loaded_ids(database: Path) -> set[str]:
@@ -45,8 +50,8 @@ def test_a_non_finite_amount_is_quarantined_and_the_window_loads(
     )
     assert json.loads(violations)[0]["reason"].startswith("not a finite number")
     assert '"amount": ' + {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}[str(value)] in raw
-    assert not checks_of(result)["no_quarantined_records"].passed
-    assert checks_of(result)["reconciled_with_vendor"].passed
+    assert not check_evaluations(result)["no_quarantined_records"].passed
+    assert check_evaluations(result)["reconciled_with_vendor"].passed
 
 
 def test_a_non_finite_number_in_an_unknown_field_is_kept_as_text_and_reported(
@@ -61,7 +66,7 @@ def test_a_non_finite_number_in_an_unknown_field_is_kept_as_text_and_reported(
     assert loaded_ids(duckdb_path) == window_ids(sandbox)
     assert rows(duckdb_path, "select fraud_score from ecom.order_payments where id = ?",
                 victim["id"]) == [("NaN",)]
-    known = checks_of(result)["known_fields_only"]
+    known = check_evaluations(result)["known_fields_only"]
     assert known.metadata["non_finite_values_kept_as_text"].value == "fraud_score: 1"
 
 
@@ -83,7 +88,8 @@ def test_twin_spellings_of_contract_fields_get_their_own_columns(
         "from ecom.order_payments where id = ?", victim["id"],
     )
     assert row == (victim["customer_id"], "CUS-X", "X-1", "x")
-    mapping = checks_of(result)["known_fields_only"].metadata["unknown_fields_this_run"].value
+    known_fields = check_evaluations(result)["known_fields_only"]
+    mapping = known_fields.metadata["unknown_fields_this_run"].value
     assert mapping == "ID -> vendor_id, customerId -> vendor_customer_id, " \
         "updated-at -> vendor_updated_at"
 
@@ -116,8 +122,8 @@ def test_an_id_served_twice_with_different_content_quarantines_both_and_blocks(
     )
     assert [r[0] for r in quarantined] == [victim["id"]] * 2
     assert all("duplicate id" in json.loads(v)[0]["reason"] for _, v in quarantined)
-    assert not checks_of(result)["no_quarantined_records"].passed
-    assert checks_of(result)["reconciled_with_vendor"].passed
+    assert not check_evaluations(result)["no_quarantined_records"].passed
+    assert check_evaluations(result)["reconciled_with_vendor"].passed
 
 
 def test_a_defective_record_seen_by_many_runs_is_one_quarantine_row(

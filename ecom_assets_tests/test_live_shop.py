@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from ecom_assets.ingest.reader import WindowReader
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
-from ecom_assets_tests.support import Sync, failure_message, money, rows
+from ecom_assets_tests.support import Sync, checks_passed, failure_message, money, rows, utc_today
 
 RESOURCE = ("order_payments",)
 
@@ -30,8 +31,6 @@ def live_shop(request, api_key: str, monkeypatch, duckdb_path: Path) -> Iterator
         yield server
 
 
-def today() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%d")
 
 
 def vendor_rows(sandbox: SandboxServer, since=None, before=None) -> dict[str, tuple]:
@@ -50,8 +49,6 @@ def table_rows(database: Path) -> dict[str, tuple]:
     }
 
 
-def checks_of(result) -> dict[str, bool]:
-    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
 
 
 # 30 days of 5,000 order payments each, while 10 records a second change.
@@ -64,16 +61,16 @@ def test_a_30_day_backfill_succeeds_while_records_change_and_converges_to_the_ve
 ) -> None:
     first_day = BACKFILL.start.strftime("%Y-%m-%d")
 
-    result = sync(partition_range=(first_day, today()), resources=RESOURCE)
+    result = sync(partition_range=(first_day, utc_today()), resources=RESOURCE)
 
     assert result.success, [e.message for e in result.all_events if e.is_failure]
-    assert all(checks_of(result).values()), checks_of(result)
+    assert all(checks_passed(result).values()), checks_passed(result)
     # One materialization per partition of the range, with the run's numbers.
     materialization = result.asset_materializations_for_node("ecom_vendor_sync")[0]
     assert materialization.metadata["window_parts_paged_again"].value > 0, "records moved"
     # Once the shop is quiet, a refresh of today brings the records that moved there.
     with live_shop.live.paused():
-        assert sync(today(), resources=RESOURCE).success
+        assert sync(utc_today(), resources=RESOURCE).success
         assert table_rows(duckdb_path) == vendor_rows(live_shop)
 
 
@@ -90,7 +87,7 @@ def test_a_busy_day_is_read_whole_while_records_change(
     result = sync(day, resources=RESOURCE)
 
     assert result.success
-    assert checks_of(result)["reconciled_with_vendor"]
+    assert checks_passed(result)["reconciled_with_vendor"]
     # Every record the vendor still files under that day is in the table, in that version.
     in_day = vendor_rows(live_shop, BUSY_DAY.start, BUSY_DAY.start + timedelta(days=1))
     loaded = table_rows(duckdb_path)
@@ -104,9 +101,9 @@ def test_todays_partition_refreshed_twice_while_records_change_passes_every_chec
     sync: Sync, live_shop: SandboxServer
 ) -> None:
     for _ in range(2):
-        result = sync(today(), resources=RESOURCE)
+        result = sync(utc_today(), resources=RESOURCE)
         assert result.success
-        assert all(checks_of(result).values()), checks_of(result)
+        assert all(checks_passed(result).values()), checks_passed(result)
         time.sleep(1)  # records change in between too
 
 
@@ -116,13 +113,13 @@ def test_a_full_refresh_that_waits_for_the_writer_lock_loses_no_record_that_chan
     sync: Sync, live_shop: SandboxServer, duckdb_path: Path
 ) -> None:
     first_day = (datetime.now(UTC) - timedelta(days=4)).strftime("%Y-%m-%d")
-    assert sync(partition_range=(first_day, today()), resources=RESOURCE).success
+    assert sync(partition_range=(first_day, utc_today()), resources=RESOURCE).success
     results = []
     # Another run holds the writer lock for two seconds, while records keep changing.
     with duckdb_path.with_suffix(".lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         refresh = threading.Thread(target=lambda: results.append(sync(
-            partition_range=(first_day, today()), resources=RESOURCE,
+            partition_range=(first_day, utc_today()), resources=RESOURCE,
             config={"full_refresh": True},
         )))
         refresh.start()
@@ -189,8 +186,8 @@ def test_a_full_refresh_keeps_the_last_valid_row_of_a_record_now_defective(
 
     result = sync("2026-01-01", resources=RESOURCE, config={"full_refresh": True})
 
-    assert not checks_of(result)["no_quarantined_records"]
-    assert checks_of(result)["reconciled_with_vendor"]
+    assert not checks_passed(result)["no_quarantined_records"]
+    assert checks_passed(result)["reconciled_with_vendor"]
     assert rows(duckdb_path, "select amount from ecom.order_payments where id = ?",
                 victim["id"]) == [(money(victim["amount"]),)]
     assert rows(duckdb_path, "select count(*) from ecom.order_payments") == [(1000,)]
@@ -208,18 +205,63 @@ def test_a_sensor_refresh_reads_only_what_changed_since_the_day_was_reconciled(
     sync: Sync, live_shop: SandboxServer, duckdb_path: Path
 ) -> None:
     # Without a reconciled mark the sensor's refresh reads the whole day.
-    whole = sync(today(), resources=RESOURCE, config=CHANGES_ONLY)
+    whole = sync(utc_today(), resources=RESOURCE, config=CHANGES_ONLY)
     whole_window = whole.asset_materializations_for_node("ecom_vendor_sync")[0].metadata
-    assert whole_window["window"].value.startswith(f"[{today()}T00:00:00.000Z, ")
-    changed = live_shop.window("order_payments", BUSY_DAY.start)[:20]
+    assert whole_window["window"].value.startswith(f"[{utc_today()}T00:00:00.000Z, ")
+    changed = live_shop.window("order_payments")[:20]
     for record in changed:
         live_shop.update_now("order_payments", record["id"])
 
-    result = sync(today(), resources=RESOURCE, config=CHANGES_ONLY)
+    result = sync(utc_today(), resources=RESOURCE, config=CHANGES_ONLY)
 
-    assert result.success and all(checks_of(result).values())
+    assert result.success and all(checks_passed(result).values())
     metadata = result.asset_materializations_for_node("ecom_vendor_sync")[0].metadata
-    assert not metadata["window"].value.startswith(f"[{today()}T00:00:00.000Z, ")
+    assert not metadata["window"].value.startswith(f"[{utc_today()}T00:00:00.000Z, ")
     assert metadata["pages_fetched"].value < whole_window["pages_fetched"].value / 10
     with live_shop.live.paused():
         assert table_rows(duckdb_path) == vendor_rows(live_shop)
+
+
+@pytest.mark.parametrize("live_shop", [(SandboxSpec.recent(days=2, size=4_000), 0)],
+                         indirect=True)
+def test_a_sensor_refresh_across_midnight_reads_yesterday_only_since_it_was_reconciled(
+    sync: Sync, live_shop: SandboxServer, duckdb_path: Path
+) -> None:
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
+    days = (yesterday, utc_today())
+    whole = sync(partition_range=days, resources=RESOURCE)
+    assert whole.success
+    for record in live_shop.window("order_payments")[:20]:
+        live_shop.update_now("order_payments", record["id"])
+
+    result = sync(partition_range=days, resources=RESOURCE, config=CHANGES_ONLY)
+
+    assert result.success and all(checks_passed(result).values())
+    metadata = result.asset_materializations_for_node("ecom_vendor_sync")[0].metadata
+    assert not metadata["window"].value.startswith(f"[{yesterday}T00:00:00.000Z, ")
+    read_whole = whole.asset_materializations_for_node("ecom_vendor_sync")[0].metadata
+    assert metadata["pages_fetched"].value < read_whole["pages_fetched"].value / 10
+    assert table_rows(duckdb_path) == vendor_rows(live_shop)
+
+
+@pytest.mark.parametrize("live_shop", [(SandboxSpec.recent(days=1, size=2_000), 0)],
+                         indirect=True)
+def test_a_refresh_that_did_not_reconcile_leaves_the_next_one_to_read_the_whole_day(
+    sync: Sync, live_shop: SandboxServer, monkeypatch
+) -> None:
+    accept = WindowReader._accept
+
+    def listed_one_more(self, unit, listing, identities, copies) -> None:
+        accept(self, unit, listing, identities, copies)
+        self.report.listed += 1  # as if a record the vendor listed had been lost
+
+    with monkeypatch.context() as patch:
+        patch.setattr(WindowReader, "_accept", listed_one_more)
+        unreconciled = sync(utc_today(), resources=RESOURCE)
+    assert not checks_passed(unreconciled)["reconciled_with_vendor"]
+
+    result = sync(utc_today(), resources=RESOURCE, config=CHANGES_ONLY)
+
+    metadata = result.asset_materializations_for_node("ecom_vendor_sync")[0].metadata
+    assert metadata["window"].value.startswith(f"[{utc_today()}T00:00:00.000Z, ")
+    assert result.success and all(checks_passed(result).values())

@@ -36,12 +36,12 @@ from ecom_assets.defs.checks import (
     TableStats,
     check_specs,
     evaluate_checks,
+    reconciled_with_vendor,
 )
 from ecom_assets.defs.resources import VendorApiResource, WarehouseResource
 from ecom_assets.defs.sql import table_columns
 from ecom_assets.defs.translator import EcomDltTranslator, asset_key, column_schema
 from ecom_assets.ingest import (
-    ResourceReport,
     SyncReport,
     Warehouse,
     Window,
@@ -191,29 +191,33 @@ def _window_to_read(
     late_arrival: timedelta,
 ) -> Window:
     """The run's partitions up to now; with `changes_only` (the change sensor's refreshes),
-    only what changed since the partition was last reconciled, less the late-arrival horizon.
+    only what changed since the first partition was last reconciled, less the late-arrival
+    horizon (the partitions after it are read whole).
 
     A partition is reconciled through the end of the window its latest materialization read,
-    when that window reached back to the partition's start or to an earlier such moment. A
-    partition without one, or with one in the future, is read whole; the daily schedule,
-    backfills and manual runs always read whole partitions.
+    when every record the vendor listed there landed. A partition without such a mark, or with
+    one in the future, is read whole; the daily schedule, backfills and manual runs always
+    read whole partitions.
     """
     partition_start, partition_end = context.partition_time_window
     window = Window.between(partition_start, min(partition_end, started))
-    if not config.changes_only or len(context.partition_keys) > 1:
+    if not config.changes_only:
         return window
-    marks = [_reconciled_through(context, contract) for contract in contracts]
+    first = context.partition_keys[0]
+    marks = [_reconciled_through(context, contract, first) for contract in contracts]
     if any(mark is None or not partition_start <= mark <= started for mark in marks):
         return window
-    since = max(partition_start, min(marks) - late_arrival)  # type: ignore[type-var]
+    # A mark past the partition's end (left by a run that also read later days) leaves only
+    # its late arrivals to read.
+    since = max(partition_start, min(*marks, window.end) - late_arrival)  # type: ignore[type-var]
     return Window.between(since, window.end) if since < window.end else window
 
 
 def _reconciled_through(
-    context: AssetExecutionContext, contract: ResourceContract
+    context: AssetExecutionContext, contract: ResourceContract, partition: str
 ) -> datetime | None:
     records = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key(contract), asset_partitions=[context.partition_key]), 1
+        AssetRecordsFilter(asset_key(contract), asset_partitions=[partition]), 1
     ).records
     materialization = records[0].asset_materialization if records else None
     mark = materialization.metadata.get(RECONCILED_THROUGH) if materialization else None
@@ -325,9 +329,10 @@ def _failure(exc: PipelineStepFailed, what: str) -> Failure:
 RECONCILED_THROUGH = "reconciled_through"
 
 
-def _reconciled_mark(window: Window | None, received: ResourceReport) -> dict[str, Any]:
-    """The end of the window read, if it was read whole, as the next sensor refresh's start."""
-    if window is None or not received.complete:
+def _reconciled_mark(window: Window | None, reconciled: bool) -> dict[str, Any]:
+    """The end of the window read, if every record the vendor listed in it landed, as the next
+    sensor refresh's start."""
+    if window is None or not reconciled:
         return {}
     return {RECONCILED_THROUGH: MetadataValue.timestamp(window.end)}
 
@@ -354,11 +359,21 @@ def _report_load(
                 name for name in table_columns(client, contract.name)
                 if name not in contract.field_names and not name.startswith("_dlt")
             ]
+            selected_checks = {
+                check.name
+                for check in context.selected_asset_check_keys
+                if check.asset_key == asset_key(contract)
+            }
+            run = CheckRun(client, destination, contract, window, received, load_ids, stats)
+            # Evaluated first: the materialization marks the window reconciled only if it was.
+            evaluations = list(evaluate_checks(run, selected_checks, partitions))
+            reconciled = any(check.evaluate is reconciled_with_vendor and evaluation.passed
+                             for check, evaluation in evaluations)
             yield MaterializeResult(
                 asset_key=asset_key(contract),
                 metadata={
                     "window": str(window) if window else "full refresh",
-                    **_reconciled_mark(window, received),
+                    **_reconciled_mark(window, reconciled),
                     "vendor_total": received.vendor_total,
                     "records_received": received.listed,
                     "records_loaded": received.loaded,
@@ -373,13 +388,7 @@ def _report_load(
                     ),
                 },
             )
-            selected_checks = {
-                check.name
-                for check in context.selected_asset_check_keys
-                if check.asset_key == asset_key(contract)
-            }
-            run = CheckRun(client, destination, contract, window, received, load_ids, stats)
-            for check, evaluation in evaluate_checks(run, selected_checks, partitions):
+            for check, evaluation in evaluations:
                 if not evaluation.passed and check.blocking:
                     failed.add(f"{contract.name} {check.name}")
                 yield evaluation
