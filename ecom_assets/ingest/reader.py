@@ -123,6 +123,7 @@ class WindowReader:
     ) -> None:
         self.resource = resource
         self.report = report
+        report.complete = False  # a report may already hold an earlier window's read
         self._fetch = fetch
         self._page_size = page_size
         self._primary_key = primary_key
