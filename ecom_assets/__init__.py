@@ -3,9 +3,9 @@
 import gc
 import os
 
-# What exists when this package is first imported (Dagster's and dlt's modules, in the CLI, the
-# daemon or a code server) lives until the process ends: frozen, Python's collector does not
-# walk it again on every full collection.
+# What exists when this package is first imported (Dagster's modules, in the CLI, the daemon or
+# a code server) lives until the process ends: frozen, Python's collector does not walk it
+# again on every full collection. `definitions.py` freezes what the definitions import.
 gc.freeze()
 
 # Arrow's default allocator (mimalloc) keeps the memory the extract freed; through malloc the
