@@ -10,7 +10,7 @@ import duckdb
 import pytest
 import requests
 
-from ecom_assets.ingest.vendor_session import retry_after_seconds
+from ecom_assets.ingest.vendor_session import RetryPolicy, VendorSession, retry_after_seconds
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import Fault, SandboxServer
 from ecom_assets_tests.support import Sync, day, failure_message, partition_key, rows
@@ -187,3 +187,18 @@ def test_a_retry_after_beyond_the_ceiling_fails_fast_with_a_rate_limit_error(
     assert not result.success
     assert "asked to wait 3600 s, more than the 120 s ceiling" in failure_message(result)
     assert time.monotonic() - started < 60, "it did not sleep for an hour"
+
+
+def test_the_retry_after_ceiling_bounds_what_the_vendor_asks_not_the_own_backoff(
+    sandbox: SandboxServer, api_key: str
+) -> None:
+    sandbox.faults.add("products", Fault.status(503), times=1)  # no Retry-After
+    policy = RetryPolicy(backoff_factor=0.2, max_retry_after=0.1)
+
+    with VendorSession(api_key, policy) as session:
+        request = requests.Request(
+            "GET", f"{sandbox.base_url}/v1/products", params={"api_key": api_key}
+        ).prepare()
+        response = session.send_with_retries(request)
+
+    assert response.status_code == 200

@@ -290,7 +290,7 @@ class VendorSession(requests.Session):
                     ) from None
                 retry_after = retry_after_seconds(response)
                 wait = self.policy.backoff(retry_number) if retry_after is None else retry_after
-                if wait > self.policy.max_retry_after:
+                if retry_after is not None and wait > self.policy.max_retry_after:
                     raise VendorRateLimited(
                         f"{where}: the vendor asked to wait {wait:.0f} s, more than the "
                         f"{self.policy.max_retry_after:.0f} s ceiling; giving up ({failure})"
