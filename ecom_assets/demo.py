@@ -7,7 +7,6 @@ asset check results as the Dagster instance recorded them. What it loaded stays 
 """
 
 import argparse
-import os
 import secrets
 import sys
 import time
@@ -20,13 +19,7 @@ from dagster import AssetCheckKey, DagsterInstance
 from ecom_assets.contract import CONTRACTS
 from ecom_assets.defs.checks import CHECKS
 from ecom_assets.defs.translator import asset_key
-from ecom_assets.launch import (
-    SANDBOX_DATA,
-    dg_environment,
-    launch_command,
-    run,
-    sandbox_settings,
-)
+from ecom_assets.launch import SANDBOX_DATA, launch_command, run, sandbox_environment
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
 
@@ -91,8 +84,7 @@ def main() -> None:
     with SandboxServer(spec, api_key=api_key).start() as sandbox:
         print(f"Sandbox vendor API at {sandbox.base_url}: {spec.size} records per resource, "
               f"{first_day}..{today}")
-        settings = sandbox_settings(sandbox.base_url, api_key, first_day, data)
-        env = dg_environment({**os.environ, **settings}, data / "dagster_home")
+        env = sandbox_environment(sandbox.base_url, api_key, first_day, data)
         assets = ",".join(asset_key(c).to_user_string() for c in CONTRACTS.values())
         command = launch_command(assets, f"{first_day}...{today}")
         print(f"$ {' '.join(command)}", flush=True)
@@ -101,8 +93,8 @@ def main() -> None:
             sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
             raise SystemExit(f"the backfill failed (exit {result.returncode})")
 
-    _print_tables(Path(settings["ECOM_DUCKDB_PATH"]))
-    passed = _print_checks(data / "dagster_home")
+    _print_tables(Path(env["ECOM_DUCKDB_PATH"]))
+    passed = _print_checks(Path(env["DAGSTER_HOME"]))
     print(f"\nDemo finished in {time.monotonic() - started:.1f} s"
           f"{'' if passed else ', with checks that did not pass'}. "
           "Run `make ui` to browse the assets, runs and checks.")

@@ -7,6 +7,7 @@ where no `.env` is, with every setting in their environment.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,6 @@ from dagster import DagsterInstance
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 # The sandbox's Dagster home and warehouse (`make demo`, `make ui`), never a real vendor's.
 SANDBOX_DATA = PROJECT_DIR / "data" / "sandbox"
-SANDBOX_DAGSTER_HOME = SANDBOX_DATA / "dagster_home"
 
 
 def dg() -> str:
@@ -66,6 +66,21 @@ def sandbox_settings(base_url: str, api_key: str, first_day: date, data: Path) -
         "ECOM_DLT_PIPELINES_DIR": str(data / "dlt_pipelines"),
         "ECOM_PARTITIONS_START": first_day.isoformat(),
     }
+
+
+def sandbox_environment(base_url: str, api_key: str, first_day: date, data: Path
+                        ) -> dict[str, str]:
+    """The environment of a dg command against the sandbox, its files and Dagster home under
+    `data`: this process's environment without the project's settings and dlt credentials
+    (`make` exports those of a `.env` for a real vendor), with the sandbox's."""
+    inherited = {
+        name: value for name, value in os.environ.items()
+        if not name.startswith(("ECOM_", "DESTINATION__"))
+    }
+    return dg_environment(
+        {**inherited, **sandbox_settings(base_url, api_key, first_day, data)},
+        data / "dagster_home",
+    )
 
 
 def run(command: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:

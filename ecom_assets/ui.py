@@ -8,13 +8,12 @@ real shop does, so the sensor has something to refresh. One Ctrl-C or SIGTERM st
 
 import argparse
 import ctypes
-import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from ecom_assets.launch import PROJECT_DIR, SANDBOX_DATA, dg, dg_environment, sandbox_settings
+from ecom_assets.launch import PROJECT_DIR, SANDBOX_DATA, dg, sandbox_environment
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import DEFAULT_API_KEY, SandboxServer
 
@@ -50,8 +49,7 @@ def main() -> int:
         spec, api_key=DEFAULT_API_KEY, port=args.sandbox_port,
         changes_per_second=CHANGES_PER_SECOND, creates_per_second=CREATES_PER_SECOND,
     ) as sandbox:
-        settings = sandbox_settings(sandbox.base_url, DEFAULT_API_KEY, spec.start.date(), data)
-        env = dg_environment({**os.environ, **settings}, data / "dagster_home")
+        env = sandbox_environment(sandbox.base_url, DEFAULT_API_KEY, spec.start.date(), data)
         command = [dg(), "dev", "-w", str(PROJECT_DIR / "workspace.yaml"),
                    "-h", "127.0.0.1", "-p", str(args.port)]
         print(f"Sandbox vendor at {sandbox.base_url} ({spec.start:%Y-%m-%d} to now, live); "

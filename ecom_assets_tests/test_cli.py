@@ -45,9 +45,16 @@ def test_the_demo_backfills_both_assets_and_prints_rows_and_checks_whatever_dote
         f"ECOM_DUCKDB_PATH={real / 'warehouse.duckdb'}\nDAGSTER_HOME={real / 'dagster_home'}\n"
     )
     sandbox_data = tmp_path / "sandbox"
+    # `make` exports the `.env`'s settings to every target, `make demo` included.
+    exported = {
+        "ECOM_API_BASE_URL": "http://127.0.0.1:9", "ECOM_PAGE_CONCURRENCY": "many",
+        "ECOM_DESTINATION": "postgres",
+        "DESTINATION__POSTGRES__CREDENTIALS": "postgresql://u:p@127.0.0.1:9/w",
+    }
 
     result = _run_module(
-        ["ecom_assets.demo", "--data", str(sandbox_data)], dict(os.environ), cwd=project
+        ["ecom_assets.demo", "--data", str(sandbox_data)], {**os.environ, **exported},
+        cwd=project,
     )
 
     output = result.stdout + result.stderr
