@@ -152,6 +152,7 @@ def _sync(
         # for the lock belongs to this one.
         started = datetime.now(UTC)
         report = SyncReport()
+        late_arrival = timedelta(minutes=vendor_api.late_arrival_minutes)
 
         def read(window: Window, into: Pipeline) -> LoadInfo:
             """Read `window` of every selected resource and load it with `into`."""
@@ -159,7 +160,7 @@ def _sync(
             source = ecom_source(
                 vendor_api.base_url, session, window, contracts=contracts, report=report,
                 quarantine_first_seen=partial(target.quarantine_first_seen, pipeline),
-                late_arrival=timedelta(minutes=vendor_api.late_arrival_minutes),
+                late_arrival=late_arrival,
             )
             try:
                 return into.run(source, loader_file_format=target.loader_file_format)
@@ -172,12 +173,10 @@ def _sync(
         if config.full_refresh:
             refresh = StagedRefresh(target, context.run_id, pipeline)
             load_info = _full_refresh(context, config, contracts, refresh, report, started, read,
-                                      max_removed_share, late_arrival=timedelta(
-                                          minutes=vendor_api.late_arrival_minutes))
+                                      max_removed_share, late_arrival)
             window = None
         else:
-            window = _window_to_read(context, config, contracts, started, timedelta(
-                minutes=vendor_api.late_arrival_minutes))
+            window = _window_to_read(context, config, contracts, started, late_arrival)
             load_info = read(window, pipeline)
         yield from _report_load(context, pipeline, target.destination, contracts, window,
                                 report, load_info)
@@ -247,14 +246,16 @@ def _full_refresh(
     # A record that changed while the refresh ran has left its window for a later one: rows
     # the refresh did not see are looked for among the records changed since, before they
     # count as removed.
+    changes = refresh.changes(contracts)
     for _ in range(FOLLOW_ROUNDS):
-        unaccounted = sum(c.rows_removed for c in refresh.changes(contracts))
+        unaccounted = sum(c.rows_removed for c in changes)
         if not unaccounted:
             break
         following = Window.between(window.end - late_arrival, datetime.now(UTC))
         load_ids += read(following, refresh.pipeline).loads_ids
         window = following
-        if sum(c.rows_removed for c in refresh.changes(contracts)) == unaccounted:
+        changes = refresh.changes(contracts)
+        if sum(c.rows_removed for c in changes) == unaccounted:
             break  # none of them changed: the vendor no longer has them
     problems = _staged_problems(refresh, contracts, report, load_ids)
     if problems:
@@ -263,7 +264,6 @@ def _full_refresh(
             description="The full refresh was staged but failed its checks, so nothing was "
             f"replaced: {'; '.join(problems)}"
         )
-    changes = refresh.changes(contracts)
     refusals = [r for c in changes if (r := c.refusal(max_removed_share))]
     if refusals and not config.allow_removing_rows:
         _not_to_be_retried(context)

@@ -80,12 +80,11 @@ def build_change_sensor(
                         "last": rfc3339(changes.last_updated_at or since),
                         "total": changes.total,
                     }
+                    _log_skipped(context, changes.skipped)
                     if changes.first_updated_at is None or observed == {
                         "last": seen.get("last"), "total": seen.get("total")
                     }:
-                        _log_skipped(context, changes.skipped)
                         continue
-                    _log_skipped(context, changes.skipped)
                     first = changes.first_updated_at
                     last = changes.last_updated_at or first
                     # Probe from closer to the latest change next time, counting anew from there.

@@ -57,8 +57,8 @@ class TableChange:
 
 
 class StagedRefresh:
-    """The refresh dataset of one run: `reset`, `stage` any number of windows, inspect
-    `changes`, then `swap`."""
+    """The refresh dataset of one run: `reset`, load any number of windows with `pipeline`,
+    inspect `changes`, then `swap`."""
 
     def __init__(self, warehouse: Warehouse, run_id: str, main: dlt.Pipeline) -> None:
         self.warehouse = warehouse
@@ -71,28 +71,24 @@ class StagedRefresh:
             if client.has_dataset():
                 client.drop_dataset()
 
-    def stage(self, source: Any) -> LoadInfo:
-        return self.pipeline.run(source, loader_file_format=self.warehouse.loader_file_format)
-
     def changes(self, contracts: Sequence[ResourceContract]) -> list[TableChange]:
         """Per table: its rows now, and which of them the refresh would keep or remove."""
         changes = []
         with self.main.sql_client() as client:
             for contract in contracts:
+                staged_ids = self._ids(client, contract.name, contract.primary_key)
                 now, kept, removed = _counts_or_zero(
                     client,
                     "select count(*), "
                     "sum(case when s.id is null and q.id is not null then 1 else 0 end), "
                     "sum(case when s.id is null and q.id is null then 1 else 0 end) "
                     f"from {client.make_qualified_table_name(contract.name)} t "
-                    f"left join {self._ids(client, contract.name, contract.primary_key)} s "
+                    f"left join {staged_ids} s "
                     f"on s.id = t.{contract.primary_key} "
                     f"left join {self._ids(client, contract.quarantine_table, 'record_id')} q "
                     f"on q.id = t.{contract.primary_key}",
                 )
-                staged, *_ = _counts_or_zero(
-                    client, f"select count(*) from {self._ids(client, contract.name, 'id')} s"
-                )
+                staged, *_ = _counts_or_zero(client, f"select count(*) from {staged_ids} s")
                 changes.append(TableChange(contract.name, now, staged, kept, removed))
         return changes
 

@@ -164,7 +164,6 @@ class QuarantineRouter(ItemTransform[Any]):
         if self._batch and (self.report.complete or len(self._batch) >= ARROW_BATCH_SIZE):
             routed.append(self._flush())
         if quarantined:
-            self.report.quarantine_rows += len(quarantined)
             routed.append(dlt.mark.with_table_name(quarantined, self.contract.quarantine_table))
         return routed
 

@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ecom_assets.ingest.window import Window
-
 
 @dataclass
 class ResourceReport:
@@ -18,7 +16,6 @@ class ResourceReport:
     what was quarantined. Every record listed is either loaded or quarantined."""
 
     resource: str
-    window: Window | None = None
     vendor_total: int = 0
     listed: int = 0  # records the reconciled units held
     requests: int = 0  # page requests sent, discarded passes included
@@ -27,7 +24,6 @@ class ResourceReport:
     complete: bool = False  # every unit reconciled with the vendor's `total`
     loaded: int = 0  # valid records handed to dlt
     defective: int = 0  # listed records that went to quarantine
-    quarantine_rows: int = 0  # distinct defective versions written to quarantine this run
     duplicate_copies: int = 0  # identical copies of a record the vendor served twice
     kept: int = 0  # a full refresh's rows kept for records whose current version is defective
     unknown_fields: dict[str, str] = field(default_factory=dict)  # vendor field -> column

@@ -119,7 +119,6 @@ def ecom_source(
     }
     source = rest_api_source(config, name=SOURCE_NAME)
     for contract in contracts:
-        report[contract.name].window = window
         add_quarantine(
             source.resources[contract.name],
             contract,
