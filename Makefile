@@ -38,7 +38,8 @@ ui: install
 RESOURCE ?= order_payments
 full-refresh: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dg launch --assets ecom/$(RESOURCE) \
-	  --partition-range $${ECOM_PARTITIONS_START:-2026-01-01}...$$(date -u +%F) \
+	  --partition-range $$($(BIN)/python -c 'from ecom_assets.settings import get_settings; \
+	  print(get_settings().partitions_start)')...$$(date -u +%F) \
 	  --config-json '{"ops": {"ecom_vendor_sync": {"config": {"full_refresh": true}}}}'
 
 ## Delete runs (and their event logs) older than DAYS from $(DAGSTER_HOME).

@@ -204,3 +204,8 @@ def api_key_for_cli() -> str:
             "ecom_api_key = \"...\"); it is not set"
         )
     return str(key)
+
+
+# Each setting's default: what a component built without the settings (a test, the dlt source
+# run on its own) uses.
+DEFAULTS = read_settings({})

@@ -6,10 +6,7 @@ from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
 from ecom_assets.ingest import RetryPolicy, VendorSession, Warehouse
-from ecom_assets.settings import Settings, read_settings
-
-# Each setting's default, for a resource built without `build_resources` (as tests do).
-DEFAULTS = read_settings({})
+from ecom_assets.settings import DEFAULTS, Settings
 
 
 class VendorApiResource(ConfigurableResource):

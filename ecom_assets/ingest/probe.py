@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,8 +13,6 @@ from ecom_assets.ingest.errors import VendorResponseError
 from ecom_assets.ingest.pages import page_records, page_total, record_id
 from ecom_assets.ingest.vendor_session import VendorSession
 from ecom_assets.ingest.window import rfc3339
-
-logger = logging.getLogger(__name__)
 
 # A timestamp further ahead than this is defective, not a clock a little fast.
 CLOCK_SKEW = timedelta(minutes=5)

@@ -27,9 +27,9 @@ from ecom_assets.ingest.reader import PAGE_SIZE, ReleasedPage, WindowReader
 from ecom_assets.ingest.report import SyncReport
 from ecom_assets.ingest.vendor_session import VendorSession
 from ecom_assets.ingest.window import Window
+from ecom_assets.settings import DEFAULTS
 
 SOURCE_NAME = "ecom"
-DEFAULT_LATE_ARRIVAL = timedelta(minutes=10)
 
 
 def _reconciled_pages(
@@ -74,7 +74,7 @@ def ecom_source(
     contracts: Sequence[ResourceContract] = tuple(CONTRACTS.values()),
     report: SyncReport | None = None,
     quarantine_first_seen: Callable[[str], Mapping[str, datetime]] = lambda table: {},
-    late_arrival: timedelta = DEFAULT_LATE_ARRIVAL,
+    late_arrival: timedelta = timedelta(minutes=DEFAULTS.late_arrival_minutes),
 ) -> DltSource:
     """The REST API source for `contracts`, restricted to `window` on `updated_at`.
 

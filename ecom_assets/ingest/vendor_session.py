@@ -29,6 +29,7 @@ from ecom_assets.ingest.errors import (
 )
 from ecom_assets.ingest.scrubbing import SECRETS, scrub
 from ecom_assets.ingest.vendor_json import parse_vendor_json
+from ecom_assets.settings import DEFAULTS
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +38,13 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard to try. Defaults are the integration's specification."""
+    """How hard to try. Retries and backoff are the integration's specification; the rest are
+    the settings' defaults."""
 
     max_retries: int = 3
     backoff_factor: float = 2.0
-    max_retry_after: float = 120.0
-    timeout: float = 30.0
+    max_retry_after: float = DEFAULTS.max_retry_after_seconds
+    timeout: float = DEFAULTS.request_timeout_seconds
 
     def backoff(self, retry_number: int) -> float:
         """Seconds before retry `retry_number` (1-based): factor, 2*factor, 4*factor, ..."""

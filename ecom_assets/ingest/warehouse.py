@@ -23,6 +23,7 @@ from dlt.common.destination import Destination
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 
 from ecom_assets.ingest.quarantine import QUARANTINE_KEY
+from ecom_assets.settings import DEFAULTS
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +59,10 @@ class Warehouse:
     DuckDB, and the directory of dlt's working directories, of which the last run's of each
     resource is kept (`dlt pipeline --pipelines-dir <dir>/latest-<resource> ecom trace`)."""
 
-    destination: str = "duckdb"
-    duckdb_path: Path = Path("data/warehouse.duckdb")
-    pipelines_dir: Path = Path("data/dlt_pipelines")
-    duckdb_lock_wait_seconds: float = 180.0
+    destination: str = DEFAULTS.destination
+    duckdb_path: Path = DEFAULTS.duckdb_path
+    pipelines_dir: Path = DEFAULTS.dlt_pipelines_dir
+    duckdb_lock_wait_seconds: float = DEFAULTS.duckdb_lock_wait_seconds
 
     @property
     def is_duckdb(self) -> bool:

@@ -207,14 +207,6 @@ class Draws:
             self._refill()
             return self._next()
 
-    def unit(self) -> float:
-        """Uniform in [0, 1), 32 random bits."""
-        return self.word() * 2.3283064365386963e-10
-
-    def below(self, count: int) -> int:
-        """A uniform integer in [0, count) (in steps of count / 2**32 beyond 2**32)."""
-        return (self.word() * count) >> 32
-
     def choice(self, options: Sequence[T]) -> T:
         return options[(self.word() * len(options)) >> 32]
 
@@ -297,9 +289,6 @@ SANDBOX_RESOURCES: dict[str, SandboxResource] = {
         unknown_field=("warehouse_code", lambda draw: draw.choice(_WAREHOUSES)),
         null_share=1 / 6,
     ),
-}
-UNKNOWN_FIELDS = {
-    name: spec.unknown_field[0] for name, spec in SANDBOX_RESOURCES.items() if spec.unknown_field
 }
 
 
