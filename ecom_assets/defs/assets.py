@@ -33,13 +33,11 @@ from ecom_assets.contract import ResourceContract
 from ecom_assets.defs.checks import (
     STAGED_CHECKS,
     CheckRun,
-    TableStats,
     check_specs,
     evaluate_checks,
     reconciled_with_vendor,
 )
 from ecom_assets.defs.resources import VendorApiResource, WarehouseResource
-from ecom_assets.defs.sql import table_columns
 from ecom_assets.defs.translator import EcomDltTranslator, asset_key, column_schema
 from ecom_assets.ingest import (
     SyncReport,
@@ -293,9 +291,8 @@ def _staged_problems(
     problems = []
     with refresh.pipeline.sql_client() as client:
         for contract in contracts:
-            stats = TableStats.query(client, contract, None, load_ids)
-            run = CheckRun(client, refresh.warehouse.destination, contract, None,
-                           report[contract.name], load_ids, stats)
+            run = CheckRun.of_load(client, refresh.warehouse.destination, contract, None,
+                                   report[contract.name], load_ids)
             for check in STAGED_CHECKS:
                 outcome = check.evaluate(run)
                 if not outcome.passed:
@@ -354,17 +351,13 @@ def _report_load(
     with pipeline.sql_client() as client:
         for contract in contracts:
             received = report[contract.name]
-            stats = TableStats.query(client, contract, window, load_ids)
-            unknown_columns = [
-                name for name in table_columns(client, contract.name)
-                if name not in contract.field_names and not name.startswith("_dlt")
-            ]
             selected_checks = {
                 check.name
                 for check in context.selected_asset_check_keys
                 if check.asset_key == asset_key(contract)
             }
-            run = CheckRun(client, destination, contract, window, received, load_ids, stats)
+            run = CheckRun.of_load(client, destination, contract, window, received, load_ids)
+            stats = run.stats
             # Evaluated first: the materialization marks the window reconciled only if it was.
             evaluations = list(evaluate_checks(run, selected_checks, partitions))
             reconciled = any(check.evaluate is reconciled_with_vendor and evaluation.passed
@@ -384,7 +377,7 @@ def _report_load(
                     "window_parts_paged_again": received.repaged,
                     "dlt_load_id": ", ".join(load_ids) or "none (nothing to load)",
                     "dagster/column_schema": MetadataValue.table_schema(
-                        column_schema(contract, destination, unknown_columns)
+                        column_schema(contract, destination, run.unknown_columns)
                     ),
                 },
             )

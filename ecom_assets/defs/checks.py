@@ -83,6 +83,30 @@ class CheckRun:
     received: ResourceReport
     load_ids: Sequence[str]
     stats: TableStats
+    columns: dict[str, tuple[str, bool]]  # the table's: name -> (type, nullable)
+
+    @classmethod
+    def of_load(
+        cls,
+        client: SqlClientBase,
+        destination: str,
+        contract: ResourceContract,
+        window: Window | None,
+        received: ResourceReport,
+        load_ids: Sequence[str],
+    ) -> "CheckRun":
+        """The load's table, its numbers and columns read once for every check."""
+        stats = TableStats.query(client, contract, window, load_ids)
+        columns = table_columns(client, contract.name)
+        return cls(client, destination, contract, window, received, load_ids, stats, columns)
+
+    @property
+    def unknown_columns(self) -> list[str]:
+        """The table's columns that are neither contract fields nor dlt's own."""
+        return sorted(
+            name for name in self.columns
+            if name not in self.contract.field_names and not name.startswith("_dlt")
+        )
 
 
 @dataclass(frozen=True)
@@ -93,7 +117,7 @@ class Outcome:
 
 def schema_types(run: CheckRun) -> Outcome:
     """Every contract column exists with its declared type and nullability; no variant columns."""
-    actual = table_columns(run.client, run.contract.name)
+    actual = run.columns
     problems = []
     for field in run.contract.fields:
         column = actual.get(field.name)
@@ -211,11 +235,7 @@ def reconciled_with_vendor(run: CheckRun) -> Outcome:
 
 def known_fields_only(run: CheckRun) -> Outcome:
     mapping = run.received.unknown_fields
-    known = run.contract.field_names
-    in_table = sorted(
-        name for name in table_columns(run.client, run.contract.name)
-        if name not in known and not name.startswith("_dlt")
-    )
+    in_table = run.unknown_columns
     metadata: dict[str, Any] = {
         "unknown_fields_this_run": ", ".join(
             field if column == field else f"{field} -> {column}"
