@@ -121,7 +121,8 @@ def test_a_third_resource_is_one_declaration_and_loads_end_to_end_with_its_check
     defs = build_definitions(contracts, SETTINGS_FOR_TESTS)
     refunds = AssetKey(["ecom", "refunds"])
     assert refunds in defs.resolve_asset_graph().get_all_asset_keys()
-    assert defs.get_sensor_def("ecom_vendor_changes") is not None
+    # The job the sensor and the schedule launch refreshes it too.
+    assert refunds in defs.resolve_job_def("ecom_refresh").asset_layer.selected_asset_keys
 
     spec = SandboxSpec(size=600, days=3)
     with SandboxServer(spec, api_key=api_key, contracts={c.name: c for c in contracts},
