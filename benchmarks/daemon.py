@@ -95,6 +95,8 @@ def main() -> None:
         with DagsterInstance.from_config(str(home)) as instance:
             runs = len(instance.get_run_records(filters=RunsFilter(
                 statuses=[DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE])))
+            failed = len(instance.get_run_records(filters=RunsFilter(
+                statuses=[DagsterRunStatus.FAILURE])))
             pruned = prune_runs(instance, older_than=timedelta(0))
         size_after_prune = _size_mib(home)
     growth = size_at_end - size_at_start
@@ -112,7 +114,7 @@ def main() -> None:
         f"| change at the vendor to the row in the warehouse, median | "
         f"{statistics.median(latencies):.1f} s |",
         f"| ... min / max | {min(latencies):.1f} s / {max(latencies):.1f} s |",
-        f"| runs in {minutes:.1f} minutes | {runs} |",
+        f"| runs in {minutes:.1f} minutes (failed) | {runs} ({failed}) |",
         f"| Dagster home growth | {growth:.1f} MiB ({growth / max(runs, 1):.2f} MiB a run, "
         f"{growth / minutes * 60:.0f} MiB an hour) |",
         f"| after `make prune` of all {pruned} runs | {size_after_prune:.1f} MiB (from "
