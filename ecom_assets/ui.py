@@ -2,15 +2,20 @@
 
 The sandbox serves the same shop as `make demo` (the last 30 days) and keeps changing it, as a
 real shop does, so the sensor has something to refresh. One Ctrl-C or SIGTERM stops everything:
-`dg dev` shuts its webserver, daemon and code server down, and this process waits for it. If
-`make` itself is killed, the kernel tells this process (parent-death signal), which stops too.
+`dg dev` shuts its webserver, daemon and code server down, and this process waits for it; what is
+still running after a grace period (a run worker mid-run, a code server waiting for a heartbeat
+that will not come) gets SIGTERM, then SIGKILL. If `make` itself is killed, the kernel tells this
+process (parent-death signal), which stops too.
 """
 
 import argparse
+import contextlib
 import ctypes
+import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from ecom_assets.launch import PROJECT_DIR, SANDBOX_DATA, dg, sandbox_environment
@@ -20,7 +25,9 @@ from ecom_assets.sandbox.server import DEFAULT_API_KEY, SandboxServer
 # How fast the sandbox shop changes while the UI runs: calm, but never still.
 CHANGES_PER_SECOND = 0.2
 CREATES_PER_SECOND = 0.1
-STOP_SECONDS = 10
+# dg dev usually stops in about 2 s; the daemon alone may take up to a minute.
+GRACE_SECONDS = 6
+TERM_SECONDS = 2
 
 
 def _stop_with_parent() -> None:
@@ -33,6 +40,25 @@ def _stop_with_parent() -> None:
 def _default_signals() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_DFL)
+
+
+def stop_process_group(server: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL, to whatever is left of dg dev's process group: its webserver,
+    daemon, code servers and run workers are all in it."""
+    try:
+        os.killpg(server.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + TERM_SECONDS
+    while time.monotonic() < deadline:
+        server.poll()  # reaps dg dev: a zombie still counts as a member of the group
+        try:
+            os.killpg(server.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)
 
 
 def main() -> int:
@@ -62,24 +88,26 @@ def main() -> int:
             preexec_fn=_default_signals,
         )
 
-        stopping = []
+        stop_asked_at: list[float] = []
 
         def stop(_signum: int, _frame: object) -> None:
             # dg dev takes SIGINT as "shut down": its webserver, daemon and code server. Once:
             # a Ctrl-C that also kills `make` brings the parent-death signal after it.
-            if not stopping:
-                stopping.append(True)
+            if not stop_asked_at:
+                stop_asked_at.append(time.monotonic())
                 server.send_signal(signal.SIGINT)
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, stop)
         try:
-            return server.wait()
+            while not stop_asked_at or time.monotonic() - stop_asked_at[0] < GRACE_SECONDS:
+                try:
+                    return server.wait(timeout=0.5)
+                except subprocess.TimeoutExpired:
+                    continue
+            return 1
         finally:
-            try:
-                server.wait(timeout=STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop_process_group(server)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from ecom_assets.ui import stop_process_group
 from ecom_assets_tests.support import PROJECT_DIR, free_port
 
 pytestmark = pytest.mark.system
@@ -46,6 +47,13 @@ def _alive(pids: set[int]) -> set[int]:
     return alive
 
 
+def _command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except OSError:
+        return "?"
+
+
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm-to-make"])
 def test_make_ui_stops_every_process_it_started(tmp_path: Path, how: str) -> None:
     port = free_port()
@@ -79,7 +87,22 @@ def test_make_ui_stops_every_process_it_started(tmp_path: Path, how: str) -> Non
         while _alive(started | {make.pid}) and time.monotonic() < deadline:
             time.sleep(0.2)
 
-        assert not _alive(started), f"still running after {STOP_SECONDS} s"
+        survivors = {pid: _command_line(pid) for pid in _alive(started)}
+        assert not survivors, f"still running after {STOP_SECONDS} s: {survivors}"
     finally:
         for pid in _alive(_descendants(make.pid) | {make.pid}):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_what_outlives_the_grace_period_is_killed_with_its_process_group() -> None:
+    # A member of dg dev's group that ignores SIGTERM (as a run worker finishing a step may).
+    stubborn = subprocess.Popen(
+        ["sh", "-c", "trap '' TERM INT; sh -c \"trap '' TERM INT; sleep 60\" & wait"],
+        start_new_session=True,
+    )
+    time.sleep(0.5)
+    members = _descendants(stubborn.pid) | {stubborn.pid}
+
+    stop_process_group(stubborn)
+
+    assert not _alive(members)
