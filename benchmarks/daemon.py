@@ -9,9 +9,7 @@ back. Prints a markdown table for BENCHMARKS.md.
 """
 
 import argparse
-import os
 import random
-import signal
 import statistics
 import subprocess
 import tempfile
@@ -23,7 +21,7 @@ import duckdb
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from benchmarks.bench import API_KEY, environment, machine
-from ecom_assets.launch import PROJECT_DIR, dg, launch_command
+from ecom_assets.launch import launch_command, start_dg_dev, stop_dg_dev
 from ecom_assets.prune import prune_runs
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
@@ -62,11 +60,8 @@ def main() -> None:
         span = f"{spec.start.date()}...{datetime.now(UTC).date()}"
         subprocess.run(launch_command("ecom/order_payments,ecom/products", span), env=env,
                        cwd=home, check=True, capture_output=True)
-        server = subprocess.Popen(
-            [dg(), "dev", "-w", str(PROJECT_DIR / "workspace.yaml"), "-h", "127.0.0.1",
-             "-p", "3097"], env=env, cwd=home, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True,
-        )
+        server = start_dg_dev(3097, env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
         started, size_at_start = time.monotonic(), _size_mib(home)
         latencies = []
         try:
@@ -90,8 +85,7 @@ def main() -> None:
             minutes = (time.monotonic() - started) / 60
             size_at_end = _size_mib(home)
         finally:
-            os.killpg(server.pid, signal.SIGINT)
-            server.wait(timeout=60)
+            stop_dg_dev(server)
         with DagsterInstance.from_config(str(home)) as instance:
             runs = len(instance.get_run_records(filters=RunsFilter(
                 statuses=[DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE])))

@@ -7,10 +7,13 @@ where no `.env` is, with every setting in their environment.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
@@ -38,6 +41,64 @@ def launch_command(
     ]
     command = [dg(), "launch", *target, "--assets", assets, option, partitions]
     return command + (["--config-json", config_json] if config_json else [])
+
+
+# dg dev usually stops in about 2 s; its daemon alone may take up to a minute.
+DG_DEV_GRACE_SECONDS = 5
+TERM_SECONDS = 2
+
+
+def _default_signals() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+
+
+def start_dg_dev(port: int, env: Mapping[str, str], **popen: object) -> subprocess.Popen:
+    """`dg dev` (webserver, daemon, code servers) on 127.0.0.1:`port`, in its Dagster home.
+
+    In a session of its own: a terminal's Ctrl-C does not reach it (a second SIGINT would cut
+    its shutdown short), and everything it starts, run workers included, is in its process
+    group. SIGINT and SIGTERM are reset to their defaults: a shell's `&` ignores them, and
+    Python keeps ignoring a SIGINT ignored at its start, so dg dev could not be stopped.
+    """
+    command = [dg(), "dev", "-w", str(PROJECT_DIR / "workspace.yaml"),
+               "-h", "127.0.0.1", "-p", str(port)]
+    return subprocess.Popen(command, env=dict(env), cwd=env["DAGSTER_HOME"],
+                            start_new_session=True, preexec_fn=_default_signals, **popen)
+
+
+def stop_dg_dev(server: subprocess.Popen) -> None:
+    """One SIGINT to dg dev, which shuts its webserver, daemon and code servers down; then
+    whatever of its process group outlives the grace period is stopped by force."""
+    if server.poll() is None:
+        server.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(timeout=DG_DEV_GRACE_SECONDS)
+    stop_process_group(server)
+
+
+def stop_process_group(leader: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL, to whatever is left of `leader`'s process group (a run worker
+    mid-run, a code server waiting for a heartbeat that will not come)."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(leader.pid, signum)
+        except ProcessLookupError:
+            return
+        if _group_gone(leader, within_seconds=TERM_SECONDS):
+            return
+
+
+def _group_gone(leader: subprocess.Popen, within_seconds: float) -> bool:
+    deadline = time.monotonic() + within_seconds
+    while time.monotonic() < deadline:
+        leader.poll()  # reaps the leader: a zombie still counts as a member of the group
+        try:
+            os.killpg(leader.pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def dg_environment(environment: Mapping[str, str], dagster_home: Path) -> dict[str, str]:

@@ -2,32 +2,25 @@
 
 The sandbox serves the same shop as `make demo` (the last 30 days) and keeps changing it, as a
 real shop does, so the sensor has something to refresh. One Ctrl-C or SIGTERM stops everything:
-`dg dev` shuts its webserver, daemon and code server down, and this process waits for it; what is
-still running after a grace period (a run worker mid-run, a code server waiting for a heartbeat
-that will not come) gets SIGTERM, then SIGKILL. If `make` itself is killed, the kernel tells this
-process (parent-death signal), which stops too.
+`dg dev` shuts its webserver, daemon and code server down, and what outlives a grace period is
+stopped by force. If `make` itself is killed, the kernel tells this process (parent-death
+signal), which stops too.
 """
 
 import argparse
-import contextlib
 import ctypes
-import os
 import signal
-import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
-from ecom_assets.launch import PROJECT_DIR, SANDBOX_DATA, dg, sandbox_environment
+from ecom_assets.launch import SANDBOX_DATA, sandbox_environment, start_dg_dev, stop_dg_dev
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import DEFAULT_API_KEY, SandboxServer
 
 # How fast the sandbox shop changes while the UI runs: calm, but never still.
 CHANGES_PER_SECOND = 0.2
 CREATES_PER_SECOND = 0.1
-# dg dev usually stops in about 2 s; the daemon alone may take up to a minute.
-GRACE_SECONDS = 6
-TERM_SECONDS = 2
 
 
 def _stop_with_parent() -> None:
@@ -35,30 +28,6 @@ def _stop_with_parent() -> None:
     PR_SET_PDEATHSIG = 1
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _default_signals() -> None:
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_DFL)
-
-
-def stop_process_group(server: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL, to whatever is left of dg dev's process group: its webserver,
-    daemon, code servers and run workers are all in it."""
-    try:
-        os.killpg(server.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + TERM_SECONDS
-    while time.monotonic() < deadline:
-        server.poll()  # reaps dg dev: a zombie still counts as a member of the group
-        try:
-            os.killpg(server.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(server.pid, signal.SIGKILL)
 
 
 def main() -> int:
@@ -76,38 +45,19 @@ def main() -> int:
         changes_per_second=CHANGES_PER_SECOND, creates_per_second=CREATES_PER_SECOND,
     ) as sandbox:
         env = sandbox_environment(sandbox.base_url, DEFAULT_API_KEY, spec.start.date(), data)
-        command = [dg(), "dev", "-w", str(PROJECT_DIR / "workspace.yaml"),
-                   "-h", "127.0.0.1", "-p", str(args.port)]
         print(f"Sandbox vendor at {sandbox.base_url} ({spec.start:%Y-%m-%d} to now, live); "
               f"Dagster UI at http://127.0.0.1:{args.port}", flush=True)
-        # In a session of its own, so that it hears exactly one signal, from here: a
-        # terminal's Ctrl-C reaches only this process group, and a second SIGINT would cut
-        # dg dev's shutdown short. Signals a shell's `&` ignored are reset for it.
-        server = subprocess.Popen(
-            command, env=env, cwd=env["DAGSTER_HOME"], start_new_session=True,
-            preexec_fn=_default_signals,
-        )
-
-        stop_asked_at: list[float] = []
-
-        def stop(_signum: int, _frame: object) -> None:
-            # dg dev takes SIGINT as "shut down": its webserver, daemon and code server. Once:
-            # a Ctrl-C that also kills `make` brings the parent-death signal after it.
-            if not stop_asked_at:
-                stop_asked_at.append(time.monotonic())
-                server.send_signal(signal.SIGINT)
-
+        server = start_dg_dev(args.port, env)
+        # A Ctrl-C that also kills `make` brings the parent-death signal after it: stop once.
+        stop_asked = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, stop)
+            signal.signal(signum, lambda _signum, _frame: stop_asked.set())
         try:
-            while not stop_asked_at or time.monotonic() - stop_asked_at[0] < GRACE_SECONDS:
-                try:
-                    return server.wait(timeout=0.5)
-                except subprocess.TimeoutExpired:
-                    continue
-            return 1
+            while server.poll() is None and not stop_asked.wait(0.5):
+                pass
         finally:
-            stop_process_group(server)
+            stop_dg_dev(server)
+        return 0 if stop_asked.is_set() else server.returncode
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ecom_assets.ui import stop_process_group
+from ecom_assets.launch import stop_process_group
 from ecom_assets_tests.support import PROJECT_DIR, free_port
 
 pytestmark = pytest.mark.system
