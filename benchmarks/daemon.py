@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from benchmarks.bench import API_KEY, environment, machine
 from ecom_assets.launch import launch_command, start_dg_dev, stop_dg_dev
@@ -44,6 +44,18 @@ def _updated_at(database: Path, record_id: str) -> datetime | None:
     except duckdb.Error:  # a run is writing it
         return None
     return rows[0][0] if rows else None
+
+
+def _failure(instance: DagsterInstance, run_id: str) -> str:
+    """A failed run's partitions and the first line of each failure it recorded."""
+    run = instance.get_run_by_id(run_id)
+    partitions = run.tags.get("dagster/partition") or "...".join(
+        run.tags.get(f"dagster/asset_partition_range_{end}", "?") for end in ("start", "end"))
+    messages = []
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
+        error = entry.dagster_event.step_failure_data.error if entry.dagster_event else None
+        messages.append((error.message if error else entry.message).strip()[:300])
+    return f"- {partitions}: " + " / ".join(messages)
 
 
 def main() -> None:
@@ -89,8 +101,11 @@ def main() -> None:
         with DagsterInstance.from_config(str(home)) as instance:
             runs = len(instance.get_run_records(filters=RunsFilter(
                 statuses=[DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE])))
-            failed = len(instance.get_run_records(filters=RunsFilter(
-                statuses=[DagsterRunStatus.FAILURE])))
+            failures = [
+                _failure(instance, record.dagster_run.run_id)
+                for record in instance.get_run_records(
+                    filters=RunsFilter(statuses=[DagsterRunStatus.FAILURE]))
+            ]
             pruned = prune_runs(instance, older_than=timedelta(0))
         size_after_prune = _size_mib(home)
     growth = size_at_end - size_at_start
@@ -108,11 +123,12 @@ def main() -> None:
         f"| change at the vendor to the row in the warehouse, median | "
         f"{statistics.median(latencies):.1f} s |",
         f"| ... min / max | {min(latencies):.1f} s / {max(latencies):.1f} s |",
-        f"| runs in {minutes:.1f} minutes (failed) | {runs} ({failed}) |",
+        f"| runs in {minutes:.1f} minutes (failed) | {runs} ({len(failures)}) |",
         f"| Dagster home growth | {growth:.1f} MiB ({growth / max(runs, 1):.2f} MiB a run, "
         f"{growth / minutes * 60:.0f} MiB an hour) |",
         f"| after `make prune` of all {pruned} runs | {size_after_prune:.1f} MiB (from "
         f"{size_at_end:.1f} MiB) |",
+        *(["", "Failed runs:", *failures] if failures else []),
     ]))
 
 
