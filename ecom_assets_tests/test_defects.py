@@ -192,3 +192,28 @@ def test_a_run_fails_naming_the_process_that_keeps_duckdb(
     message = failure_message(result)
     assert f"(PID {holder.pid}) and was not released within 2 s" in message
     assert "ECOM_DUCKDB_LOCK_WAIT_SECONDS" in message and "duckdb -readonly" in message
+
+
+KEEP_READING_DUCKDB = """
+import sys, time, duckdb
+while True:  # a dashboard refreshing: whenever it can open the file, it reads for a while
+    try:
+        with duckdb.connect(sys.argv[1], read_only=True):
+            time.sleep(0.5)
+    except duckdb.Error:
+        time.sleep(0.01)
+"""
+
+
+def test_a_reader_polling_the_warehouse_cannot_take_it_from_a_run_that_writes(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+) -> None:
+    sync(partition_key(0), resources=PAYMENTS)  # the file exists for the reader to open
+    reader = subprocess.Popen([sys.executable, "-c", KEEP_READING_DUCKDB, str(duckdb_path)])
+    try:
+        results = [sync(partition_key(day), resources=PAYMENTS) for day in (1, 2)]
+    finally:
+        reader.kill()
+
+    assert [failure_message(r) for r in results if not r.success] == []
+    assert loaded_ids(duckdb_path) >= window_ids(sandbox)

@@ -146,8 +146,11 @@ class Warehouse:
                 except BlockingIOError:
                     logger.warning("Waiting for the run that is writing %s", self.duckdb_path)
                     fcntl.flock(lock, fcntl.LOCK_EX)
-                self._wait_for_other_processes()
-                yield
+                # Held open until the run ends: connections of this process share it, and a
+                # reader that opens the file meanwhile (a BI tool) waits instead of taking the
+                # file from under the run between two of dlt's connections.
+                with self._open_when_free():
+                    yield
         elif self.destination == "postgres":
             # A session advisory lock, held by a connection of its own for the whole run. It is
             # polled rather than awaited, so that terminating a waiting run takes effect.
@@ -162,16 +165,16 @@ class Warehouse:
             # Dagster's pool `ecom_warehouse_writer` queues the runs launched through the daemon.
             yield
 
-    def _wait_for_other_processes(self) -> None:
-        """Wait while a process that is not a run of this project (a `duckdb` shell, a BI tool)
-        holds the DuckDB file, which DuckDB lets only one process open for writing."""
+    def _open_when_free(self) -> duckdb.DuckDBPyConnection:
+        """The DuckDB file, opened once a process that is not a run of this project (a
+        `duckdb` shell, a BI tool) has let go of it: DuckDB lets one process write a file,
+        and no other process open it meanwhile."""
         path = self.duckdb_path.resolve()
         deadline = time.monotonic() + self.duckdb_lock_wait_seconds
         next_log = 0.0
         while True:
             try:
-                duckdb.connect(str(path)).close()
-                return
+                return duckdb.connect(str(path))
             except duckdb.IOException as exc:
                 holder = busy_holder(exc)
                 if holder is None:
@@ -181,8 +184,8 @@ class Warehouse:
                 raise WarehouseBusyError(
                     f"{path} is held by {holder} and was not released within "
                     f"{self.duckdb_lock_wait_seconds:.0f} s (ECOM_DUCKDB_LOCK_WAIT_SECONDS). "
-                    "Close that program, or open the file read-only from it "
-                    "(`duckdb -readonly`) while runs write"
+                    "Close that program: while it holds the file no run can write it. Short "
+                    "read-only sessions (`duckdb -readonly`) between runs are fine"
                 )
             if now >= next_log:
                 logger.warning(
