@@ -163,6 +163,8 @@ class Outcome:
         if self.error is None:
             return loaded
         message = self.error.split("UserFailureData")[0]
+        # What the UI shows first: the failure's own words, without its Python class.
+        message = re.sub(r"^[\w.]+\.(Failure|\w*Error): ", "", message.strip())
         message = re.sub(r"^.*?the sync of .*? failed: ", "", message)
         return f"{loaded}; failed: {' '.join(message.split())[:90]}"
 
