@@ -67,7 +67,7 @@ bench-sandbox: install
 reliability: install
 	$(BIN)/python -m ecom_assets_tests.reliability --output docs/reliability.md
 
-lint: install
+lint: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/ruff check .
 	$(BIN)/dg check defs
 
