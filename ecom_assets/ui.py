@@ -11,7 +11,7 @@ import argparse
 import ctypes
 import signal
 import sys
-import threading
+import time
 from pathlib import Path
 
 from ecom_assets.launch import SANDBOX_DATA, sandbox_environment, start_dg_dev, stop_dg_dev
@@ -49,15 +49,16 @@ def main() -> int:
               f"Dagster UI at http://127.0.0.1:{args.port}", flush=True)
         server = start_dg_dev(args.port, env)
         # A Ctrl-C that also kills `make` brings the parent-death signal after it: stop once.
-        stop_asked = threading.Event()
+        # The handler only records the signal: a lock taken in a handler can deadlock.
+        signals: list[int] = []
         for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda _signum, _frame: stop_asked.set())
+            signal.signal(signum, lambda signum, _frame: signals.append(signum))
         try:
-            while server.poll() is None and not stop_asked.wait(0.5):
-                pass
+            while not signals and server.poll() is None:
+                time.sleep(0.2)
         finally:
             stop_dg_dev(server)
-        return 0 if stop_asked.is_set() else server.returncode
+        return 0 if signals else server.returncode
 
 
 if __name__ == "__main__":

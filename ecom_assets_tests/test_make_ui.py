@@ -47,11 +47,18 @@ def _alive(pids: set[int]) -> set[int]:
     return alive
 
 
-def _command_line(pid: int) -> str:
+def _described(pid: int) -> str:
+    """A process's command line, state and signal masks (what it ignores, what it catches)."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        status = dict(
+            line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+            if ":\t" in line
+        )
     except OSError:
         return "?"
+    masks = ", ".join(f"{k} {status.get(k, '?').strip()}" for k in ("State", "SigIgn", "SigCgt"))
+    return f"{command[:120]} ({masks})"
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm-to-make"])
@@ -87,7 +94,7 @@ def test_make_ui_stops_every_process_it_started(tmp_path: Path, how: str) -> Non
         while _alive(started | {make.pid}) and time.monotonic() < deadline:
             time.sleep(0.2)
 
-        survivors = {pid: _command_line(pid) for pid in _alive(started)}
+        survivors = {pid: _described(pid) for pid in _alive(started)}
         assert not survivors, f"still running after {STOP_SECONDS} s: {survivors}"
     finally:
         for pid in _alive(_descendants(make.pid) | {make.pid}):
