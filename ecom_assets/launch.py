@@ -48,7 +48,10 @@ DG_DEV_GRACE_SECONDS = 5
 TERM_SECONDS = 2
 
 
-def _default_signals() -> None:
+def default_stop_signals() -> None:
+    """SIGINT and SIGTERM at their defaults, as a child's `preexec_fn`: a shell's `&` leaves
+    SIGINT ignored, Dagster in the parent gives SIGTERM SIGINT's disposition, and an ignored
+    signal stays ignored across exec (Python, `make` and dg dev then keep ignoring it)."""
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_DFL)
 
@@ -58,13 +61,12 @@ def start_dg_dev(port: int, env: Mapping[str, str], **popen: object) -> subproce
 
     In a session of its own: a terminal's Ctrl-C does not reach it (a second SIGINT would cut
     its shutdown short), and everything it starts, run workers included, is in its process
-    group. SIGINT and SIGTERM are reset to their defaults: a shell's `&` ignores them, and
-    Python keeps ignoring a SIGINT ignored at its start, so dg dev could not be stopped.
+    group. Its SIGINT and SIGTERM are at their defaults, whatever this process ignores.
     """
     command = [dg(), "dev", "-w", str(PROJECT_DIR / "workspace.yaml"),
                "-h", "127.0.0.1", "-p", str(port)]
     return subprocess.Popen(command, env=dict(env), cwd=env["DAGSTER_HOME"],
-                            start_new_session=True, preexec_fn=_default_signals, **popen)
+                            start_new_session=True, preexec_fn=default_stop_signals, **popen)
 
 
 def stop_dg_dev(server: subprocess.Popen) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ecom_assets.launch import stop_process_group
+from ecom_assets.launch import default_stop_signals, stop_process_group
 from ecom_assets_tests.support import PROJECT_DIR, free_port
 
 pytestmark = pytest.mark.system
@@ -71,6 +71,9 @@ def test_make_ui_stops_every_process_it_started(tmp_path: Path, how: str) -> Non
         env={**os.environ, "UI_ARGS": f"--data {tmp_path} --days 2 "
              f"--sandbox-port {free_port()}"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        # As from a terminal: pytest's SIGTERM may be ignored (Dagster runs in this process
+        # give it SIGINT's disposition), and `make` would keep ignoring it.
+        preexec_fn=default_stop_signals,
     )
     try:
         deadline = time.monotonic() + STARTUP_SECONDS
