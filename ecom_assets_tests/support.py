@@ -28,7 +28,12 @@ from ecom_assets.contract import CONTRACTS
 from ecom_assets.defs.assets import build_sync_assets
 from ecom_assets.defs.partitions import daily_partitions
 from ecom_assets.defs.resources import VendorApiResource, WarehouseResource
-from ecom_assets.launch import PROJECT_DIR, dg_environment, sandbox_settings
+from ecom_assets.launch import (
+    PROJECT_DIR,
+    default_stop_signals,
+    dg_environment,
+    sandbox_settings,
+)
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
 
@@ -311,12 +316,14 @@ class DagsterDev:
 def start_processes(
     commands: Sequence[list[str]], env: Mapping[str, str], log: Path
 ) -> list[subprocess.Popen]:
-    """Start `commands`, each in a session of its own, in the Dagster home of `env`."""
+    """Start `commands`, each in a session of its own, in the Dagster home of `env`, with
+    SIGINT and SIGTERM at their defaults (so that `stop_processes` stops them)."""
     with log.open("w") as output:
         return [
             subprocess.Popen(
                 command, cwd=env["DAGSTER_HOME"], env=dict(env), stdout=output,
                 stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=default_stop_signals,
             )
             for command in commands
         ]
