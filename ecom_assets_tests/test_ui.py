@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from dagster import AssetCheckKey, AssetKey, DagsterInstance
 
-from ecom_assets.launch import PROJECT_DIR, dg, launch_command
+from ecom_assets.launch import launch_command, start_dg_dev, stop_dg_dev
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import Fault, SandboxServer
 from ecom_assets_tests.support import (
@@ -26,8 +26,6 @@ from ecom_assets_tests.support import (
     project_env,
     rows,
     skip_or_fail,
-    start_processes,
-    stop_processes,
 )
 
 pytestmark = pytest.mark.system
@@ -74,17 +72,15 @@ def dagster_dev(tmp_path_factory) -> Iterator[DagsterDev]:
         assert backfill.returncode == 0, backfill.stdout + backfill.stderr
         port = free_port()
         log = tmp / "dg-dev.log"
-        processes = start_processes(
-            [[dg(), "dev", "-w", str(PROJECT_DIR / "workspace.yaml"), "-h", "127.0.0.1",
-              "-p", str(port)]], env, log,
-        )
+        with log.open("w") as output:
+            dg_dev = start_dg_dev(port, env, stdout=output, stderr=subprocess.STDOUT)
         server = DagsterDev(f"http://127.0.0.1:{port}", Path(env["DAGSTER_HOME"]),
                             Path(env["ECOM_DUCKDB_PATH"]), sandbox, log)
         try:
             server.wait_for("the webserver and the code location", server.loaded)
             yield server
         finally:
-            stop_processes(processes)
+            stop_dg_dev(dg_dev)
 
 
 def test_materialize_a_partition_through_the_webserver(dagster_dev: DagsterDev) -> None:
