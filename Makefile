@@ -47,9 +47,8 @@ DAYS ?= 30
 prune: install
 	$(BIN)/python -m ecom_assets.prune --older-than-days $(DAYS)
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
-	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $@
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml ecom_assets/instance.py | install
+	$(BIN)/python -m ecom_assets.instance $(DAGSTER_HOME)
 
 ## Side-by-side benchmark against plain dlt; writes BENCHMARKS.md.
 bench: install

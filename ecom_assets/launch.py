@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from datetime import date
 from pathlib import Path
 
 from dagster import DagsterInstance
+
+from ecom_assets.instance import write_instance_settings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 # The sandbox's Dagster home and warehouse (`make demo`, `make ui`), never a real vendor's.
@@ -105,8 +106,7 @@ def _group_gone(leader: subprocess.Popen, within_seconds: float) -> bool:
 
 def dg_environment(environment: Mapping[str, str], dagster_home: Path) -> dict[str, str]:
     """`environment` for a dg command with `dagster_home`, its instance settings in place."""
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(PROJECT_DIR / "dagster.yaml", dagster_home / "dagster.yaml")
+    write_instance_settings(dagster_home)
     # Two commands starting on an empty home would race to create the same SQLite tables.
     DagsterInstance.from_config(str(dagster_home)).dispose()
     return {

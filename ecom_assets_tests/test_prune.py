@@ -5,6 +5,7 @@ from pathlib import Path
 
 from dagster import DagsterInstance, Definitions, asset, define_asset_job
 
+from ecom_assets.instance import write_instance_settings
 from ecom_assets.prune import prune_runs
 
 
@@ -17,6 +18,7 @@ def test_prune_deletes_old_runs_with_their_logs_and_keeps_new_ones(tmp_path: Pat
     job = Definitions(
         assets=[something], jobs=[define_asset_job("job", [something])]
     ).resolve_job_def("job")
+    write_instance_settings(tmp_path)  # the project's Dagster home
     with DagsterInstance.from_config(str(tmp_path)) as instance:
         old = [job.execute_in_process(instance=instance).run_id for _ in range(3)]
         storage = tmp_path / "storage"

@@ -1,0 +1,123 @@
+"""The Dagster instance of a local Dagster home (`make demo`, `make ui`, tests, benchmarks).
+
+Dagster's SQLite event log builds a new SQLAlchemy engine and opens a new connection for every
+read and write. Each asset and check event is mirrored into the home's index database, so a
+31-day backfill, which records 6 check evaluations per partition, opened it about 600 times:
+2 s of every such run (BENCHMARKS.md). `IndexKeepingSqliteEventLogStorage` keeps one
+connection to the index database per process. Each run's own database is still opened per
+write, as Dagster does: the UI shows a live run's log by watching that file change.
+Production keeps its instance in PostgreSQL (deploy/dagster.yaml).
+
+`python -m ecom_assets.instance HOME` writes the project's dagster.yaml into the Dagster home
+HOME with this event log in HOME/history/runs, where Dagster keeps it by default.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+from dagster._core.storage.event_log import SqliteEventLogStorage
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME
+from dagster._core.storage.sql import create_engine
+from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+from dagster._serdes import ConfigurableClassData
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import NullPool, StaticPool
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+class IndexKeepingSqliteEventLogStorage(SqliteEventLogStorage):
+    """Dagster's SQLite event log, with one connection to the index database kept per process,
+    and the engine of the run database last used."""
+
+    def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
+        self._engines: dict[str, Engine] = {}  # shard -> engine, of this process only
+        self._engines_pid = os.getpid()
+        self._tables_seen: set[str] = set()
+        super().__init__(base_dir, inst_data)
+
+    @classmethod
+    def from_config_value(
+        cls, inst_data: ConfigurableClassData | None, config_value: dict
+    ) -> IndexKeepingSqliteEventLogStorage:
+        return cls(inst_data=inst_data, **config_value)
+
+    @contextmanager
+    def _connect(self, shard: str) -> Iterator[Connection]:
+        # Dagster holds this lock for as long as a connection is in use: the one kept index
+        # connection is never used by two threads at once.
+        with self._db_lock:
+            engine = self._engine(shard)
+            if shard not in self._initialized_dbs:
+                self._initdb(engine)
+                self._initialized_dbs.add(shard)
+            with engine.connect() as connection, connection.begin():
+                yield connection
+
+    def _engine(self, shard: str) -> Engine:
+        if self._engines_pid != os.getpid():
+            # A forked child must not use its parent's SQLite connection.
+            for engine in self._engines.values():
+                engine.dispose(close=False)
+            self._engines, self._engines_pid = {}, os.getpid()
+        if shard not in self._engines:
+            if shard != INDEX_SHARD_NAME:
+                # One run's database at a time: the run this process records.
+                for other in [s for s in self._engines if s != INDEX_SHARD_NAME]:
+                    self._engines.pop(other).dispose()
+            self._engines[shard] = create_engine(
+                self.conn_string_for_shard(shard),
+                # A run's database is still opened and closed per use, as Dagster does: the
+                # close writes the file the UI watches.
+                poolclass=StaticPool if shard == INDEX_SHARD_NAME else NullPool,
+                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+            )
+        return self._engines[shard]
+
+    def has_table(self, table_name: str) -> bool:
+        # Dagster asks before each asset or check event it stores, opening the index database
+        # once more each time (the kept connection may be in use: this runs inside its
+        # transaction). Dagster's migrations add tables and never drop one.
+        if table_name not in self._tables_seen:
+            if not super().has_table(table_name):
+                return False
+            self._tables_seen.add(table_name)
+        return True
+
+    def dispose(self) -> None:
+        super().dispose()
+        with self._db_lock:
+            if self._engines_pid == os.getpid():
+                for engine in self._engines.values():
+                    engine.dispose()
+            self._engines = {}
+
+
+def write_instance_settings(dagster_home: Path) -> Path:
+    """The project's dagster.yaml in `dagster_home`, with the event log above where Dagster
+    keeps it by default (history/runs: existing homes keep their history)."""
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    event_log = {
+        "event_log_storage": {
+            "module": __name__,
+            "class": IndexKeepingSqliteEventLogStorage.__name__,
+            "config": {"base_dir": str(dagster_home.resolve() / "history" / "runs")},
+        }
+    }
+    settings = dagster_home / "dagster.yaml"
+    settings.write_text(
+        (PROJECT_DIR / "dagster.yaml").read_text()
+        + "# Written for this Dagster home by ecom_assets/instance.py.\n"
+        + yaml.safe_dump(event_log, sort_keys=False)
+    )
+    return settings
+
+
+if __name__ == "__main__":
+    write_instance_settings(Path(sys.argv[1]))
