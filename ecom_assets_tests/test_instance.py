@@ -149,3 +149,13 @@ def test_a_home_made_before_keeps_its_history(tmp_path: Path) -> None:
         runs = after.get_runs()
     assert len(runs) == 2
     assert len(records) == 2 * 10
+
+
+def test_the_kept_connection_keeps_the_write_ahead_log_small(home: Path) -> None:
+    """A kept connection never closes, which is when SQLite would delete its log: the Dagster
+    home of a long-running `make ui` would keep 4 MiB of it."""
+    log = home / "history" / "runs" / "index.db-wal"
+    with DagsterInstance.from_config(str(home)) as instance:
+        for _ in range(5):
+            assert BACKFILL.execute_in_process(instance=instance, tags=WHOLE_RANGE).success
+        assert log.stat().st_size < 1024 * 1024
