@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +34,7 @@ from sqlalchemy.pool import NullPool, StaticPool
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 WAL_CHECKPOINT_PAGES = 100  # 400 KiB
+FORK_LOCK_SECONDS = 5  # a fork waits this long for a connection in use to be returned
 
 
 class IndexKeepingSqliteEventLogStorage(SqliteEventLogStorage):
@@ -43,7 +45,9 @@ class IndexKeepingSqliteEventLogStorage(SqliteEventLogStorage):
         self._engines: dict[str, Engine] = {}  # shard -> engine, of this process only
         self._engines_pid = os.getpid()
         self._tables_seen: set[str] = set()
+        self._locked_for_fork = False
         super().__init__(base_dir, inst_data)
+        _STORAGES.add(self)
 
     @classmethod
     def from_config_value(
@@ -65,7 +69,8 @@ class IndexKeepingSqliteEventLogStorage(SqliteEventLogStorage):
 
     def _engine(self, shard: str) -> Engine:
         if self._engines_pid != os.getpid():
-            # A forked child must not use its parent's SQLite connection.
+            # Forked while another thread held the lock (see _before_fork): the parent's
+            # connection cannot be closed here without disturbing the parent's.
             for engine in self._engines.values():
                 engine.dispose(close=False)
             self._engines, self._engines_pid = {}, os.getpid()
@@ -99,10 +104,34 @@ class IndexKeepingSqliteEventLogStorage(SqliteEventLogStorage):
     def dispose(self) -> None:
         super().dispose()
         with self._db_lock:
-            if self._engines_pid == os.getpid():
-                for engine in self._engines.values():
-                    engine.dispose()
-            self._engines = {}
+            self._close_engines()
+
+    def _close_engines(self) -> None:
+        if self._engines_pid == os.getpid():
+            for engine in self._engines.values():
+                engine.dispose()
+        self._engines = {}
+
+    def _before_fork(self) -> None:
+        # No SQLite connection may cross a fork: a child holding a copy would make SQLite
+        # believe the file locked by this process, and a commit could land in a log that
+        # another process has already deleted. Closed here, reopened on next use.
+        self._locked_for_fork = self._db_lock.acquire(timeout=FORK_LOCK_SECONDS)
+        if self._locked_for_fork:
+            self._close_engines()
+
+    def _after_fork(self) -> None:
+        if self._locked_for_fork:
+            self._locked_for_fork = False
+            self._db_lock.release()
+
+
+_STORAGES: weakref.WeakSet[IndexKeepingSqliteEventLogStorage] = weakref.WeakSet()
+os.register_at_fork(
+    before=lambda: [storage._before_fork() for storage in list(_STORAGES)],
+    after_in_parent=lambda: [storage._after_fork() for storage in list(_STORAGES)],
+    after_in_child=lambda: [storage._after_fork() for storage in list(_STORAGES)],
+)
 
 
 def _checkpoint_often(dbapi_connection: sqlite3.Connection, _record: object) -> None:
@@ -117,7 +146,7 @@ def write_instance_settings(dagster_home: Path) -> None:
     dagster_home.mkdir(parents=True, exist_ok=True)
     event_log = {
         "event_log_storage": {
-            "module": __name__,
+            "module": "ecom_assets.instance",  # also when run as __main__
             "class": IndexKeepingSqliteEventLogStorage.__name__,
             "config": {"base_dir": str(dagster_home.resolve() / "history" / "runs")},
         }

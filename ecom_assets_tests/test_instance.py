@@ -3,8 +3,11 @@ results recorded through one kept index connection, read by other processes, and
 view of a run unchanged."""
 
 import multiprocessing
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ from dagster import (
     AssetCheckKey,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetMaterialization,
     AssetSpec,
     DagsterEventType,
     DagsterInstance,
@@ -112,28 +116,40 @@ def test_the_ui_sees_a_run_s_events_while_another_process_writes_them(home: Path
     assert seen.count(DagsterEventType.ASSET_CHECK_EVALUATION) == len(CHECKS) * 10
 
 
-def _record_a_backfill(home: str) -> None:
-    with DagsterInstance.from_config(home) as instance:
-        BACKFILL.execute_in_process(instance=instance, tags=WHOLE_RANGE)
+def _report_twice(instance: DagsterInstance, reported: Event, resume: Event) -> None:
+    instance.report_runless_asset_event(AssetMaterialization("payments", partition="2026-01-02"))
+    reported.set()
+    resume.wait(timeout=60)
+    instance.report_runless_asset_event(AssetMaterialization("payments", partition="2026-01-03"))
 
 
-def test_a_forked_process_records_through_its_own_index_connection(home: Path) -> None:
+def test_a_forked_process_loses_nothing_it_records_through_its_parent_s_instance(
+    home: Path,
+) -> None:
+    """A child forked while the parent's index connection is open records through the
+    parent's instance, while the parent closes its connection and another process reads the
+    index database (SQLite deletes its log when it believes it is the last one there)."""
+    index = home / "history" / "runs" / "index.db"
+    fork = multiprocessing.get_context("fork")
+    reported, resume = fork.Event(), fork.Event()
     with DagsterInstance.from_config(str(home)) as instance:
-        assert BACKFILL.execute_in_process(instance=instance, tags=WHOLE_RANGE).success
-        # A child forked while the parent's index connection is open.
-        child = multiprocessing.get_context("fork").Process(
-            target=lambda: BACKFILL.execute_in_process(instance=instance, tags=WHOLE_RANGE)
+        instance.report_runless_asset_event(
+            AssetMaterialization("payments", partition="2026-01-01")
         )
+        child = fork.Process(target=_report_twice, args=(instance, reported, resume))
         child.start()
-        child.join(timeout=120)
+        assert reported.wait(timeout=60)
+        instance.event_log_storage.dispose()
+        read_index = ("import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
+                      "db.execute('select count(*) from event_logs').fetchall(); db.close()")
+        subprocess.run([sys.executable, "-c", read_index, str(index)], check=True)
+        resume.set()
+        child.join(timeout=60)
         assert child.exitcode == 0
-        assert BACKFILL.execute_in_process(instance=instance, tags=WHOLE_RANGE).success
 
-        records = instance.event_log_storage.get_asset_check_execution_history(
-            AssetCheckKey(payments.key, "first"), limit=100
-        )
-    assert len(records) == 3 * 10
-    assert {r.status for r in records} == {AssetCheckExecutionRecordStatus.SUCCEEDED}
+    with DagsterInstance.from_config(str(home)) as reader:
+        recorded = reader.fetch_materializations(payments.key, limit=10).records
+    assert sorted(r.partition_key for r in recorded) == ["2026-01-01", "2026-01-02", "2026-01-03"]
 
 
 def test_a_home_made_before_keeps_its_history(tmp_path: Path) -> None:
@@ -159,3 +175,9 @@ def test_the_kept_connection_keeps_the_write_ahead_log_small(home: Path) -> None
         for _ in range(5):
             assert BACKFILL.execute_in_process(instance=instance, tags=WHOLE_RANGE).success
         assert log.stat().st_size < 1024 * 1024
+
+
+def test_the_makefile_s_command_writes_a_home_dagster_loads(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "ecom_assets.instance", str(tmp_path)], check=True)
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert isinstance(instance.event_log_storage, IndexKeepingSqliteEventLogStorage)
