@@ -32,7 +32,7 @@ from dagster._serdes import ConfigurableClassData
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool, StaticPool
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = Path(__file__).resolve().parent.parent  # its dagster.yaml, pyproject.toml...
 WAL_CHECKPOINT_PAGES = 100  # 400 KiB
 FORK_LOCK_SECONDS = 5  # a fork waits this long for a connection in use to be returned
 
@@ -57,8 +57,8 @@ class IndexKeepingSqliteEventLogStorage(SqliteEventLogStorage):
 
     @contextmanager
     def _connect(self, shard: str) -> Iterator[Connection]:
-        # Dagster holds this lock for as long as a connection is in use: the one kept index
-        # connection is never used by two threads at once.
+        # The lock is held, as Dagster holds it, while a connection is in use: the one kept
+        # index connection is never used by two threads at once.
         with self._db_lock:
             engine = self._engine(shard)
             if shard not in self._initialized_dbs:

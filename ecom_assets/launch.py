@@ -19,9 +19,8 @@ from pathlib import Path
 
 from dagster import DagsterInstance
 
-from ecom_assets.instance import write_instance_settings
+from ecom_assets.instance import PROJECT_DIR, write_instance_settings
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 # The sandbox's Dagster home and warehouse (`make demo`, `make ui`), never a real vendor's.
 SANDBOX_DATA = PROJECT_DIR / "data" / "sandbox"
 

@@ -58,6 +58,13 @@ BACKFILL: JobDefinition = Definitions(
 ).resolve_job_def("backfill")
 
 
+def _evaluations(instance: DagsterInstance, check: str) -> list:
+    """The check's history as the UI's Checks tab reads it."""
+    return list(instance.event_log_storage.get_asset_check_execution_history(
+        AssetCheckKey(payments.key, check), limit=100
+    ))
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     write_instance_settings(tmp_path)
@@ -88,9 +95,7 @@ def test_a_backfill_records_each_partition_s_checks_through_one_index_connection
     # Another process (the UI) reads every evaluation: one per partition and check.
     with DagsterInstance.from_config(str(home)) as reader:
         for name in CHECKS:
-            records = reader.event_log_storage.get_asset_check_execution_history(
-                AssetCheckKey(payments.key, name), limit=100
-            )
+            records = _evaluations(reader, name)
             assert sorted(r.partition for r in records) == DAYS.get_partition_keys()
             assert {r.status for r in records} == {AssetCheckExecutionRecordStatus.SUCCEEDED}
 
@@ -159,9 +164,7 @@ def test_a_home_made_before_keeps_its_history(tmp_path: Path) -> None:
     write_instance_settings(tmp_path)
     with DagsterInstance.from_config(str(tmp_path)) as after:
         assert BACKFILL.execute_in_process(instance=after, tags=WHOLE_RANGE).success
-        records = after.event_log_storage.get_asset_check_execution_history(
-            AssetCheckKey(payments.key, "first"), limit=100
-        )
+        records = _evaluations(after, "first")
         runs = after.get_runs()
     assert len(runs) == 2
     assert len(records) == 2 * 10
