@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from enum import Enum
-from functools import cached_property
-from typing import Any
+from functools import cache, cached_property
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 # The destinations whose column types the contract declares (and the tests run against).
 SQL_DESTINATIONS = ("duckdb", "postgres")
@@ -27,36 +28,47 @@ _MONEY_LIMIT = Decimal(10) ** (MONEY_PRECISION - MONEY_SCALE)
 
 
 class FieldType(Enum):
-    """A contract type: its dlt data type, the Arrow type records are handed to dlt in, and the
-    column type each supported destination must end up with, as its information_schema shows
-    it (DuckDB, PostgreSQL)."""
+    """A contract type: its dlt data type, the Arrow type records are handed to dlt in
+    (`arrow_type`), and the column type each supported destination must end up with, as its
+    information_schema shows it (DuckDB, PostgreSQL)."""
 
-    TEXT = ("text", pa.string(), ("VARCHAR", "CHARACTER VARYING"))
+    TEXT = ("text", ("VARCHAR", "CHARACTER VARYING"))
     MONEY = (
         "decimal",
-        pa.decimal128(MONEY_PRECISION, MONEY_SCALE),
         (f"DECIMAL({MONEY_PRECISION},{MONEY_SCALE})", f"NUMERIC({MONEY_PRECISION},{MONEY_SCALE})"),
     )
-    TIMESTAMP = (
-        "timestamp",
-        pa.timestamp("us", tz="UTC"),
-        ("TIMESTAMP WITH TIME ZONE", "TIMESTAMP WITH TIME ZONE"),
-    )
-    BOOLEAN = ("bool", pa.bool_(), ("BOOLEAN", "BOOLEAN"))
-    TEXT_LIST = ("json", pa.list_(pa.string()), ("JSON", "JSONB"))
+    TIMESTAMP = ("timestamp", ("TIMESTAMP WITH TIME ZONE", "TIMESTAMP WITH TIME ZONE"))
+    BOOLEAN = ("bool", ("BOOLEAN", "BOOLEAN"))
+    TEXT_LIST = ("json", ("JSON", "JSONB"))
 
-    def __init__(
-        self, dlt_type: str, arrow_type: pa.DataType, sql_types: tuple[str, str]
-    ) -> None:
+    def __init__(self, dlt_type: str, sql_types: tuple[str, str]) -> None:
         self.dlt_type = dlt_type
-        self.arrow_type = arrow_type
         self.sql_types = dict(zip(SQL_DESTINATIONS, sql_types, strict=True))
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return _arrow_types()[self]
 
     def sql_type(self, destination: str) -> str | None:
         """The column type on `destination`; None for a destination the contract does not
         know (its types are then dlt's choice, and the schema check says it did not check
         them)."""
         return self.sql_types.get(destination)
+
+
+@cache
+def _arrow_types() -> dict[FieldType, pa.DataType]:
+    # Arrow is imported by the first run that converts records: a run with none to load (most
+    # sensor refreshes) and a code server that only evaluates sensors spare its start-up.
+    import pyarrow as pa
+
+    return {
+        FieldType.TEXT: pa.string(),
+        FieldType.MONEY: pa.decimal128(MONEY_PRECISION, MONEY_SCALE),
+        FieldType.TIMESTAMP: pa.timestamp("us", tz="UTC"),
+        FieldType.BOOLEAN: pa.bool_(),
+        FieldType.TEXT_LIST: pa.list_(pa.string()),
+    }
 
 
 @dataclass(frozen=True)

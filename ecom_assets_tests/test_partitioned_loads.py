@@ -1,6 +1,8 @@
 """Partitions load exactly the vendor's records for their window, once, whatever is re-run."""
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -118,6 +120,36 @@ def test_an_empty_partition_materializes_with_zero_rows(
     for materialization in result.asset_materializations_for_node("ecom_vendor_sync"):
         assert materialization.metadata["dagster/partition_row_count"].value == 0
         assert materialization.metadata["records_received"].value == 0
+
+
+# A run in a fresh process, as `dg launch` and the sensor's runs are: which modules it loads.
+RUN_IN_FRESH_PROCESS = """
+import sys
+from pathlib import Path
+from dagster import DagsterInstance
+from ecom_assets_tests.support import Sync
+home, warehouse, *partitions = sys.argv[1:]
+with DagsterInstance.ephemeral(tempdir=home) as instance:
+    for partition in partitions:
+        result = Sync(instance, Path(warehouse))(partition, resources=["order_payments"])
+        print(result.success, "pyarrow" in sys.modules)
+"""
+
+
+@pytest.mark.system
+def test_a_run_with_nothing_to_load_never_imports_arrow(
+    vendor_env: None, tmp_path: Path, duckdb_path: Path
+) -> None:
+    # Most sensor refreshes find nothing: importing Arrow would add a tenth of a second to
+    # each. The first run that loads records imports it.
+    result = subprocess.run(
+        [sys.executable, "-c", RUN_IN_FRESH_PROCESS, str(tmp_path), str(duckdb_path),
+         partition_key(10), partition_key(0)],
+        capture_output=True, text=True, timeout=180,
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split("\n")[:2] == ["True False", "True True"]
 
 
 def test_full_refresh_replaces_each_table_with_everything_the_vendor_has(

@@ -14,10 +14,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dlt
-import pyarrow as pa
 from dlt.common.pipeline import LoadInfo
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.sql_client import SqlClientBase
@@ -25,6 +24,9 @@ from dlt.destinations.sql_client import SqlClientBase
 from ecom_assets.contract import FieldType, ResourceContract
 from ecom_assets.ingest.quarantine import QUARANTINE_COLUMNS, QUARANTINE_KEY
 from ecom_assets.ingest.warehouse import DATASET_NAME, Warehouse
+
+if TYPE_CHECKING:  # Arrow is imported by a run's first loaded records (contract.py)
+    import pyarrow as pa
 
 REFRESH_DATASET = f"{DATASET_NAME}_refresh"
 ARROW_BATCH_ROWS = 50_000
@@ -184,6 +186,8 @@ def _columns(client: SqlClientBase, dataset: str, table: str) -> set[str]:
 
 
 def _arrow_batches(client: SqlClientBase, sql: str) -> Iterator[pa.Table]:
+    import pyarrow as pa
+
     native = client.native_connection
     if hasattr(native, "sql"):  # DuckDB reads straight into Arrow
         for batch in native.sql(sql).to_arrow_reader(ARROW_BATCH_ROWS):
@@ -196,6 +200,8 @@ def _arrow_batches(client: SqlClientBase, sql: str) -> Iterator[pa.Table]:
 def _as_contract_types(batch: pa.Table, contract: ResourceContract) -> pa.Table:
     """The staged rows with the contract's Arrow types and nullability, as the router hands
     dlt its batches (JSON lists come back from the database as text)."""
+    import pyarrow as pa
+
     for field in contract.fields:
         index = batch.schema.get_field_index(field.name)
         column = batch.column(index)

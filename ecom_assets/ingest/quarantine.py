@@ -13,10 +13,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dlt
-import pyarrow as pa
 from dlt.common.normalizers.naming.snake_case import NamingConvention
 from dlt.extract.items_transform import ItemTransform
 from dlt.extract.resource import DltResource
@@ -26,6 +25,9 @@ from ecom_assets.ingest.pages import DefectiveRecord, record_id
 from ecom_assets.ingest.report import ResourceReport
 from ecom_assets.ingest.vendor_json import dump_vendor_json, is_non_finite
 from ecom_assets.ingest.window import Window, rfc3339
+
+if TYPE_CHECKING:  # Arrow is imported by a run's first loaded records (contract.py)
+    import pyarrow as pa
 
 QUARANTINE_KEY = "quarantine_key"
 QUARANTINE_COLUMNS: dict[str, dict[str, Any]] = {
@@ -207,6 +209,8 @@ class QuarantineRouter(ItemTransform[Any]):
         """Typed records as an Arrow table: contract columns with their contract types; unknown
         fields always as text, so their column type never depends on which values a batch
         held."""
+        import pyarrow as pa
+
         fields = [
             pa.field(f.name, f.type.arrow_type, nullable=f.nullable) for f in self.contract.fields
         ]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.compute as pc
+if TYPE_CHECKING:  # Arrow is imported by a run's first loaded records (contract.py)
+    import pyarrow as pa
 
 
 @dataclass
@@ -37,17 +38,25 @@ class ResourceReport:
     def add_loaded_ids(self, ids: pa.Array | pa.ChunkedArray) -> None:
         """Ids of valid records handed to dlt. Kept as Arrow strings, a few bytes per record: a
         million ids in a Python set would cost some 70 MB."""
+        import pyarrow as pa
+
         self._loaded_ids.extend(ids.chunks if isinstance(ids, pa.ChunkedArray) else [ids])
 
     @property
     def loaded_ids(self) -> pa.ChunkedArray:
+        import pyarrow as pa
+
         return pa.chunked_array(self._loaded_ids, pa.string())
 
     @property
     def distinct_loaded(self) -> int:
         """Records loaded, each counted once (a record that moved into a later part of the
         window while it was read is listed, and loaded, in both)."""
-        return pc.count_distinct(self.loaded_ids).as_py() if self._loaded_ids else 0
+        if not self._loaded_ids:
+            return 0
+        import pyarrow.compute as pc
+
+        return pc.count_distinct(self.loaded_ids).as_py()
 
 
 class SyncReport(dict[str, ResourceReport]):
