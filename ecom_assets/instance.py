@@ -4,8 +4,12 @@ Dagster's SQLite event log builds a new SQLAlchemy engine and opens a new connec
 read and write. Each asset and check event is mirrored into the home's index database, which
 it opened about four times per event: a 31-day backfill, with 6 check evaluations per
 partition, spent 2.4 s of its 7.6 s doing so (BENCHMARKS.md). `IndexKeepingSqliteEventLogStorage`
-keeps one connection to the index database per process. Each run's own database is still
-opened per write, as Dagster does: the UI shows a live run's log by watching that file change.
+keeps one connection to the index database per process, and one to the database of the run it
+records; as the UI shows a live run's log by watching that file change, which a kept
+connection's commits to the write-ahead log do not do, the file is touched after each. It
+stores a batch of events (Dagster hands over the planned and reported materializations of a
+run's partitions as one, once `DAGSTER_EVENT_BATCH_SIZE` is set, which it sets) in one
+transaction per database.
 Production keeps its instance in PostgreSQL (deploy/dagster.yaml).
 
 `python -m ecom_assets.instance HOME` writes the project's dagster.yaml into the Dagster home
@@ -17,37 +21,45 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+import threading
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import sqlalchemy
 import yaml
+from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log import SqliteEventLogStorage
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME
 from dagster._core.storage.sql import create_engine
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster._serdes import ConfigurableClassData
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.pool import NullPool, StaticPool
+from sqlalchemy.pool import StaticPool
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent  # its dagster.yaml, pyproject.toml...
 WAL_CHECKPOINT_PAGES = 100  # 400 KiB
 FORK_LOCK_SECONDS = 5  # a fork waits this long for a connection in use to be returned
+# Dagster batches events only while this is set; a batch is flushed at its end or at this size.
+EVENT_BATCH_SIZE_VARIABLE = "DAGSTER_EVENT_BATCH_SIZE"
+EVENT_BATCH_SIZE = 1000
 
 
 class IndexKeepingSqliteEventLogStorage(SqliteEventLogStorage):
-    """Dagster's SQLite event log, with one connection to the index database kept per process,
-    and the engine of the run database last used."""
+    """Dagster's SQLite event log, with one connection to the index database and one to the
+    run database last used kept per process."""
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
         self._engines: dict[str, Engine] = {}  # shard -> engine, of this process only
         self._engines_pid = os.getpid()
         self._tables_seen: set[str] = set()
         self._locked_for_fork = False
+        # The connections of the batch being stored, by shard, in the thread storing it.
+        self._batch: tuple[int, ExitStack, dict[str, Connection]] | None = None
         super().__init__(base_dir, inst_data)
         _STORAGES.add(self)
+        os.environ.setdefault(EVENT_BATCH_SIZE_VARIABLE, str(EVENT_BATCH_SIZE))
 
     @classmethod
     def from_config_value(
@@ -55,17 +67,57 @@ class IndexKeepingSqliteEventLogStorage(SqliteEventLogStorage):
     ) -> IndexKeepingSqliteEventLogStorage:
         return cls(inst_data=inst_data, **config_value)
 
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        # Each event is stored as Dagster stores it, in the open transactions of the batch:
+        # the run's database commits first, then the index. If a commit fails, Dagster stores
+        # the events again one by one: the index, committed last, then holds each once.
+        with self._db_lock:
+            with ExitStack() as transactions:
+                self._batch = (threading.get_ident(), transactions, {})
+                try:
+                    self._batch_connection(INDEX_SHARD_NAME)
+                    for event in events:
+                        self.store_event(event)
+                finally:
+                    written, self._batch = self._batch[2], None
+            for shard in written:
+                self._committed(shard)
+
+    def _batch_connection(self, shard: str) -> Connection:
+        assert self._batch is not None
+        _, transactions, connections = self._batch
+        if shard not in connections:
+            connection = transactions.enter_context(self._engine_for_use(shard).connect())
+            transactions.enter_context(connection.begin())
+            connections[shard] = connection
+        return connections[shard]
+
     @contextmanager
     def _connect(self, shard: str) -> Iterator[Connection]:
+        if self._batch is not None and self._batch[0] == threading.get_ident():
+            yield self._batch_connection(shard)  # the lock is held by store_event_batch
+            return
         # The lock is held, as Dagster holds it, while a connection is in use: the one kept
         # index connection is never used by two threads at once.
-        with self._db_lock:
-            engine = self._engine(shard)
-            if shard not in self._initialized_dbs:
-                self._initdb(engine)
-                self._initialized_dbs.add(shard)
-            with engine.connect() as connection, connection.begin():
+        with self._db_lock, self._engine_for_use(shard).connect() as connection:
+            changes = connection.connection.dbapi_connection.total_changes
+            with connection.begin():
                 yield connection
+            if connection.connection.dbapi_connection.total_changes != changes:
+                self._committed(shard)
+
+    def _committed(self, shard: str) -> None:
+        # The UI shows a live run's log by watching the run's database file: a kept connection
+        # commits to its write-ahead log, so the file is touched once the commit is done.
+        if shard != INDEX_SHARD_NAME:
+            os.utime(self.path_for_shard(shard))
+
+    def _engine_for_use(self, shard: str) -> Engine:
+        engine = self._engine(shard)
+        if shard not in self._initialized_dbs:
+            self._initdb(engine)
+            self._initialized_dbs.add(shard)
+        return engine
 
     def _engine(self, shard: str) -> Engine:
         if self._engines_pid != os.getpid():
@@ -81,13 +133,10 @@ class IndexKeepingSqliteEventLogStorage(SqliteEventLogStorage):
                     self._engines.pop(other).dispose()
             engine = create_engine(
                 self.conn_string_for_shard(shard),
-                # A run's database is still opened and closed per use, as Dagster does: the
-                # close writes the file the UI watches.
-                poolclass=StaticPool if shard == INDEX_SHARD_NAME else NullPool,
+                poolclass=StaticPool,
                 connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
             )
-            if shard == INDEX_SHARD_NAME:
-                sqlalchemy.event.listen(engine, "connect", _checkpoint_often)
+            sqlalchemy.event.listen(engine, "connect", _checkpoint_often)
             self._engines[shard] = engine
         return self._engines[shard]
 
@@ -136,7 +185,8 @@ os.register_at_fork(
 
 def _checkpoint_often(dbapi_connection: sqlite3.Connection, _record: object) -> None:
     # SQLite folds its write-ahead log back into the database when the last connection closes,
-    # which a kept one never does, and otherwise every 1,000 pages: the log would stay at 4 MiB.
+    # which a kept one does late or never, and otherwise every 1,000 pages: the log would stay
+    # at 4 MiB.
     dbapi_connection.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
 
 

@@ -2,10 +2,13 @@
 results recorded through one kept index connection, read by other processes, and the UI's live
 view of a run unchanged."""
 
+import logging
 import multiprocessing
+import queue
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -28,6 +31,7 @@ from dagster import (
     define_asset_job,
     multi_asset,
 )
+from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from ecom_assets.instance import IndexKeepingSqliteEventLogStorage, write_instance_settings
@@ -92,8 +96,10 @@ def test_a_backfill_records_each_partition_s_checks_through_one_index_connection
     # event log opens it about 100 times for these 30 evaluations.
     assert opened.count(str(index)) <= 3
 
-    # Another process (the UI) reads every evaluation: one per partition and check.
+    # Another process (the UI) reads every materialization, stored as one batch, and every
+    # evaluation: one per partition and check.
     with DagsterInstance.from_config(str(home)) as reader:
+        assert reader.get_materialized_partitions(payments.key) == set(DAYS.get_partition_keys())
         for name in CHECKS:
             records = _evaluations(reader, name)
             assert sorted(r.partition for r in records) == DAYS.get_partition_keys()
@@ -101,8 +107,8 @@ def test_a_backfill_records_each_partition_s_checks_through_one_index_connection
 
 
 def test_the_ui_sees_a_run_s_events_while_another_process_writes_them(home: Path) -> None:
-    """The webserver shows a live run's log by watching the run's own database file, which
-    is why only the index connection is kept."""
+    """The webserver shows a live run's log by watching the run's database and its
+    write-ahead log."""
     seen: list[DagsterEventType] = []
     succeeded = threading.Event()
 
@@ -119,6 +125,33 @@ def test_the_ui_sees_a_run_s_events_while_another_process_writes_them(home: Path
         assert succeeded.wait(timeout=30)
         webserver.event_log_storage.end_watch(run_id, on_event)
     assert seen.count(DagsterEventType.ASSET_CHECK_EVALUATION) == len(CHECKS) * 10
+
+
+def test_the_ui_sees_each_event_of_a_live_run_as_it_is_written(home: Path) -> None:
+    """The run worker keeps its run's database open, so each commit lands in the write-ahead
+    log and the database file the UI watches would change only now and then."""
+    run_id = "5c0d3a55-0f7e-4c59-8f0e-2b7b1d5f9a20"
+    received: queue.Queue[str] = queue.Queue()
+
+    def on_event(entry: EventLogEntry, _cursor: object) -> None:
+        received.put(entry.user_message)
+
+    with DagsterInstance.from_config(str(home)) as webserver, \
+            DagsterInstance.from_config(str(home)) as run_worker:
+
+        def record(message: str) -> None:
+            entry = EventLogEntry(None, logging.INFO, message, run_id, time.time())
+            run_worker.event_log_storage.store_event(entry)
+
+        record("started")  # the run's database exists when someone opens its page
+        webserver.event_log_storage.watch(run_id, None, on_event)
+        seen: list[str] = []
+        for message in ("first", "second", "third"):
+            record(message)
+            while seen[-1:] != [message]:  # each commit shows the log up to it
+                seen.append(received.get(timeout=10))
+        webserver.event_log_storage.end_watch(run_id, on_event)
+    assert seen == ["started", "first", "second", "third"]
 
 
 def _report_twice(instance: DagsterInstance, reported: Event, resume: Event) -> None:
