@@ -67,6 +67,11 @@ class IndexKeepingSqliteEventLogStorage(SqliteEventLogStorage):
     ) -> IndexKeepingSqliteEventLogStorage:
         return cls(inst_data=inst_data, **config_value)
 
+    def store_event(self, event: EventLogEntry) -> None:
+        # An event's writes (the run's log, the index, the asset and check tables) commit
+        # together, once per database, where Dagster commits each on its own.
+        self.store_event_batch([event])
+
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         # Each event is stored as Dagster stores it, in the open transactions of the batch:
         # the run's database commits first, then the index. If a commit fails, Dagster stores
@@ -77,7 +82,7 @@ class IndexKeepingSqliteEventLogStorage(SqliteEventLogStorage):
                 try:
                     self._batch_connection(INDEX_SHARD_NAME)
                     for event in events:
-                        self.store_event(event)
+                        super().store_event(event)
                 finally:
                     written, self._batch = self._batch[2], None
             for shard in written:
