@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import requests
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from ecom_assets.contract import CONTRACTS
@@ -92,6 +93,29 @@ def test_concurrent_pages_are_bounded_and_load_what_the_sequential_path_loads(
     assert 1 < peak <= 4
     table = "select * exclude (_dlt_load_id) from ecom.order_payments order by id"
     assert rows(sequential, table) == rows(concurrent, table)
+
+
+def test_dlt_walks_the_pages_the_reader_fetched_without_preparing_requests_for_them(
+    sandbox: SandboxServer, api_key: str, tmp_path: Path, monkeypatch
+) -> None:
+    # requests' full preparation is a tenth of what a page costs dlt's client: done only for
+    # the requests sent to the vendor, not again for each page dlt walks.
+    prepared = []
+    prepare = requests.Session.prepare_request
+
+    def counting_prepare(session: requests.Session, request: requests.Request):
+        prepared.append(request.url)
+        return prepare(session, request)
+
+    monkeypatch.setattr(requests.Session, "prepare_request", counting_prepare)
+    database = tmp_path / "warehouse.duckdb"
+
+    report = load(sandbox, api_key, database)
+
+    assert report.requests > 1
+    assert len(prepared) == report.requests == len(sandbox.request_log)
+    [(loaded,)] = rows(database, "select count(*) from ecom.order_payments")
+    assert loaded == report.loaded == report.vendor_total
 
 
 @pytest.mark.unit

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -109,11 +110,12 @@ def describe_request(url: str) -> str:
     return f"{resource} offset {offset}"
 
 
-def page_key(url: str) -> tuple[str, ...]:
-    """A list request's identity: path, window and offset (not the key, not the order)."""
+def page_key(url: str, params: Mapping[str, Any] | None = None) -> tuple[str, ...]:
+    """A list request's identity: path, window and offset (not the key, not the order), from
+    its URL, or from its URL without a query and its parameters."""
     parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    return (parts.path, *(query.get(name, "") for name in (
+    query = dict(parse_qsl(parts.query)) if params is None else params
+    return (parts.path, *(str(query.get(name, "")) for name in (
         "updated_since", "updated_before", "offset", "limit"
     )))
 
@@ -186,7 +188,7 @@ class VendorSession(requests.Session):
         self.mount("http://", adapter)
         self.mount("https://", adapter)
         self._environment_settings: dict[str, dict[str, Any]] = {}
-        self._held: dict[tuple[str, ...], requests.Response] = {}
+        self._held: dict[tuple[str, ...], tuple[str, requests.Response]] = {}  # key: url, page
         self._held_lock = threading.Lock()
         self._closed = threading.Event()
         self._sending = threading.local()
@@ -194,7 +196,22 @@ class VendorSession(requests.Session):
     def hold(self, url: str, response: requests.Response) -> None:
         """Answer the next request for `url`'s page with `response` (already fetched)."""
         with self._held_lock:
-            self._held[page_key(url)] = response
+            self._held[page_key(url)] = (url, response)
+
+    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
+        # dlt's client prepares a request for each page it walks. One for a held page is never
+        # sent: it only needs the page's URL, not requests' full preparation (a fifth of a
+        # millisecond, a tenth of what the page costs dlt's client).
+        if isinstance(request.params, dict) and request.url:
+            with self._held_lock:
+                held = self._held.get(page_key(request.url, request.params))
+            if held is not None:
+                prepared = requests.PreparedRequest()
+                prepared.prepare_method(request.method)
+                prepared.prepare_headers(request.headers)
+                prepared.url = held[0]
+                return prepared
+        return super().prepare_request(request)
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         url = request.url or ""
@@ -213,7 +230,7 @@ class VendorSession(requests.Session):
         with self._held_lock:
             held = self._held.pop(page_key(url), None)
         if held is not None:
-            return held
+            return held[1]
         if kwargs.get("timeout") is None:  # requests' own get() passes timeout=None
             kwargs["timeout"] = self.policy.timeout
         return self.send_with_retries(request, **kwargs)
