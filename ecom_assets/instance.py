@@ -76,6 +76,10 @@ class IndexKeepingSqliteEventLogStorage(SqliteEventLogStorage):
         # Each event is stored as Dagster stores it, in the open transactions of the batch:
         # the run's database commits first, then the index. If a commit fails, Dagster stores
         # the events again one by one: the index, committed last, then holds each once.
+        if len({event.run_id for event in events}) > 1:  # one run's database open at a time
+            for event in events:
+                self.store_event(event)
+            return
         with self._db_lock:
             with ExitStack() as transactions:
                 self._batch = (threading.get_ident(), transactions, {})
@@ -144,6 +148,15 @@ class IndexKeepingSqliteEventLogStorage(SqliteEventLogStorage):
             sqlalchemy.event.listen(engine, "connect", _checkpoint_often)
             self._engines[shard] = engine
         return self._engines[shard]
+
+    def delete_events(self, run_id: str) -> None:
+        super().delete_events(run_id)
+        # The run's database is deleted next (`make prune`): closed now, its connection folds
+        # the write-ahead log back and removes it, which it could not do once the file is gone.
+        with self._db_lock:
+            engine = self._engines.pop(run_id, None)
+            if engine is not None and self._engines_pid == os.getpid():
+                engine.dispose()
 
     def has_table(self, table_name: str) -> bool:
         # Dagster asks before each asset or check event it stores, opening the index database

@@ -7,6 +7,7 @@ its per-run database file. Asset materializations and check history stay.
 """
 
 import argparse
+import contextlib
 import os
 from datetime import UTC, datetime, timedelta
 
@@ -30,8 +31,10 @@ def prune_runs(instance: DagsterInstance, older_than: timedelta) -> int:
             instance.compute_log_manager.delete_logs(prefix=[run_id])
             if isinstance(instance.event_log_storage, SqliteEventLogStorage):
                 shard = instance.event_log_storage.path_for_shard(run_id)
-                if os.path.exists(shard):
-                    os.remove(shard)
+                # With its write-ahead log, left when another process (the UI) has it open.
+                for path in (shard, f"{shard}-wal", f"{shard}-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(path)
             deleted += 1
     return deleted
 

@@ -154,6 +154,17 @@ def test_the_ui_sees_each_event_of_a_live_run_as_it_is_written(home: Path) -> No
     assert seen == ["started", "first", "second", "third"]
 
 
+def test_a_batch_of_events_of_two_runs_lands_in_both_runs_logs(home: Path) -> None:
+    runs = ("6a3c2f1e-1b1e-4a57-9d0c-3f4e5a6b7c8d", "7b4d3a2f-2c2f-4b68-8e1d-4a5f6b7c8d9e")
+    with DagsterInstance.from_config(str(home)) as instance:
+        instance.event_log_storage.store_event_batch([
+            EventLogEntry(None, logging.INFO, f"{run} {n}", run, time.time())
+            for run in runs for n in range(2)
+        ])
+        for run in runs:
+            assert [e.user_message for e in instance.all_logs(run)] == [f"{run} 0", f"{run} 1"]
+
+
 def _report_twice(instance: DagsterInstance, reported: Event, resume: Event) -> None:
     instance.report_runless_asset_event(AssetMaterialization("payments", partition="2026-01-02"))
     reported.set()
