@@ -36,6 +36,7 @@ from ecom_assets.launch import (
 )
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
+from ecom_assets.settings import DEFAULTS
 
 __all__ = ["PROJECT_DIR"]
 
@@ -141,6 +142,7 @@ class Sync:
     duckdb_path: Path
     request_timeout: float = 30.0
     duckdb_lock_wait_seconds: float = 60.0
+    late_arrival_minutes: int = DEFAULTS.late_arrival_minutes
     destination: str = "duckdb"
     assets: AssetsDefinition = field(default_factory=lambda: SYNC_ASSETS)
 
@@ -179,6 +181,7 @@ class Sync:
                     api_key=EnvVar("ECOM_API_KEY"),
                     retry_backoff_factor=backoff_factor,
                     request_timeout_seconds=self.request_timeout,
+                    late_arrival_minutes=self.late_arrival_minutes,
                 ),
                 "warehouse": WarehouseResource(
                     destination=self.destination,

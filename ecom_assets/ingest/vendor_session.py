@@ -206,10 +206,9 @@ class VendorSession(requests.Session):
             with self._held_lock:
                 held = self._held.get(page_key(request.url, request.params))
             if held is not None:
-                prepared = requests.PreparedRequest()
-                prepared.prepare_method(request.method)
-                prepared.prepare_headers(request.headers)
-                prepared.url = held[0]
+                url, response = held
+                prepared = response.request.copy()  # as it was sent: headers, key
+                prepared.url = url  # the page's own, before any redirect
                 return prepared
         return super().prepare_request(request)
 
