@@ -103,7 +103,8 @@ class IndexKeepingSqliteEventLogStorage(SqliteEventLogStorage):
 
     @contextmanager
     def _connect(self, shard: str) -> Iterator[Connection]:
-        if self._batch is not None and self._batch[0] == threading.get_ident():
+        batch = self._batch  # read once: another thread's batch may end meanwhile
+        if batch is not None and batch[0] == threading.get_ident():
             yield self._batch_connection(shard)  # the lock is held by store_event_batch
             return
         # The lock is held, as Dagster holds it, while a connection is in use: the one kept
