@@ -18,6 +18,7 @@ HOME with this event log in HOME/history/runs, where Dagster keeps it by default
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import sys
@@ -118,9 +119,11 @@ class IndexKeepingSqliteEventLogStorage(SqliteEventLogStorage):
 
     def _committed(self, shard: str) -> None:
         # The UI shows a live run's log by watching the run's database file: a kept connection
-        # commits to its write-ahead log, so the file is touched once the commit is done.
+        # commits to its write-ahead log, so the file is touched once the commit is done. The
+        # events are stored by then: a failed touch must not have Dagster store them again.
         if shard != INDEX_SHARD_NAME:
-            os.utime(self.path_for_shard(shard))
+            with contextlib.suppress(OSError):
+                os.utime(self.path_for_shard(shard))
 
     def _engine_for_use(self, shard: str) -> Engine:
         engine = self._engine(shard)
@@ -149,6 +152,13 @@ class IndexKeepingSqliteEventLogStorage(SqliteEventLogStorage):
             sqlalchemy.event.listen(engine, "connect", _checkpoint_often)
             self._engines[shard] = engine
         return self._engines[shard]
+
+    def wipe(self) -> None:
+        # Dagster deletes the run databases: connections kept to them would write into the
+        # deleted files.
+        with self._db_lock:
+            self._close_engines()
+        super().wipe()
 
     def delete_events(self, run_id: str) -> None:
         super().delete_events(run_id)
@@ -205,8 +215,9 @@ os.register_at_fork(
 def _checkpoint_often(dbapi_connection: sqlite3.Connection, _record: object) -> None:
     # SQLite folds its write-ahead log back into the database when the last connection closes,
     # which a kept one does late or never, and otherwise every 1,000 pages: the log would stay
-    # at 4 MiB.
+    # at 4 MiB. A log that one large batch made longer is cut back when it is next reused.
     dbapi_connection.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+    dbapi_connection.execute(f"PRAGMA journal_size_limit={WAL_CHECKPOINT_PAGES * 4096}")
 
 
 def write_instance_settings(dagster_home: Path) -> None:

@@ -4,6 +4,7 @@ view of a run unchanged."""
 
 import logging
 import multiprocessing
+import os
 import queue
 import subprocess
 import sys
@@ -163,6 +164,44 @@ def test_a_batch_of_events_of_two_runs_lands_in_both_runs_logs(home: Path) -> No
         ])
         for run in runs:
             assert [e.user_message for e in instance.all_logs(run)] == [f"{run} 0", f"{run} 1"]
+
+
+def _log(instance: DagsterInstance, run_id: str, *messages: str) -> None:
+    instance.event_log_storage.store_event_batch(
+        [EventLogEntry(None, logging.INFO, message, run_id, time.time()) for message in messages]
+    )
+
+
+def test_a_wiped_home_records_new_events_in_new_run_databases(home: Path) -> None:
+    run_id = "8c5e4b3a-3d3a-4c79-8f2e-5b6a7c8d9e0f"
+    with DagsterInstance.from_config(str(home)) as instance:
+        _log(instance, run_id, "before")
+        instance.wipe()
+        _log(instance, run_id, "after")
+    with DagsterInstance.from_config(str(home)) as reader:
+        assert [e.user_message for e in reader.all_logs(run_id)] == ["after"]
+
+
+def test_events_are_stored_once_even_if_the_ui_cannot_be_told(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(*_args: object) -> None:
+        raise PermissionError("not allowed to touch the file")
+
+    run_id = "9d6f5c4b-4e4b-4d8a-9f3f-6c7b8d9e0f1a"
+    with DagsterInstance.from_config(str(home)) as instance:
+        monkeypatch.setattr(os, "utime", refused)
+        _log(instance, run_id, "first", "second")  # Dagster would store it again on an error
+        assert [e.user_message for e in instance.all_logs(run_id)] == ["first", "second"]
+
+
+def test_a_large_batch_leaves_no_large_write_ahead_log(home: Path) -> None:
+    run_id = "ae7a6d5c-5f5c-4e9b-8a4a-7d8c9e0f1a2b"
+    with DagsterInstance.from_config(str(home)) as instance:
+        _log(instance, run_id, *["x" * 1000 for _ in range(3000)])  # 3 MB in one transaction
+        _log(instance, run_id, "next")
+        wal = home / "history" / "runs" / f"{run_id}.db-wal"
+        assert wal.stat().st_size < 2**20
 
 
 def _report_twice(instance: DagsterInstance, reported: Event, resume: Event) -> None:
