@@ -143,7 +143,7 @@ class IndexKeepingSqliteEventLogStorage(SqliteEventLogStorage):
             if shard != INDEX_SHARD_NAME:
                 # One run's database at a time: the run this process records.
                 for other in [s for s in self._engines if s != INDEX_SHARD_NAME]:
-                    self._engines.pop(other).dispose()
+                    self._close_engine(other)
             engine = create_engine(
                 self.conn_string_for_shard(shard),
                 poolclass=StaticPool,
@@ -165,9 +165,7 @@ class IndexKeepingSqliteEventLogStorage(SqliteEventLogStorage):
         # The run's database is deleted next (`make prune`): closed now, its connection folds
         # the write-ahead log back and removes it, which it could not do once the file is gone.
         with self._db_lock:
-            engine = self._engines.pop(run_id, None)
-            if engine is not None and self._engines_pid == os.getpid():
-                engine.dispose()
+            self._close_engine(run_id)
 
     def has_table(self, table_name: str) -> bool:
         # Dagster asks before each asset or check event it stores, opening the index database
@@ -185,10 +183,13 @@ class IndexKeepingSqliteEventLogStorage(SqliteEventLogStorage):
             self._close_engines()
 
     def _close_engines(self) -> None:
-        if self._engines_pid == os.getpid():
-            for engine in self._engines.values():
-                engine.dispose()
-        self._engines = {}
+        for shard in list(self._engines):
+            self._close_engine(shard)
+
+    def _close_engine(self, shard: str) -> None:
+        engine = self._engines.pop(shard, None)
+        if engine is not None and self._engines_pid == os.getpid():
+            engine.dispose()
 
     def _before_fork(self) -> None:
         # No SQLite connection may cross a fork: a child holding a copy would make SQLite
