@@ -14,8 +14,8 @@ export DAGSTER_DG_UPDATE_CHECK_ENABLED := 0
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 UI_PORT ?= 3000
 
-.PHONY: install demo ui full-refresh prune bench bench-daemon bench-sandbox reliability \
-	test test-fast lint system-packages clean
+.PHONY: install demo ui full-refresh prune bench bench-scale bench-daemon bench-sandbox \
+	reliability test test-fast lint system-packages clean
 
 install: $(STAMP)
 
@@ -50,9 +50,14 @@ prune: install
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml ecom_assets/instance.py | install
 	$(BIN)/python -m ecom_assets.instance $(DAGSTER_HOME)
 
-## Side-by-side benchmark against plain dlt; writes BENCHMARKS.md.
+## Side-by-side benchmark against plain dlt. Each bench target writes its section of BENCHMARKS.md.
 bench: install
 	$(BIN)/python -m benchmarks.bench
+
+## One backfill of 100,000 and of 1,000,000 order payments: wall time and peak RSS.
+bench-scale: install
+	$(BIN)/python -m benchmarks.bench --section "make bench-scale" --scenario 100000:0 \
+	  --scenario 1000000:0 --repeats 1 --variants c --no-run-costs
 
 ## The sensor through the daemon for some minutes: change-to-warehouse latency, storage growth.
 bench-daemon: install

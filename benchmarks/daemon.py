@@ -5,7 +5,7 @@ interval) on a shop that changes as `make ui`'s does, and then, several times, u
 record at the vendor and waits for the sensor's run that lands it: the time from the change to
 the run's end, when the row is in the warehouse.
 Meanwhile it measures how the Dagster home grows, and at the end how much `make prune` takes
-back. Prints a markdown table for BENCHMARKS.md.
+back. Writes its section of BENCHMARKS.md.
 """
 
 import argparse
@@ -21,6 +21,7 @@ import duckdb
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from benchmarks.bench import API_KEY, environment, machine
+from benchmarks.page import BENCHMARKS_PAGE, write_section
 from ecom_assets.launch import launch_command, start_dg_dev, stop_dg_dev
 from ecom_assets.prune import prune_runs
 from ecom_assets.sandbox.data import SandboxSpec
@@ -61,6 +62,7 @@ def _failure(instance: DagsterInstance, run_id: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--changes", type=int, default=5)
+    parser.add_argument("--output", type=Path, default=BENCHMARKS_PAGE)
     args = parser.parse_args()
     spec = SandboxSpec.recent(days=7, size=20_000)
     rand = random.Random(1)
@@ -109,9 +111,9 @@ def main() -> None:
             pruned = prune_runs(instance, older_than=timedelta(0))
         size_after_prune = _size_mib(home)
     growth = size_at_end - size_at_start
-    print("\n".join([
-        f"### The sensor through the daemon (`make bench-daemon`, {time.strftime('%Y-%m-%d')}: "
-        f"{machine()})",
+    report = "\n".join([
+        f"Produced by `make bench-daemon` (benchmarks/daemon.py) on {time.strftime('%Y-%m-%d')}: "
+        f"{machine()}.",
         "",
         f"`dg dev` on 7 days of 20,000 order payments, the sensor at its default interval, the "
         f"shop changing as in `make ui` ({CHANGES_PER_SECOND:g} updates and "
@@ -129,7 +131,9 @@ def main() -> None:
         f"| after `make prune` of all {pruned} runs | {size_after_prune:.1f} MiB (from "
         f"{size_at_end:.1f} MiB) |",
         *(["", "Failed runs:", *failures] if failures else []),
-    ]))
+    ])
+    print(report)
+    write_section("make bench-daemon", report, args.output)
 
 
 if __name__ == "__main__":

@@ -2,17 +2,20 @@
 
 Starts the sandbox with N order payments (default 1,000,000) and pages its whole span, 100
 records a page, at the start and at the end of the window: a server that rescanned the data
-for every page would be slower at the end. It prints pages per second for one client and for
-8 concurrent clients (the pipeline's default), to compare with what a backfill consumes.
+for every page would be slower at the end. It writes pages per second for one client and for
+8 concurrent clients (the pipeline's default), to compare with what a backfill consumes, to its
+section of BENCHMARKS.md.
 """
 
 import argparse
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import requests
 
-from benchmarks.bench import API_KEY
+from benchmarks.bench import API_KEY, machine
+from benchmarks.page import BENCHMARKS_PAGE, write_section
 from ecom_assets.ingest.window import rfc3339
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
@@ -43,6 +46,7 @@ def _pages_per_second(base_url: str, params: dict[str, str], offsets: list[int],
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--output", type=Path, default=BENCHMARKS_PAGE)
     args = parser.parse_args()
 
     spec = SandboxSpec(size=args.records)
@@ -64,14 +68,19 @@ def main() -> None:
                 first = _pages_per_second(sandbox.base_url, params, offsets, clients)
                 again = _pages_per_second(sandbox.base_url, params, offsets, clients)
                 rows.append(f"| {clients} | {where} of the window | {first:,.0f} | {again:,.0f} |")
-    print("\n".join([
+    report = "\n".join([
+        f"Produced by `make bench-sandbox` (benchmarks/sandbox.py) on "
+        f"{time.strftime('%Y-%m-%d')}: {machine()}, cached records.",
+        "",
         f"Sandbox with {args.records:,} order payments: started in {startup:.2f} s; "
         f"{PAGES} pages of {LIMIT} records per measurement.",
         "",
         "| clients | pages | pages/s, first read | pages/s, read again |",
         "| ---: | --- | ---: | ---: |",
         *rows,
-    ]))
+    ])
+    print(report)
+    write_section("make bench-sandbox", report, args.output)
 
 
 if __name__ == "__main__":

@@ -139,6 +139,11 @@ def test_make_bench_runs_every_variant_on_the_same_data_and_writes_the_table(
     # A tiny scenario: this checks that the benchmark works (every variant ran and loaded
     # all 300 records, or it exits), never how fast anything is.
     output = tmp_path / "BENCHMARKS.md"
+    analysis = "Analysis written by hand, around the generated sections."
+    output.write_text(
+        "# Benchmarks\n\n<!-- make bench: written by `make bench`, edits inside are lost -->\n"
+        f"an old table\n<!-- make bench: end -->\n\n{analysis}\n"
+    )
     result = _run_module(
         ["benchmarks.bench", "--scenario", "300:5", "--repeats", "1", "--output", str(output)],
         {**os.environ, "TMPDIR": str(tmp_path)},  # the variants' warehouses and Dagster homes
@@ -151,7 +156,11 @@ def test_make_bench_runs_every_variant_on_the_same_data_and_writes_the_table(
     assert re.search(r"^Ceiling for \(c\) .* = \*\*[\d.]+x\*\*\.$", table, re.M)
     # Where the time of (c) and (e) went, phase by phase, from their runs' events.
     assert re.search(r"^\| the step's work: .* \| [\d.]+ s \| [\d.]+ s \|$", table, re.M)
-    assert "make bench rewrites what is above this line" in table
+    # Its section replaced, the rest of the page kept.
+    assert "an old table" not in table
+    assert table.count("<!-- make bench: end -->") == 1
+    assert table.endswith(f"<!-- make bench: end -->\n\n{analysis}\n")
+    assert re.search(r"^\| empty one-day refresh .* \*\*[\d.]+x\*\* \(f\) \|$", table, re.M)
 
 
 def test_the_dlt_only_cli_says_what_the_vendor_rejected_without_a_traceback_or_the_key(

@@ -1,0 +1,23 @@
+"""BENCHMARKS.md: each benchmark writes its own section, between two markers, and keeps the
+rest of the page (the analysis, written by hand) as it is."""
+
+from pathlib import Path
+
+from ecom_assets.launch import PROJECT_DIR
+
+BENCHMARKS_PAGE = PROJECT_DIR / "BENCHMARKS.md"
+
+
+def write_section(name: str, text: str, page: Path = BENCHMARKS_PAGE) -> None:
+    """Replace section `name` of `page` with `text`, or append it if the page has none."""
+    begin = f"<!-- {name}: written by `{name}`, edits inside are lost -->"
+    end = f"<!-- {name}: end -->"
+    content = page.read_text() if page.exists() else ""
+    section = f"{begin}\n{text.strip()}\n{end}"
+    if begin in content and end in content.split(begin, 1)[1]:
+        before, rest = content.split(begin, 1)
+        content = before + section + rest.split(end, 1)[1]
+    else:
+        content = f"{content.rstrip()}\n\n{section}\n".lstrip()
+    page.write_text(content)
+    print(f"wrote section `{name}` of {page}")
