@@ -145,7 +145,8 @@ def test_make_bench_runs_every_variant_on_the_same_data_and_writes_the_table(
         f"an old table\n<!-- make bench: end -->\n\n{analysis}\n"
     )
     result = _run_module(
-        ["benchmarks.bench", "--scenario", "300:5", "--repeats", "1", "--output", str(output)],
+        ["benchmarks.bench", "--scenario", "300:5", "--repeats", "1", "--run-cost-repeats", "1",
+         "--output", str(output)],
         {**os.environ, "TMPDIR": str(tmp_path)},  # the variants' warehouses and Dagster homes
     )
 
