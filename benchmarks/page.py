@@ -14,10 +14,14 @@ def write_section(name: str, text: str, page: Path = BENCHMARKS_PAGE) -> None:
     end = f"<!-- {name}: end -->"
     content = page.read_text() if page.exists() else ""
     section = f"{begin}\n{text.strip()}\n{end}"
-    if begin in content and end in content.split(begin, 1)[1]:
-        before, rest = content.split(begin, 1)
+    before, found, rest = content.partition(begin)
+    if not found:
+        content = f"{content.rstrip()}\n\n{section}\n".lstrip()
+    elif rest.count(end) == 1 and begin not in rest:
         content = before + section + rest.split(end, 1)[1]
     else:
-        content = f"{content.rstrip()}\n\n{section}\n".lstrip()
+        # Replacing up to a marker that is not this section's own end would take the text
+        # written by hand between them.
+        raise SystemExit(f"{page}: section `{name}` must have one begin and one end marker")
     page.write_text(content)
     print(f"wrote section `{name}` of {page}")

@@ -70,7 +70,8 @@ def main() -> None:
                 rows.append(f"| {clients} | {where} of the window | {first:,.0f} | {again:,.0f} |")
     report = "\n".join([
         f"Produced by `make bench-sandbox` (benchmarks/sandbox.py) on "
-        f"{time.strftime('%Y-%m-%d')}: {machine()}, cached records.",
+        f"{time.strftime('%Y-%m-%d')}: {machine()}; "
+        f"{'cached records' if spec.cache_records else 'every response built afresh'}.",
         "",
         f"Sandbox with {args.records:,} order payments: started in {startup:.2f} s; "
         f"{PAGES} pages of {LIMIT} records per measurement.",

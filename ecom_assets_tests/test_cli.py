@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.page import write_section
 from ecom_assets.launch import launch_command
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import OMIT, Fault, SandboxServer
@@ -162,6 +163,29 @@ def test_make_bench_runs_every_variant_on_the_same_data_and_writes_the_table(
     assert table.count("<!-- make bench: end -->") == 1
     assert table.endswith(f"<!-- make bench: end -->\n\n{analysis}\n")
     assert re.search(r"^\| empty one-day refresh .* \*\*[\d.]+x\*\* \(f\) \|$", table, re.M)
+    assert re.search(r"^The sensor refreshes read [\d,]+ to [\d,]+ records", table, re.M)
+
+
+def test_a_benchmark_rewrites_its_own_section_of_the_page_and_keeps_the_rest(
+    tmp_path: Path,
+) -> None:
+    page = tmp_path / "BENCHMARKS.md"
+    write_section("make bench", "first table", page)
+    write_section("make bench-scale", "scale table", page)
+    page.write_text(page.read_text() + "\nAnalysis by hand.\n")
+
+    write_section("make bench", "second table", page)
+
+    text = page.read_text()
+    assert "first table" not in text
+    assert "second table" in text and "scale table" in text
+    assert text.endswith("<!-- make bench-scale: end -->\n\nAnalysis by hand.\n")
+    # Without its end marker (deleted by hand) a section is refused: replacing up to another
+    # marker would take the text between them.
+    page.write_text(text.replace("<!-- make bench: end -->", ""))
+    with pytest.raises(SystemExit, match="one begin and one end marker"):
+        write_section("make bench", "third table", page)
+    assert "Analysis by hand." in page.read_text()
 
 
 def test_the_dlt_only_cli_says_what_the_vendor_rejected_without_a_traceback_or_the_key(
