@@ -199,9 +199,13 @@ def _runs(repeats: int) -> str:
     return f"median of {repeats} interleaved runs" if repeats > 1 else "one run"
 
 
+def sandbox_mode(spec: SandboxSpec) -> str:
+    return "cached records" if spec.cache_records else "every response built afresh"
+
+
 def table(spec: SandboxSpec, variants: list[Variant]) -> str:
     medians = {v.label: v.median_seconds() for v in variants}
-    mode = "cached records" if spec.cache_records else "every response built afresh"
+    mode = sandbox_mode(spec)
     lines = [
         f"### {spec.size:,} order payments, {spec.latency_ms:g} ms per request, sandbox: "
         f"{mode} ({_runs(len(variants[0].samples))})",
@@ -312,8 +316,7 @@ def run_costs(repeats: int) -> str:
                       flush=True)
     median = {name: statistics.median(values) for name, values in samples.items()}
     return "\n".join([
-        f"### What every run costs ({_runs(repeats)}, sandbox: every "
-        "response built afresh)",
+        f"### What every run costs ({_runs(repeats)}, sandbox: {sandbox_mode(busy)})",
         "",
         "| run | wall time | ratio |",
         "| --- | ---: | ---: |",
@@ -385,6 +388,7 @@ def main() -> None:
         sections.append(run_costs(args.run_cost_repeats))
         print(sections[-1], flush=True)
     write_section(args.section, "\n\n".join(sections), args.output)
+
 
 if __name__ == "__main__":
     main()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from benchmarks.bench import API_KEY, machine
+from benchmarks.bench import API_KEY, machine, sandbox_mode
 from benchmarks.page import BENCHMARKS_PAGE, write_section
 from ecom_assets.ingest.window import rfc3339
 from ecom_assets.sandbox.data import SandboxSpec
@@ -71,7 +71,7 @@ def main() -> None:
     report = "\n".join([
         f"Produced by `make bench-sandbox` (benchmarks/sandbox.py) on "
         f"{time.strftime('%Y-%m-%d')}: {machine()}; "
-        f"{'cached records' if spec.cache_records else 'every response built afresh'}.",
+        f"{sandbox_mode(spec)}.",
         "",
         f"Sandbox with {args.records:,} order payments: started in {startup:.2f} s; "
         f"{PAGES} pages of {LIMIT} records per measurement.",
