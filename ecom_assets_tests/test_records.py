@@ -9,7 +9,7 @@ import pytest
 
 from ecom_assets.contract import CONTRACTS, conform
 from ecom_assets.ingest.quarantine import UnknownFieldColumns, quarantine_key
-from ecom_assets.ingest.scrubbing import SECRETS, scrub
+from ecom_assets.ingest.scrubbing import SecretScrubbingFilter, scrub
 from ecom_assets.ingest.vendor_json import dump_vendor_json, parse_vendor_json
 from ecom_assets.ingest.window import Window
 
@@ -137,10 +137,17 @@ def test_scrubbing_removes_secrets_by_value_and_any_api_key_parameter() -> None:
 
 
 def test_the_log_filter_scrubs_urllib3_request_lines(caplog) -> None:
-    SECRETS.add("s3cret-value")
-    with caplog.at_level(logging.DEBUG, logger="urllib3.connectionpool"):
-        logging.getLogger("urllib3.connectionpool").debug(
-            '"GET /v1/products?api_key=%s HTTP/1.1" 200', "s3cret-value"
-        )
+    # A filter of its own, removed afterwards: the process's `SECRETS` stays as the code under
+    # test leaves it for the other tests (a leak test must not pass on this test's filter).
+    secrets = SecretScrubbingFilter()
+    secrets.add("s3cret-value")
+    try:
+        with caplog.at_level(logging.DEBUG, logger="urllib3.connectionpool"):
+            logging.getLogger("urllib3.connectionpool").debug(
+                '"GET /v1/products?api_key=%s HTTP/1.1" 200', "s3cret-value"
+            )
+    finally:
+        for name in SecretScrubbingFilter.LOGGERS:
+            logging.getLogger(name).removeFilter(secrets)
 
     assert "s3cret-value" not in caplog.text and "api_key=***" in caplog.text
