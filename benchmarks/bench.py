@@ -42,12 +42,12 @@ from ecom_assets.ingest.reader import PAGE_SIZE
 from ecom_assets.launch import PROJECT_DIR, dg_environment, launch_command, sandbox_settings
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
-from ecom_assets.settings import read_settings
+from ecom_assets.settings import DEFAULTS
 
 API_KEY = "bench-key"
-PAGE_CONCURRENCY = read_settings({}).page_concurrency
+PAGE_CONCURRENCY = DEFAULTS.page_concurrency
 CHANGES_ONLY = '{"ops": {"ecom_vendor_sync": {"config": {"changes_only": true}}}}'
-LATE_ARRIVAL_MINUTES = read_settings({}).late_arrival_minutes
+LATE_ARRIVAL_MINUTES = DEFAULTS.late_arrival_minutes
 # Today's last records are older than the look-back for late arrivals, with a margin.
 QUIET_BEFORE_RUNS = timedelta(minutes=LATE_ARRIVAL_MINUTES + 5)
 
@@ -326,7 +326,7 @@ def run_costs(repeats: int) -> str:
         f"| {median['alone']:.2f} s | {median['alone'] / median['minimal']:.2f}x (f) |",
         f"| empty one-day refresh (a day without records) | {median['empty']:.2f} s | "
         f"**{median['empty'] / median['minimal']:.2f}x** (f) |",
-        f"| sensor refresh of 20 changes late in a day of 40,000 records (`changes_only`) | "
+        f"| sensor refresh of 20 changes late in a day of {busy.size:,} records (`changes_only`) | "
         f"{median['changes']:.2f} s | **{median['changes'] / median['empty']:.2f}x** the "
         "empty refresh |",
         f"| the whole-day refresh a sensor run was before | {median['whole']:.2f} s | "
@@ -340,9 +340,10 @@ def run_costs(repeats: int) -> str:
         + ("within that look-back, which reads them again: run this more than "
            f"{LATE_ARRIVAL_MINUTES} minutes after midnight UTC for the scenario meant."
            if busy_day_read_again else
-           "before that look-back, whatever the hour; late in a real day of 40,000 records it "
-           f"would also read its last {LATE_ARRIVAL_MINUTES} minutes' (about "
-           f"{40_000 * LATE_ARRIVAL_MINUTES // (24 * 60)})."),
+           "before that look-back, whatever the hour; late in a real day of "
+           f"{busy.size:,} records it would also read its last {LATE_ARRIVAL_MINUTES} minutes' "
+           "(about "
+           f"{busy.size * LATE_ARRIVAL_MINUTES // (24 * 60)})."),
     ])
 
 

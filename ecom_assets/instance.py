@@ -56,8 +56,8 @@ class IndexKeepingSqliteEventLogStorage(SqliteEventLogStorage):
         self._engines_pid = os.getpid()
         self._tables_seen: set[str] = set()
         self._locked_for_fork = False
-        # The connections of the batch being stored, by shard, in the thread storing it.
-        self._batch: tuple[int, ExitStack, dict[str, Connection]] | None = None
+        # `open`, in the thread storing a batch: its transactions and connections, by shard.
+        self._batch = threading.local()
         super().__init__(base_dir, inst_data)
         _STORAGES.add(self)
         os.environ.setdefault(EVENT_BATCH_SIZE_VARIABLE, str(EVENT_BATCH_SIZE))
@@ -83,19 +83,19 @@ class IndexKeepingSqliteEventLogStorage(SqliteEventLogStorage):
             return
         with self._db_lock:
             with ExitStack() as transactions:
-                self._batch = (threading.get_ident(), transactions, {})
+                self._batch.open = transactions, {}
                 try:
                     self._batch_connection(INDEX_SHARD_NAME)
                     for event in events:
                         super().store_event(event)
                 finally:
-                    written, self._batch = self._batch[2], None
+                    _, written = self._batch.open
+                    del self._batch.open
             for shard in written:
                 self._committed(shard)
 
     def _batch_connection(self, shard: str) -> Connection:
-        assert self._batch is not None
-        _, transactions, connections = self._batch
+        transactions, connections = self._batch.open
         if shard not in connections:
             connection = transactions.enter_context(self._engine_for_use(shard).connect())
             transactions.enter_context(connection.begin())
@@ -104,8 +104,7 @@ class IndexKeepingSqliteEventLogStorage(SqliteEventLogStorage):
 
     @contextmanager
     def _connect(self, shard: str) -> Iterator[Connection]:
-        batch = self._batch  # read once: another thread's batch may end meanwhile
-        if batch is not None and batch[0] == threading.get_ident():
+        if hasattr(self._batch, "open"):
             yield self._batch_connection(shard)  # the lock is held by store_event_batch
             return
         # The lock is held, as Dagster holds it, while a connection is in use: the one kept
