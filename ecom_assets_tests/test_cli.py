@@ -156,6 +156,10 @@ def test_make_bench_runs_every_variant_on_the_same_data_and_writes_the_table(
     for label in "abcde":
         assert re.search(rf"^\| \({label}\) .* \| [\d.]+x \| [\d.]+x \|$", table, re.M), label
     assert re.search(r"^Ceiling for \(c\) .* = \*\*[\d.]+x\*\*\.$", table, re.M)
+    # The CPU each variant and the vendor used: whether the client or the vendor is the bound.
+    assert re.search(r"^\| \(c\) .* MiB \| [\d.]+ s, [\d.]+ s \| [\d.]+x", table, re.M)
+    assert re.search(r"^The sync itself, \(c\) over \(e\): -?[\d.]+ s of wall time, in which "
+                     r"\(c\) used -?[\d.]+ s more CPU and the vendor [\d.]+ s", table, re.M)
     # Where the time of (c) and (e) went, phase by phase, from their runs' events.
     assert re.search(r"^\| the step's work: .* \| [\d.]+ s \| [\d.]+ s \|$", table, re.M)
     # Its section replaced, the rest of the page kept.
