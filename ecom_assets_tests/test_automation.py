@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from dagster import AssetKey, SensorResult, build_schedule_context, build_sensor_context
 
+from ecom_assets.contract import parse_timestamp
 from ecom_assets.defs.ecom import build_definitions
 from ecom_assets.defs.resources import VendorApiResource
 from ecom_assets.sandbox.data import SandboxSpec
@@ -15,6 +16,7 @@ from ecom_assets.settings import read_settings
 from ecom_assets_tests.support import utc_today
 
 PAYMENTS, PRODUCTS = AssetKey(["ecom", "order_payments"]), AssetKey(["ecom", "products"])
+RESOURCES = ("order_payments", "products")
 DEFINITIONS = build_definitions(settings=read_settings({"ECOM_PARTITIONS_START": "2026-01-01"}))
 SENSOR = DEFINITIONS.get_sensor_def("ecom_vendor_changes")
 
@@ -41,7 +43,7 @@ def evaluate(sandbox: SandboxServer, api_key: str, cursor: str | None) -> Sensor
 
 def a_second_ago() -> str:
     return json.dumps({name: {"since": (datetime.now(UTC) - timedelta(seconds=1)).isoformat()}
-                       for name in ("order_payments", "products")})
+                       for name in RESOURCES})
 
 
 def test_one_run_per_tick_refreshes_what_changed_and_a_tick_evaluated_again_repeats_it(
@@ -83,6 +85,28 @@ def test_a_late_arrival_behind_the_latest_change_reloads_its_day(
     assert late.asset_selection == [PRODUCTS] and late.partition_key == utc_today()
 
 
+def test_a_tick_that_sees_an_earlier_vendor_state_again_still_gets_a_run_of_its_own(
+    live_sandbox: SandboxServer, api_key: str
+) -> None:
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    live_sandbox.live.tick()
+    first = evaluate(live_sandbox, api_key, a_second_ago())
+    changed = {name: live_sandbox.window(name, since) for name in RESOURCES}
+    for name, records in changed.items():
+        live_sandbox.delete(name, records[1]["id"])  # neither the earliest nor the latest
+    deleted = evaluate(live_sandbox, api_key, first.cursor)
+    # Late arrivals behind the latest changes bring the counts back to what the first tick saw.
+    for name, records in changed.items():
+        earliest, latest = (parse_timestamp(records[i]["updated_at"]) for i in (0, -1))
+        filed = earliest + (latest - earliest) / 2
+        live_sandbox.live.create(name, updated_ms=int(filed.timestamp() * 1000))
+
+    late = evaluate(live_sandbox, api_key, deleted.cursor)
+
+    keys = [r.run_key for tick in (first, deleted, late) for r in tick.run_requests]
+    assert len(keys) == 3 and len(set(keys)) == 3, "the daemon skips a run key it has seen"
+
+
 def test_one_resource_the_vendor_fails_does_not_stop_the_other(
     live_sandbox: SandboxServer, api_key: str
 ) -> None:
@@ -99,7 +123,7 @@ def test_one_resource_the_vendor_fails_does_not_stop_the_other(
 def test_the_vendor_failing_every_resource_skips_the_tick_without_the_key(
     live_sandbox: SandboxServer, api_key: str
 ) -> None:
-    for resource in ("order_payments", "products"):
+    for resource in RESOURCES:
         live_sandbox.faults.add(resource, Fault.status(503, echo_url=True), times=4)
 
     result = evaluate(live_sandbox, api_key, None)

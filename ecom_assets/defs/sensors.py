@@ -6,8 +6,10 @@ in time when they change, so the changed daily partitions are the days from the 
 latest change. The cursor keeps, per resource, the `since` it probes and what the vendor said
 then (latest change, count): a change shows as a new latest change, a late arrival (filed in
 the past, behind the latest change) as a new count. One run per tick refreshes the changed
-partitions of the resources that changed; its run key names the vendor's state, so a tick
-evaluated twice requests nothing twice.
+partitions of the resources that changed. Its run key names the vendor's state and how many
+runs the sensor had requested for each resource before, so a tick evaluated twice requests
+nothing twice, while a later tick that sees an earlier state again (a deletion, then a late
+arrival) still gets its run: Dagster never launches a run key twice.
 
 It starts RUNNING: keeping the warehouse fresh is what the project is for, and the probe costs
 two tiny requests per resource and tick. Stop it in the UI (Automation) if the vendor's rate
@@ -71,6 +73,8 @@ def build_change_sensor(
         problems: list[str] = []
         for contract in contracts:
             seen = cursor.get(contract.name) or {}
+            requested = seen.get("requested")
+            requested = requested if isinstance(requested, int) else 0
             # Without a cursor the sensor watches from now on; backfills cover the past.
             since = min(_moment(seen.get("since")) or now - lookback, now)
             try:
@@ -99,10 +103,13 @@ def build_change_sensor(
                 context.log.warning(f"Could not ask the vendor for changes to {contract.name}: "
                                     f"{exc}")
                 continue
-            changed.append(f"{contract.name}@{observed['last']}#{observed['total']}")
+            changed.append(
+                f"{contract.name}@{observed['last']}#{observed['total']}~{requested + 1}"
+            )
             days.update(_days(partitions_def, first, last, now))
             cursor[contract.name] = {
                 "since": rfc3339(next_since), "last": observed["last"], "total": next_total,
+                "requested": requested + 1,
             }
         new_cursor = json.dumps(cursor, sort_keys=True)
         if not changed or not days:
