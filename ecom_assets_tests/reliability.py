@@ -115,6 +115,8 @@ CASES = [
          _faults(Fault.status(503, echo_url=True), Fault.status(429, echo_url=True)), "all"),
     Case("a 400 whose body echoes the key", _faults(Fault.status(400, echo_url=True)),
          "nothing", "the vendor rejected the request with HTTP 400"),
+    Case("an empty answer (data [], total 0) once", _faults(Fault.body({"data": [], "total": 0})),
+         "all"),
     Case("a vendor suddenly serving nothing", lambda sb: sb.serve_empty("order_payments"),
          "nothing"),
     Case("a required field null", _corrupt(customer_id=None), "all but the defective",

@@ -269,3 +269,24 @@ def test_a_refresh_that_did_not_reconcile_leaves_the_next_one_to_read_the_whole_
     metadata = result.asset_materializations_for_node("ecom_vendor_sync")[0].metadata
     assert metadata["window"].value.startswith(f"[{utc_today()}T00:00:00.000Z, ")
     assert result.success and all(checks_passed(result).values())
+
+
+@pytest.mark.parametrize("live_shop", [(SandboxSpec.recent(days=1, size=2_000), 0)],
+                         indirect=True)
+def test_a_day_read_while_the_vendor_served_nothing_is_read_whole_by_the_next_refresh(
+    sync: Sync, live_shop: SandboxServer, duckdb_path: Path
+) -> None:
+    live_shop.serve_empty("order_payments")  # an outage that outlasts the second pass
+    during = sync(utc_today(), resources=RESOURCE)
+    assert during.success, "an empty answer cannot be told from a day without records"
+    marked = during.asset_materializations_for_node("ecom_vendor_sync")[0].metadata
+    assert "reconciled_through" not in marked and marked["records_loaded"].value == 0
+    live_shop.serve_empty("order_payments", False)
+
+    result = sync(utc_today(), resources=RESOURCE, config=CHANGES_ONLY)
+
+    metadata = result.asset_materializations_for_node("ecom_vendor_sync")[0].metadata
+    assert metadata["window"].value.startswith(f"[{utc_today()}T00:00:00.000Z, ")
+    assert result.success and all(checks_passed(result).values())
+    with live_shop.live.paused():
+        assert table_rows(duckdb_path) == vendor_rows(live_shop)

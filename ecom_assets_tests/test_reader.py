@@ -4,6 +4,7 @@ Each request to `MemoryVendor` is one instant of the vendor, as a real server's 
 over a consistent snapshot is; between requests, a test moves records the way a shop does.
 """
 
+import itertools
 import random
 import threading
 from collections.abc import Callable
@@ -14,7 +15,7 @@ import pytest
 
 from ecom_assets.ingest.errors import UnreconciledWindowError, VendorResponseError
 from ecom_assets.ingest.pages import DefectiveRecord
-from ecom_assets.ingest.reader import MAX_UNIT_RECORDS, WindowReader
+from ecom_assets.ingest.reader import MAX_UNIT_RECORDS, Fetch, WindowReader
 from ecom_assets.ingest.report import ResourceReport
 from ecom_assets.ingest.window import Window, rfc3339
 
@@ -72,12 +73,25 @@ class MemoryVendor:
         record["version"] = record.get("version", 0) + 1
         self.sort()
 
+    def answering_nothing_to(self, *requests: int) -> Fetch:
+        """`fetch`, but the `requests` (counted from 1) answer `{"data": [], "total": 0}`,
+        as an outage now and then does for a window that has records."""
+        counter, lock = itertools.count(1), threading.Lock()
+
+        def fetch(window: Window, offset: int, limit: int) -> tuple[str, Response]:
+            with lock:
+                empty = next(counter) in requests
+            url, response = self.fetch(window, offset, limit)
+            return url, Response({"data": [], "total": 0}) if empty else response
+
+        return fetch
+
 
 def read(vendor: MemoryVendor, window: Window = DAY, late: timedelta = timedelta(0),
-         concurrency: int = 4) -> tuple[list[Any], ResourceReport]:
+         concurrency: int = 4, fetch: Fetch | None = None) -> tuple[list[Any], ResourceReport]:
     report = ResourceReport("order_payments")
     reader = WindowReader(
-        "order_payments", window, vendor.fetch, report, concurrency=concurrency,
+        "order_payments", window, fetch or vendor.fetch, report, concurrency=concurrency,
         late_arrival=late, now=vendor.now,
     )
     records = [r for page in reader.pages() for r in page.response.json()["data"]]
@@ -121,6 +135,28 @@ def test_a_window_larger_than_a_unit_is_read_in_parts_each_record_once() -> None
     assert report.units > 3 and report.vendor_total == len(vendor.records)
     # One first page of the whole window, then a partial last page per part.
     assert report.requests <= len(vendor.records) / 100 + 1 + report.units
+
+
+def test_an_empty_answer_is_believed_only_when_the_window_is_answered_empty_again() -> None:
+    vendor = MemoryVendor(250)
+
+    records, report = read(vendor, fetch=vendor.answering_nothing_to(1))
+
+    assert ids(records) == {r["id"] for r in vendor.records}
+    assert report.listed == 250 and report.requests == 1 + 3
+    # A window that has no records costs one request more.
+    records, report = read(MemoryVendor(0))
+    assert records == [] and report.complete and report.requests == 2
+
+
+def test_an_empty_answer_to_one_part_of_a_large_window_loses_none_of_its_records() -> None:
+    vendor = MemoryVendor(3 * MAX_UNIT_RECORDS)
+
+    # The whole window's first page, then the first page of one of its parts.
+    records, report = read(vendor, concurrency=8, fetch=vendor.answering_nothing_to(2))
+
+    assert sorted(r["id"] for r in records) == sorted(r["id"] for r in vendor.records)
+    assert report.listed == len(vendor.records)
 
 
 def test_records_moving_on_every_request_never_hide_one_that_stayed() -> None:

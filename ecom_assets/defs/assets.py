@@ -326,10 +326,11 @@ def _failure(exc: PipelineStepFailed, what: str) -> Failure:
 RECONCILED_THROUGH = "reconciled_through"
 
 
-def _reconciled_mark(window: Window | None, reconciled: bool) -> dict[str, Any]:
+def _reconciled_mark(window: Window | None, reconciled: bool, listed: int) -> dict[str, Any]:
     """The end of the window read, if every record the vendor listed in it landed, as the next
-    sensor refresh's start."""
-    if window is None or not reconciled:
+    sensor refresh's start. None if the vendor listed nothing: an outage answers a window that
+    has records so, and the partition's next refresh then reads all of it again."""
+    if window is None or not reconciled or not listed:
         return {}
     return {RECONCILED_THROUGH: MetadataValue.timestamp(window.end)}
 
@@ -366,7 +367,7 @@ def _report_load(
                 asset_key=asset_key(contract),
                 metadata={
                     "window": str(window) if window else "full refresh",
-                    **_reconciled_mark(window, reconciled),
+                    **_reconciled_mark(window, reconciled, received.listed),
                     "vendor_total": received.vendor_total,
                     "records_received": received.listed,
                     "records_loaded": received.loaded,

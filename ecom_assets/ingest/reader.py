@@ -8,7 +8,8 @@ smaller `total`. A pass that saw one is discarded and its unit split, at the `up
 records it did receive, into smaller units that are paged again; a unit that fits in one page is
 a single response, one instant of the vendor, and cannot drift. A unit ending within the
 late-arrival horizon may also gain records, which can keep `total` while shifting offsets: it is
-paged twice, and what either consistent pass listed is released.
+paged twice, and what either consistent pass listed is released. So is a unit the vendor
+answered with nothing, which an outage does now and then for a window that has records.
 
 Only accepted passes are released, unit by unit: what a released unit holds is what the vendor
 listed in it at one instant, so nothing of the window can be skipped by records moving under
@@ -254,9 +255,11 @@ class WindowReader:
         if repeated:
             settled, identities = self._settle_repeats(unit, listing, identities, repeated)
             copies, listing = len(listing) - len(settled), settled
-        if unit.open and unit.earlier is None:
+        if (unit.open or not listing) and unit.earlier is None:
             # A late arrival can take the place of a record that left, keeping `total` while
-            # shifting the offsets: a record skipped by one pass is in the other.
+            # shifting the offsets: a record skipped by one pass is in the other. And an outage
+            # now and then answers a window that has records with none: an empty answer is
+            # believed once a second pass agrees.
             unit.earlier = list(zip(identities, listing, strict=True))
             self._restart(unit)
             return
