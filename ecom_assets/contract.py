@@ -9,6 +9,7 @@ imports: the dlt source uses it too.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -24,6 +25,8 @@ SQL_DESTINATIONS = ("duckdb", "postgres")
 MONEY_PRECISION = 18
 MONEY_SCALE = 2
 _CENT = Decimal("0.01")
+# The contract's form of money sent as a string (ASCII digits only).
+_MONEY_STRING = re.compile(r"-?[0-9]+(\.[0-9]{1,2})?")
 _MONEY_LIMIT = Decimal(10) ** (MONEY_PRECISION - MONEY_SCALE)
 
 
@@ -154,7 +157,20 @@ def json_type(value: Any) -> str:
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {json_type(value)}")
+    if not is_unicode(value):
+        raise ValueError("not valid Unicode: a lone surrogate (an escape such as \\ud800)")
     return value
+
+
+def is_unicode(text: str) -> bool:
+    """Whether `text` can be stored: JSON's escapes can spell half of a UTF-16 pair alone."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _money(value: Any) -> Decimal:
@@ -162,16 +178,24 @@ def _money(value: Any) -> Decimal:
     # the sandbox and real vendors send "12.50" and 12.5 for the same amount.
     if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
         raise ValueError(f"expected a decimal number or decimal string, got {json_type(value)}")
+    if isinstance(value, str) and not _MONEY_STRING.fullmatch(value):
+        raise ValueError(f"not a decimal string with at most {MONEY_SCALE} fractional digits: "
+                         f"{value[:40]!r}")
     try:
-        amount = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+        amount = value if isinstance(value, Decimal) else Decimal(str(value))
     except InvalidOperation:
         raise ValueError(f"not a decimal: {str(value)[:40]!r}") from None
     if not amount.is_finite():
         raise ValueError(f"not a finite number: {amount}")
     if abs(amount) >= _MONEY_LIMIT:
         raise ValueError(f"out of range for DECIMAL({MONEY_PRECISION},{MONEY_SCALE}): {amount}")
-    if amount.as_tuple().exponent < -MONEY_SCALE and amount != amount.quantize(_CENT):
-        raise ValueError(f"not a decimal with at most {MONEY_SCALE} fractional digits: {amount}")
+    if amount.as_tuple().exponent < -MONEY_SCALE:
+        # 12.500 is 12.50; stored with more digits it would not fit the column.
+        if amount != amount.quantize(_CENT):
+            raise ValueError(
+                f"not a decimal with at most {MONEY_SCALE} fractional digits: {amount}"
+            )
+        return amount.quantize(_CENT)
     return amount
 
 
@@ -200,6 +224,8 @@ def _boolean(value: Any) -> bool:
 def _text_list(value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise ValueError("expected a list of strings")
+    if not all(is_unicode(item) for item in value):
+        raise ValueError("not valid Unicode: a lone surrogate (an escape such as \\ud800)")
     return value
 
 

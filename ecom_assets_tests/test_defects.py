@@ -70,6 +70,43 @@ def test_a_non_finite_number_in_an_unknown_field_is_kept_as_text_and_reported(
     assert known.metadata["non_finite_values_kept_as_text"].value == "fraud_score: 1"
 
 
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [({"amount": "1_000.50"}, "not a decimal string with at most 2 fractional digits"),
+     ({"customer_id": "cus_\ud800"}, "not valid Unicode: a lone surrogate")],
+    ids=["money-string-off-the-contract", "lone-surrogate"],
+)
+def test_a_value_python_would_take_but_the_contract_does_not_is_quarantined(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path, fields: dict, reason: str
+) -> None:
+    victim = sandbox.dataset.records("order_payments", day(1), day(2))[5]
+    sandbox.corrupt("order_payments", victim["id"], **fields, note="\ud800 in a new field")
+
+    result = sync(partition_key(1), resources=PAYMENTS)
+
+    assert loaded_ids(duckdb_path) == window_ids(sandbox) - {victim["id"]}
+    [(violations, raw)] = rows(
+        duckdb_path, "select violations, raw_record from ecom.order_payments_quarantine"
+    )
+    assert reason in json.loads(violations)[0]["reason"]
+    assert json.loads(raw)[next(iter(fields))] == next(iter(fields.values()))
+    assert not check_evaluations(result)["no_quarantined_records"].passed
+    assert check_evaluations(result)["reconciled_with_vendor"].passed
+
+
+def test_a_lone_surrogate_in_an_unknown_field_is_kept_as_its_escape(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+) -> None:
+    victim = sandbox.dataset.records("order_payments", day(1), day(2))[5]
+    sandbox.corrupt("order_payments", victim["id"], note="a\ud800b")
+
+    result = sync(partition_key(1), resources=PAYMENTS)
+
+    assert result.success and loaded_ids(duckdb_path) == window_ids(sandbox)
+    assert rows(duckdb_path, "select note from ecom.order_payments where id = ?",
+                victim["id"]) == [('"a\\ud800b"',)]
+
+
 def test_twin_spellings_of_contract_fields_get_their_own_columns(
     sync: Sync, sandbox: SandboxServer, duckdb_path: Path
 ) -> None:

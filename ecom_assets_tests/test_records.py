@@ -28,6 +28,9 @@ def test_a_valid_record_is_converted_to_the_contract_types() -> None:
 
     assert violations == []
     assert typed["amount"] == Decimal("12.50")
+    # Trailing zeros beyond the column's scale are the same amount, stored in the column's.
+    typed, _ = conform(PAYMENTS, {**VALID, "amount": Decimal("12." + "0" * 41)})
+    assert typed["amount"].as_tuple().exponent == -2
     assert typed["updated_at"] == datetime(2026, 1, 2, 8, 0, 0, 123000, tzinfo=UTC)
 
 
@@ -36,14 +39,22 @@ def test_a_valid_record_is_converted_to_the_contract_types() -> None:
     [
         ("amount", 12.5, None),
         ("amount", 12, None),
-        ("amount", "12.345", "not a decimal with at most 2 fractional digits: 12.345"),
-        ("amount", "NaN", "not a finite number: NaN"),
+        ("amount", Decimal("12.500"), None),
+        ("amount", Decimal("12.345"), "not a decimal with at most 2 fractional digits: 12.345"),
+        ("amount", "12.345", "not a decimal string with at most 2 fractional digits: '12.345'"),
+        # Strings Python reads as numbers that the contract's form of money string is not.
+        ("amount", "1_000.50", "not a decimal string with at most 2 fractional digits"),
+        ("amount", " 12.50", "not a decimal string with at most 2 fractional digits"),
+        ("amount", "\uff11\uff12.50", "not a decimal string with at most 2 fractional digits"),
+        ("amount", "NaN", "not a decimal string with at most 2 fractional digits: 'NaN'"),
+        ("amount", Decimal("NaN"), "not a finite number: NaN"),
         ("amount", Decimal("Infinity"), "not a finite number: Infinity"),
-        ("amount", "1e20", "out of range for DECIMAL(18,2)"),
+        ("amount", Decimal("1e20"), "out of range for DECIMAL(18,2)"),
         ("amount", True, "expected a decimal number or decimal string, got a boolean"),
         ("amount", {"value": 1}, "got an object"),
         ("customer_id", None, "required field is null"),
         ("customer_id", 42, "expected a string, got a number"),
+        ("customer_id", "cus_\ud800", "not valid Unicode: a lone surrogate"),
         ("status", "chargeback", "'chargeback' is not one of failed, pending, refunded"),
         ("updated_at", "2026-01-02 10:00:00", "timestamp without a UTC offset"),
         ("updated_at", "yesterday", "not an RFC 3339 timestamp: 'yesterday'"),

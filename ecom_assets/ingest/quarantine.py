@@ -20,7 +20,7 @@ from dlt.common.normalizers.naming.snake_case import NamingConvention
 from dlt.extract.items_transform import ItemTransform
 from dlt.extract.resource import DltResource
 
-from ecom_assets.contract import ResourceContract, conform, json_type
+from ecom_assets.contract import ResourceContract, conform, is_unicode, json_type
 from ecom_assets.ingest.pages import DefectiveRecord, record_id
 from ecom_assets.ingest.report import ResourceReport
 from ecom_assets.ingest.vendor_json import dump_vendor_json, is_non_finite
@@ -245,7 +245,8 @@ class QuarantineRouter(ItemTransform[Any]):
 
 def _as_text(value: Any) -> str | None:
     """An unknown field's value as text: strings as they are, anything else as its JSON (a
-    non-finite number as the vendor's token, `NaN`)."""
-    if value is None or isinstance(value, str):
+    non-finite number as the vendor's token, `NaN`; a string with a lone surrogate as its
+    JSON escape)."""
+    if value is None or (isinstance(value, str) and is_unicode(value)):
         return value
     return dump_vendor_json(value)

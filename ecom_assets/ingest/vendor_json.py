@@ -14,6 +14,8 @@ from typing import Any
 
 import simplejson
 
+from ecom_assets.contract import is_unicode
+
 
 def parse_vendor_json(content: bytes | str) -> Any:
     """Raises ValueError for text that is not JSON."""
@@ -21,7 +23,9 @@ def parse_vendor_json(content: bytes | str) -> Any:
 
 
 def dump_vendor_json(value: Any) -> str:
-    return simplejson.dumps(value, ensure_ascii=False, sort_keys=True, use_decimal=True)
+    text = simplejson.dumps(value, ensure_ascii=False, sort_keys=True, use_decimal=True)
+    # A lone surrogate cannot be stored as text: it is written as the escape the vendor sent.
+    return text if is_unicode(text) else simplejson.dumps(value, sort_keys=True, use_decimal=True)
 
 
 def is_non_finite(value: Any) -> bool:
