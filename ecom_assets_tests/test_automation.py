@@ -10,6 +10,7 @@ from dagster import AssetKey, SensorResult, build_schedule_context, build_sensor
 from ecom_assets.contract import parse_timestamp
 from ecom_assets.defs.ecom import build_definitions
 from ecom_assets.defs.resources import VendorApiResource
+from ecom_assets.ingest.window import rfc3339
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import Fault, SandboxServer
 from ecom_assets.settings import read_settings
@@ -154,6 +155,45 @@ def test_a_defective_timestamp_is_skipped_and_the_cursor_stays_in_the_present(
     assert run.partition_key == utc_today() and PRODUCTS in run.asset_selection
     for state in json.loads(result.cursor).values():
         assert state["since"] <= datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+FAR_FUTURE = datetime(2999, 1, 1, tzinfo=UTC)
+
+
+def a_day_ago() -> str:
+    since = rfc3339(datetime.now(UTC) - timedelta(days=1))
+    return json.dumps({name: {"since": since} for name in RESOURCES})
+
+
+def test_records_filed_in_the_far_future_do_not_hide_todays_changes_nor_trigger_every_tick(
+    live_sandbox: SandboxServer, api_key: str
+) -> None:
+    # A vendor that sorts them by their `updated_at` lists them after every real change.
+    for _ in range(5):
+        live_sandbox.live.create("products", updated_ms=int(FAR_FUTURE.timestamp() * 1000))
+    live_sandbox.update_now("products", live_sandbox.window("products")[0]["id"])
+    cursor = {**json.loads(a_second_ago()), "products": json.loads(a_day_ago())["products"]}
+
+    result = evaluate(live_sandbox, api_key, json.dumps(cursor))
+
+    [run] = result.run_requests
+    assert utc_today() in (run.partition_key, run.tags.get("dagster/asset_partition_range_end"))
+    assert evaluate(live_sandbox, api_key, result.cursor).run_requests == []
+
+
+def test_defective_timestamps_at_the_end_of_the_listing_still_refresh_through_today(
+    live_sandbox: SandboxServer, api_key: str
+) -> None:
+    cursor = a_day_ago()
+    live_sandbox.live.tick()
+    # More than the probe skips, in the places of the latest changes (the sandbox keeps them).
+    for resource in RESOURCES:
+        for record in live_sandbox.window(resource, datetime.now(UTC) - timedelta(days=1))[-5:]:
+            live_sandbox.corrupt(resource, record["id"], updated_at="9999-12-31T23:59:59.999Z")
+
+    [run] = evaluate(live_sandbox, api_key, cursor).run_requests
+
+    assert utc_today() in (run.partition_key, run.tags.get("dagster/asset_partition_range_end"))
 
 
 @pytest.mark.parametrize("cursor", ["{not json", "[1, 2]", '{"products": 7}'])

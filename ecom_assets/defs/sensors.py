@@ -1,7 +1,8 @@
 """A sensor that asks the vendor what changed and refreshes only the partitions that did.
 
 Each tick probes every resource with `updated_since=<since>` and `limit=1` (two one-record
-requests: the earliest and the latest change, and the vendor's count). Records only move forward
+requests: the earliest and the latest change, and the vendor's count), up to a few minutes past
+now: a record filed in the far future is defective, not a change. Records only move forward
 in time when they change, so the changed daily partitions are the days from the earliest to the
 latest change. The cursor keeps, per resource, the `since` it probes and what the vendor said
 then (latest change, count): a change shows as a new latest change, a late arrival (filed in
@@ -90,12 +91,16 @@ def build_change_sensor(
                     }:
                         continue
                     first = changes.first_updated_at
-                    last = changes.last_updated_at or first
+                    # Without a valid latest change (defective records at the end of the
+                    # listing), whatever changed may run up to now.
+                    last = changes.last_updated_at or now
                     # Probe from closer to the latest change next time, counting anew from there.
                     next_since = max(since, min(last, now) - lookback)
                     next_total = (
                         changes.total if next_since == since
-                        else count_since(vendor_api.base_url, session, contract, next_since)
+                        else count_since(
+                            vendor_api.base_url, session, contract, next_since, now
+                        )
                     )
             except VendorAPIError as exc:
                 # The other resources are still looked at; this one is asked again next tick.

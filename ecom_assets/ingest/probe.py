@@ -36,13 +36,14 @@ def probe_changes(
     now: datetime,
 ) -> Changes:
     """`updated_since=<since>` with `limit=1`: the first record and `total`; then the record at
-    offset `total - 1`, the latest (records come in ascending `updated_at` order). A record whose
-    `updated_at` is missing, malformed, before `since` or in the future is skipped for the next
-    one in, up to `MAX_SKIPPED` at each end."""
+    offset `total - 1`, the latest (records come in ascending `updated_at` order). Records
+    filed in the far future, which would sort last, are left out by `updated_before`; one whose
+    `updated_at` is missing, malformed, before `since` or in the future all the same is skipped
+    for the next one in, up to `MAX_SKIPPED` at each end."""
     skipped: list[str] = []
 
     def record_at(offset: int) -> tuple[int, Any]:
-        return _record_at(base_url, session, contract, since, offset)
+        return _record_at(base_url, session, contract, since, now, offset)
 
     def valid_time(record: Any, offset: int) -> datetime | None:
         value = record.get(contract.cursor) if isinstance(record, dict) else None
@@ -76,21 +77,24 @@ def probe_changes(
 
 
 def count_since(
-    base_url: str, session: VendorSession, contract: ResourceContract, since: datetime
+    base_url: str, session: VendorSession, contract: ResourceContract, since: datetime,
+    now: datetime,
 ) -> int:
-    """How many records the vendor has updated since `since`: one request of one record."""
-    return _record_at(base_url, session, contract, since, 0)[0]
+    """How many records the vendor has updated since `since`, as `probe_changes` counts them
+    at `now`: one request of one record."""
+    return _record_at(base_url, session, contract, since, now, 0)[0]
 
 
 def _record_at(
     base_url: str, session: VendorSession, contract: ResourceContract, since: datetime,
-    offset: int,
+    now: datetime, offset: int,
 ) -> tuple[int, Any]:
-    """`total` of the records updated since `since`, and the record at `offset` (or None)."""
+    """`total` of the records updated since `since` (and not after `now`, give or take the
+    vendor's clock), and the record at `offset` (or None)."""
     body = session.get(
         join_url(base_url, contract.path),
-        params={"updated_since": rfc3339(since), "offset": offset, "limit": 1,
-                "api_key": session.api_key},
+        params={"updated_since": rfc3339(since), "updated_before": rfc3339(now + CLOCK_SKEW),
+                "offset": offset, "limit": 1, "api_key": session.api_key},
     ).json()
     total, page = page_total(body), page_records(body)
     if total is None or page is None:
