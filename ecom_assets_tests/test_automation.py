@@ -185,18 +185,23 @@ def test_defective_timestamps_at_the_end_of_the_listing_still_refresh_through_to
     live_sandbox: SandboxServer, api_key: str
 ) -> None:
     cursor = a_day_ago()
-    live_sandbox.live.tick()
+    for _ in range(3):  # 9 changes: valid ones before the defective
+        live_sandbox.live.tick()
     # More than the probe skips, in the places of the latest changes (the sandbox keeps them).
     for resource in RESOURCES:
         for record in live_sandbox.window(resource, datetime.now(UTC) - timedelta(days=1))[-5:]:
             live_sandbox.corrupt(resource, record["id"], updated_at="9999-12-31T23:59:59.999Z")
 
-    [run] = evaluate(live_sandbox, api_key, cursor).run_requests
+    result = evaluate(live_sandbox, api_key, cursor)
 
+    [run] = result.run_requests
     assert utc_today() in (run.partition_key, run.tags.get("dagster/asset_partition_range_end"))
+    assert evaluate(live_sandbox, api_key, result.cursor).run_requests == [], "no new change"
 
 
-@pytest.mark.parametrize("cursor", ["{not json", "[1, 2]", '{"products": 7}'])
+@pytest.mark.parametrize(
+    "cursor", ["{not json", "[1, 2]", '{"products": 7}', '{"products": {"requested": "3"}}']
+)
 def test_a_corrupt_cursor_is_reset_with_a_clear_log_line(
     live_sandbox: SandboxServer, api_key: str, cursor: str, capfd
 ) -> None:

@@ -69,13 +69,11 @@ def build_change_sensor(
         now = datetime.now(UTC)
         lookback = timedelta(minutes=vendor_api.late_arrival_minutes)
         cursor = _read_cursor(context, contracts)
-        changed: list[str] = []
+        changed: list[tuple[str, dict[str, Any]]] = []  # (resource, what the vendor said)
         days: set[str] = set()
         problems: list[str] = []
         for contract in contracts:
             seen = cursor.get(contract.name) or {}
-            requested = seen.get("requested")
-            requested = requested if isinstance(requested, int) else 0
             # Without a cursor the sensor watches from now on; backfills cover the past.
             since = min(_moment(seen.get("since")) or now - lookback, now)
             try:
@@ -92,10 +90,10 @@ def build_change_sensor(
                         continue
                     first = changes.first_updated_at
                     # Without a valid latest change (defective records at the end of the
-                    # listing), whatever changed may run up to now.
+                    # listing), whatever changed may run up to now; the probe stays where it is.
                     last = changes.last_updated_at or now
                     # Probe from closer to the latest change next time, counting anew from there.
-                    next_since = max(since, min(last, now) - lookback)
+                    next_since = max(since, min(changes.last_updated_at or since, now) - lookback)
                     next_total = (
                         changes.total if next_since == since
                         else count_since(
@@ -108,32 +106,34 @@ def build_change_sensor(
                 context.log.warning(f"Could not ask the vendor for changes to {contract.name}: "
                                     f"{exc}")
                 continue
-            changed.append(
-                f"{contract.name}@{observed['last']}#{observed['total']}~{requested + 1}"
-            )
+            changed.append((contract.name, observed))
             days.update(_days(partitions_def, first, last, now))
             cursor[contract.name] = {
                 "since": rfc3339(next_since), "last": observed["last"], "total": next_total,
-                "requested": requested + 1,
+                "requested": seen.get("requested", 0),
             }
-        new_cursor = json.dumps(cursor, sort_keys=True)
         if not changed or not days:
             reason = "; ".join(problems) or "The vendor reports no changes since the last tick."
-            return SensorResult(skip_reason=SkipReason(reason), cursor=new_cursor)
-        names = [entry.split("@", 1)[0] for entry in changed]
+            return SensorResult(skip_reason=SkipReason(reason),
+                                cursor=json.dumps(cursor, sort_keys=True))
+        for name, _ in changed:
+            cursor[name]["requested"] += 1
+        names = [name for name, _ in changed]
+        states = [f"{name}@{o['last']}#{o['total']}~{cursor[name]['requested']}"
+                  for name, o in changed]
         first_day, last_day = min(days), max(days)
         tags = {TRIGGER_TAG: SENSOR_TRIGGER, "ecom/changed": ", ".join(names)}
         if first_day != last_day:
             tags |= {PARTITION_RANGE_START: first_day, PARTITION_RANGE_END: last_day}
         run = RunRequest(
-            run_key=f"{first_day}..{last_day}:{','.join(changed)}",
+            run_key=f"{first_day}..{last_day}:{','.join(states)}",
             asset_selection=[asset_key(c) for c in contracts if c.name in names],
             partition_key=first_day if first_day == last_day else None,
             # Read only what changed since each partition was last reconciled.
             run_config={"ops": {"ecom_vendor_sync": {"config": {"changes_only": True}}}},
             tags=tags,
         )
-        return SensorResult(run_requests=[run], cursor=new_cursor)
+        return SensorResult(run_requests=[run], cursor=json.dumps(cursor, sort_keys=True))
 
     return ecom_vendor_changes
 
@@ -150,6 +150,9 @@ def _read_cursor(
             isinstance(cursor.get(c.name, {}), dict) for c in contracts
         ):
             raise ValueError("not a JSON object of resources")
+        # A count that is not one could make a run key the daemon has launched before.
+        if not all(type(cursor.get(c.name, {}).get("requested", 0)) is int for c in contracts):
+            raise ValueError("a count of requested runs that is not a whole number")
     except ValueError as exc:
         context.log.warning(
             f"The sensor's cursor could not be read ({exc}); watching for changes from now on"

@@ -20,7 +20,7 @@ from dlt.common.normalizers.naming.snake_case import NamingConvention
 from dlt.extract.items_transform import ItemTransform
 from dlt.extract.resource import DltResource
 
-from ecom_assets.contract import ResourceContract, conform, is_unicode, json_type
+from ecom_assets.contract import ResourceContract, conform, json_type, storable
 from ecom_assets.ingest.pages import DefectiveRecord, record_id
 from ecom_assets.ingest.report import ResourceReport
 from ecom_assets.ingest.vendor_json import dump_vendor_json, is_non_finite
@@ -233,7 +233,7 @@ class QuarantineRouter(ItemTransform[Any]):
             self._first_seen = self._first_seen_in_warehouse(self.contract.quarantine_table)
         return {
             QUARANTINE_KEY: key,
-            "record_id": record_id(record, self.contract.primary_key),
+            "record_id": _storable_id(record_id(record, self.contract.primary_key)),
             "violations": violations,
             "raw_record": raw,
             "window_start": self.window.start,
@@ -243,10 +243,13 @@ class QuarantineRouter(ItemTransform[Any]):
         }
 
 
+def _storable_id(value: str | None) -> str | None:
+    return None if value is None else storable(value)
+
+
 def _as_text(value: Any) -> str | None:
-    """An unknown field's value as text: strings as they are, anything else as its JSON (a
-    non-finite number as the vendor's token, `NaN`; a string with a lone surrogate as its
-    JSON escape)."""
-    if value is None or (isinstance(value, str) and is_unicode(value)):
-        return value
-    return dump_vendor_json(value)
+    """An unknown field's value as text: strings as they are (a lone surrogate as its escape,
+    `\\ud800`), anything else as its JSON (a non-finite number as the vendor's token, `NaN`)."""
+    if value is None:
+        return None
+    return storable(value) if isinstance(value, str) else dump_vendor_json(value)

@@ -84,7 +84,8 @@ class _Unit:
     window: Window
     open: bool  # may still gain late arrivals: two matching passes are needed
     passes: int = 0
-    earlier: list[tuple[str, Any]] | None = None  # an open unit's first consistent pass
+    # A first consistent pass, kept while the unit is paged again (open, or answered empty).
+    earlier: list[tuple[str, Any]] | None = None
     # The current pass:
     total: int | None = None
     stride: int = PAGE_SIZE

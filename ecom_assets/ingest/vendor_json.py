@@ -14,7 +14,7 @@ from typing import Any
 
 import simplejson
 
-from ecom_assets.contract import is_unicode
+from ecom_assets.contract import storable
 
 
 def parse_vendor_json(content: bytes | str) -> Any:
@@ -23,9 +23,10 @@ def parse_vendor_json(content: bytes | str) -> Any:
 
 
 def dump_vendor_json(value: Any) -> str:
-    text = simplejson.dumps(value, ensure_ascii=False, sort_keys=True, use_decimal=True)
-    # A lone surrogate cannot be stored as text: it is written as the escape the vendor sent.
-    return text if is_unicode(text) else simplejson.dumps(value, sort_keys=True, use_decimal=True)
+    # A lone surrogate, which no database stores, as the escape the vendor sent.
+    return storable(
+        simplejson.dumps(value, ensure_ascii=False, sort_keys=True, use_decimal=True)
+    )
 
 
 def is_non_finite(value: Any) -> bool:
