@@ -27,6 +27,7 @@ MONEY_SCALE = 2
 _CENT = Decimal("0.01")
 # The contract's form of money sent as a string (ASCII digits only).
 _MONEY_STRING = re.compile(r"-?[0-9]+(\.[0-9]{1,2})?")
+_LONE_SURROGATE = "not valid Unicode: a lone surrogate (an escape such as \\ud800)"
 _MONEY_LIMIT = Decimal(10) ** (MONEY_PRECISION - MONEY_SCALE)
 
 
@@ -158,7 +159,7 @@ def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {json_type(value)}")
     if not is_unicode(value):
-        raise ValueError("not valid Unicode: a lone surrogate (an escape such as \\ud800)")
+        raise ValueError(_LONE_SURROGATE)
     return value
 
 
@@ -228,7 +229,7 @@ def _text_list(value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise ValueError("expected a list of strings")
     if not all(is_unicode(item) for item in value):
-        raise ValueError("not valid Unicode: a lone surrogate (an escape such as \\ud800)")
+        raise ValueError(_LONE_SURROGATE)
     return value
 
 

@@ -231,9 +231,10 @@ class QuarantineRouter(ItemTransform[Any]):
         key = quarantine_key(self.contract.name, raw)
         if self._first_seen is None:  # the run's first defective record: rare, so read now
             self._first_seen = self._first_seen_in_warehouse(self.contract.quarantine_table)
+        identifier = record_id(record, self.contract.primary_key)
         return {
             QUARANTINE_KEY: key,
-            "record_id": _storable_id(record_id(record, self.contract.primary_key)),
+            "record_id": identifier and storable(identifier),
             "violations": violations,
             "raw_record": raw,
             "window_start": self.window.start,
@@ -241,10 +242,6 @@ class QuarantineRouter(ItemTransform[Any]):
             "first_seen_at": self._first_seen.get(key, self._now),
             "last_seen_at": self._now,
         }
-
-
-def _storable_id(value: str | None) -> str | None:
-    return None if value is None else storable(value)
 
 
 def _as_text(value: Any) -> str | None:
