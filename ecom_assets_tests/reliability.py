@@ -73,8 +73,10 @@ def _corrupt(**fields: object) -> Callable[[SandboxServer], None]:
     return lambda sandbox: sandbox.corrupt("order_payments", _window(sandbox)[7]["id"], **fields)
 
 
-def _duplicate(sandbox: SandboxServer) -> None:
-    sandbox.duplicate("order_payments", _window(sandbox)[99]["id"], amount="1.00")
+def _duplicate(position: int, **copy: object) -> Callable[[SandboxServer], None]:
+    return lambda sandbox: sandbox.duplicate(
+        "order_payments", _window(sandbox)[position]["id"], amount="1.00", **copy
+    )
 
 
 def _in(seconds: float) -> str:
@@ -132,8 +134,11 @@ CASES = [
     Case("a field named \"\"", _corrupt(**{"": "x"}), "all"),
     Case("a far-future updated_at", _corrupt(updated_at="9999-12-31T23:59:59.999Z"),
          "all but the defective", "Blocking checks failed", quarantined=1),
-    Case("one id twice with different content", _duplicate, "all but the defective",
+    Case("one id twice with different content", _duplicate(99), "all but the defective",
          "Blocking checks failed", quarantined=2),
+    Case("one id twice, the copy filed hours later",
+         lambda sb: _duplicate(10, updated_at=_window(sb)[-5]["updated_at"])(sb),
+         "all but the defective", "Blocking checks failed", quarantined=2),
 ]
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
 from ecom_assets_tests.support import (
     Sync,
@@ -138,11 +139,19 @@ def test_a_field_without_a_name_is_kept_without_a_traceback(
                 victim["id"]) == [("nameless",)]
 
 
+@pytest.mark.parametrize(
+    ("position", "copy"),
+    [
+        (99, {"amount": "1.00"}),  # a page boundary
+        (10, {"amount": "1.00", "updated_at": "2026-01-02T20:00:00.000Z"}),
+    ],
+    ids=["next-to-it", "filed-hours-later"],
+)
 def test_an_id_served_twice_with_different_content_quarantines_both_and_blocks(
-    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path, position: int, copy: dict
 ) -> None:
-    victim = sandbox.dataset.records("order_payments", day(1), day(2))[99]  # a page boundary
-    sandbox.duplicate("order_payments", victim["id"], amount="1.00")
+    victim = sandbox.dataset.records("order_payments", day(1), day(2))[position]
+    sandbox.duplicate("order_payments", victim["id"], **copy)
 
     result = sync(partition_key(1), resources=PAYMENTS)
 
@@ -155,6 +164,36 @@ def test_an_id_served_twice_with_different_content_quarantines_both_and_blocks(
     assert all("duplicate id" in json.loads(v)[0]["reason"] for _, v in quarantined)
     assert not check_evaluations(result)["no_quarantined_records"].passed
     assert check_evaluations(result)["reconciled_with_vendor"].passed
+
+
+# A day of about 6,000 records is read in parts of at most 5,000.
+@pytest.mark.parametrize("sandbox_spec", [SandboxSpec(size=12_000, days=2)])
+def test_twins_in_two_parts_of_a_day_load_one_copy_quarantine_the_other_and_block(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+) -> None:
+    victim = sandbox.dataset.records("order_payments", day(1), day(2))[10]
+    sandbox.duplicate("order_payments", victim["id"], amount="1.00",
+                      updated_at="2026-01-02T20:00:00.000Z")
+
+    result = sync(partition_key(1), resources=PAYMENTS)
+
+    assert not result.success
+    assert loaded_ids(duckdb_path) == window_ids(sandbox)
+    [(amount, updated_at)] = rows(
+        duckdb_path, "select amount, updated_at from ecom.order_payments where id = ?",
+        victim["id"],
+    )
+    [(raw, violations)] = rows(
+        duckdb_path, "select raw_record, violations from ecom.order_payments_quarantine"
+    )
+    # Which copy loads depends on which part was read first; the other names it.
+    assert (str(amount) == "1.00") != (json.loads(raw)["amount"] == "1.00")
+    reason = json.loads(violations)[0]["reason"]
+    assert reason.startswith("duplicate id: the vendor also served this id, with different")
+    assert f"(updated_at {updated_at.strftime('%Y-%m-%dT%H:%M:%S')}" in reason
+    evaluations = check_evaluations(result)
+    assert not evaluations["no_quarantined_records"].passed
+    assert evaluations["reconciled_with_vendor"].passed
 
 
 def test_a_defective_record_seen_by_many_runs_is_one_quarantine_row(

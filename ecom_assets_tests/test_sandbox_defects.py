@@ -90,6 +90,28 @@ def test_one_id_served_twice_with_different_content_in_one_window(server, sessio
     assert latest["data"][0]["updated_at"] == latest["data"][1]["updated_at"] > "2026-02"
 
 
+def test_a_copy_given_an_updated_at_is_served_where_that_time_sorts_and_stays_there(
+    server, session
+):
+    window = server.dataset.records("order_payments", **_bounds())
+    twin = window[2]
+    filed_at = window[-2]["updated_at"]
+    server.duplicate("order_payments", twin["id"], amount="0.01", updated_at=filed_at)
+
+    records, totals = vendor_window(session, server, "order_payments", limit=7, **DAY_1)
+
+    copy = {**twin, "amount": "0.01", "updated_at": filed_at}
+    assert totals == {len(window) + 1}
+    # In (updated_at, id) order, like every other record.
+    assert records == sorted([*window, copy], key=lambda r: (r["updated_at"], r["id"]))
+    server.update_now("order_payments", twin["id"])
+    records, _ = vendor_window(session, server, "order_payments", limit=7, **DAY_1)
+    assert [r for r in records if r["id"] == twin["id"]] == [copy]
+    server.delete("order_payments", twin["id"])
+    records, _ = vendor_window(session, server, "order_payments", limit=7, **DAY_1)
+    assert twin["id"] not in {r["id"] for r in records}
+
+
 def test_serve_empty_answers_every_list_of_the_resource_with_nothing_until_turned_off(
     server, session
 ):

@@ -14,6 +14,10 @@ answered with nothing, which an outage does now and then for a window that has r
 Only accepted passes are released, unit by unit: what a released unit holds is what the vendor
 listed in it at one instant, so nothing of the window can be skipped by records moving under
 the offsets. A unit that keeps changing after it cannot be split further fails, naming it.
+
+A closed unit (ending before the late-arrival horizon) cannot list a record twice, since a
+change moves the record past the window's end: two copies of an id there, in one pass or in two
+units of a day, are the vendor's twins, and are quarantined.
 """
 
 from __future__ import annotations
@@ -31,10 +35,16 @@ import requests
 
 from ecom_assets.contract import json_type, parse_timestamp
 from ecom_assets.ingest.errors import UnreconciledWindowError, VendorResponseError
-from ecom_assets.ingest.pages import DefectiveRecord, page_records, page_total, record_identity
+from ecom_assets.ingest.pages import (
+    DefectiveRecord,
+    page_records,
+    page_total,
+    record_id,
+    record_identity,
+)
 from ecom_assets.ingest.report import ResourceReport
 from ecom_assets.ingest.vendor_json import dump_vendor_json
-from ecom_assets.ingest.window import Window
+from ecom_assets.ingest.window import Window, rfc3339
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +151,9 @@ class WindowReader:
         self._active: list[_Unit] = []
         self._futures: dict[Future[tuple[str, requests.Response]], tuple[_Unit, int, int]] = {}
         self._ready: deque[ReleasedPage] = deque()
+        # Ids released from closed parts, by day of `updated_at` (id -> its `updated_at`), kept
+        # while a part of that day is still to be read: a twin can lie in another part.
+        self._released_ids: dict[str, dict[str, str]] = {}
 
     def pages(self) -> Iterator[ReleasedPage]:
         """Every page of every reconciled unit; the report is complete when this ends."""
@@ -246,10 +259,14 @@ class WindowReader:
             return
         identities = [record_identity(r, self._primary_key) for r in listing]
         repeated = {i for i, n in Counter(identities).items() if n > 1}
-        if repeated and len(unit.pages) > 1:
-            # A record served on two pages may stand for another that no page served (records
-            # moving under the offsets, or a vendor sort without a tie-break): the unit is cut
-            # until the copies come within one response, one instant that lists every record.
+        # A record served on two pages may stand for another that no page served (records
+        # moving under the offsets, or a vendor sort without a tie-break): the unit is cut until
+        # the copies come within one response, one instant that lists every record. A pass of a
+        # closed part whose copies all differ served each of the vendor's records once: they
+        # are twins, settled like those of one response.
+        if repeated and len(unit.pages) > 1 and (
+            unit.open or _served_twice(listing, identities, repeated)
+        ):
             self._page_again(unit, f"{len(repeated)} records were served on two pages")
             return
         copies = 0
@@ -292,7 +309,10 @@ class WindowReader:
         if unit.earlier:
             listed = {(i, _content(r)) for i, r in zip(identities, listing, strict=True)}
             listing = listing + [r for i, r in unit.earlier if (i, _content(r)) not in listed]
+        if not unit.open:
+            listing = self._against_other_parts(unit, listing)
         self._active.remove(unit)
+        self._forget_days_read()
         self.report.vendor_total += unit.total or 0
         self.report.listed += len(listing) + copies
         self.report.duplicate_copies += copies
@@ -310,6 +330,48 @@ class WindowReader:
                 self._ready.append(
                     ReleasedPage(page.url, unit.window, offset, self._page_size, page.response)
                 )
+
+    def _against_other_parts(self, unit: _Unit, listing: list[Any]) -> list[Any]:
+        """The closed part's listing, with each record whose id another closed part of the
+        same day already released turned defective: in a closed part a record cannot be listed
+        twice (a change moves it past the window's end), so the vendor served twins. The copy
+        released first is loaded and cannot be taken back; this one goes to quarantine."""
+        since, until = rfc3339(unit.window.start), rfc3339(unit.window.end)
+        checked = []
+        for record in listing:
+            stamp = self._stamp_in(unit, record, since, until)
+            identity = record_id(record, self._primary_key) if stamp else None
+            if identity is not None:
+                day = self._released_ids.setdefault(stamp[:10], {})
+                first = day.get(identity)
+                if first is None:
+                    day[identity] = stamp
+                else:
+                    record = DefectiveRecord(
+                        record,
+                        f"duplicate id: the vendor also served this id, with different content "
+                        f"(updated_at {first}), in another part of the window; that copy was "
+                        "loaded, this one is not",
+                    )
+            checked.append(record)
+        return checked
+
+    def _stamp_in(self, unit: _Unit, record: Any, since: str, until: str) -> str | None:
+        """The record's `updated_at` in the vendor's format, if it lies in the unit."""
+        if isinstance(record, DefectiveRecord) or not isinstance(record, dict):
+            return None
+        stamp = record.get(self._cursor)
+        if isinstance(stamp, str) and len(stamp) == len(since) and stamp.endswith("Z"):
+            return stamp if since <= stamp < until else None  # the format sorts as time does
+        moment = self._timestamp(record)
+        return rfc3339(moment) if moment and unit.window.contains(moment) else None
+
+    def _forget_days_read(self) -> None:
+        """Drop the released ids of days no unit still to be read reaches into."""
+        starts = [unit.window.start for unit in (*self._waiting, *self._active)]
+        first_day = rfc3339(min(starts))[:10] if starts else None
+        for day in [d for d in self._released_ids if first_day is None or d < first_day]:
+            del self._released_ids[day]
 
     def _settle_repeats(
         self, unit: _Unit, listing: list[Any], identities: list[str], repeated: set[str]
@@ -404,6 +466,18 @@ class WindowReader:
             return parse_timestamp(record.get(self._cursor))
         except (AttributeError, ValueError, OverflowError):
             return None
+
+
+def _served_twice(listing: list[Any], identities: list[str], repeated: set[str]) -> bool:
+    """Whether the listing holds some record twice with the very same content."""
+    seen: set[tuple[str, str]] = set()
+    for identity, record in zip(identities, listing, strict=True):
+        if identity in repeated:
+            key = (identity, _content(record))
+            if key in seen:
+                return True
+            seen.add(key)
+    return False
 
 
 def _content(record: Any) -> str:

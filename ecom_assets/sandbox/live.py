@@ -7,7 +7,8 @@ The generated `Dataset` never changes. On top of it, per resource:
   position and finding the k-th remaining one are O(log n).
 - the overlay, a sorted list of (updated_at ms, id number, copy) keys: the records changed or
   created while the sandbox runs (copy 0), and the second copies a vendor bug serves of some
-  records (copy 1, 2, ...: right after the record).
+  records (copy 1, 2, ...: right after the record, or at their own `updated_at` if they have
+  one).
 
 Every page is the merge of the two, in (updated_at, id) order; its `total` and its records are
 selected under one lock that every change also takes, so a page and its total always describe
@@ -144,6 +145,8 @@ class _Shop:
         # id number -> (updated_at ms, ms the record was built with, created live?)
         self.live: dict[int, tuple[int, int, bool]] = {}
         self.copies: dict[int, list[dict[str, Any]]] = {}
+        # (id number, copy) -> updated_at ms of a copy filed at its own time, not the record's
+        self.filed: dict[tuple[int, int], int] = {}
         self.defects: dict[int, dict[str, Any]] = {}
         self.deleted: set[int] = set()
         self.next_number = self.size + 1
@@ -249,15 +252,18 @@ class _Shop:
             return self.live[number][0]
         return self.keys[self.dataset.position(self.resource, number)]
 
+    def _following(self, number: int, first_copy: int) -> list[int]:
+        """The record (copy 0) and its copies from `first_copy` on that move with it."""
+        copies = range(first_copy, len(self.copies.get(number, ())) + 1)
+        return [copy for copy in copies if (number, copy) not in self.filed]
+
     def _drop(self, ms: int, number: int, first_copy: int) -> None:
         """Take the record's overlay keys (from copy `first_copy` on) out of the overlay."""
-        count = len(self.copies.get(number, ())) + 1 - first_copy
-        if count > 0:
-            start = bisect_left(self.overlay, (ms, number, first_copy))
-            del self.overlay[start : start + count]
+        for copy in self._following(number, first_copy):
+            del self.overlay[bisect_left(self.overlay, (ms, number, copy))]
 
     def _place(self, ms: int, number: int, first_copy: int) -> None:
-        for copy in range(first_copy, len(self.copies.get(number, ())) + 1):
+        for copy in self._following(number, first_copy):
             insort(self.overlay, (ms, number, copy))
 
     def move(self, number: int, ms: int, position: int | None = None) -> None:
@@ -293,13 +299,20 @@ class _Shop:
             position = self.dataset.position(self.resource, number)
             self.removed.add(position)
             self._drop(self.keys[position], number, 1)
-        self.copies.pop(number, None)
+        for copy in range(1, len(self.copies.pop(number, ())) + 1):
+            if (ms := self.filed.pop((number, copy), None)) is not None:
+                del self.overlay[bisect_left(self.overlay, (ms, number, copy))]
         self.deleted.add(number)
 
     def copy(self, number: int, fields: dict[str, Any]) -> None:
-        ms = self.current_ms(number)
+        """A second record with the same id: right after the record, or filed at its own
+        `updated_at` (a timestamp string in `fields`), where an ORDER BY puts it."""
         copies = self.copies.setdefault(number, [])
         copies.append(fields)
+        stamp = fields.get(self.cursor)
+        ms = self.current_ms(number) if not isinstance(stamp, str) else parse_timestamp_ms(stamp)
+        if isinstance(stamp, str):
+            self.filed[number, len(copies)] = ms
         insort(self.overlay, (ms, number, len(copies)))
 
     def pick(self, rng: random.Random) -> tuple[int, int | None] | None:

@@ -439,7 +439,8 @@ class SandboxServer:
     def duplicate(self, resource: str, record_id: str, **fields: Any) -> None:
         """A vendor bug: from now on, right after record `record_id`, serve a second record
         with the same id and `fields` changed (`OMIT` leaves one out). The copy follows the
-        record when it moves; `total` counts both. Call again for a third."""
+        record when it moves; `total` counts both. Call again for a third. A copy given an
+        `updated_at` string is served where that time sorts, and stays there."""
         self.live.duplicate(resource, record_id, fields)
 
     def serve_empty(self, resource: str, empty: bool = True) -> None:
