@@ -40,10 +40,11 @@ class Case:
     error: str | None = None  # the start of what the user must be told, if the run fails
     quarantined: int = 0  # records the run must quarantine
     changes_per_second: float = 0
+    loaded_before: bool = False  # the partition was materialized once before the misbehaviour
 
     @property
     def expected(self) -> str:
-        loads = f"loads {self.loads}" + (
+        loads = f"{'keeps' if self.loaded_before else 'loads'} {self.loads}" + (
             f", quarantines {self.quarantined}" if self.quarantined else ""
         )
         return f"{loads}; fails: {self.error}" if self.error else loads
@@ -121,6 +122,9 @@ CASES = [
          "all"),
     Case("a vendor suddenly serving nothing", lambda sb: sb.serve_empty("order_payments"),
          "nothing"),
+    Case("a vendor suddenly serving nothing, after a first load",
+         lambda sb: sb.serve_empty("order_payments"), "all", "Blocking checks failed",
+         loaded_before=True),
     Case("a required field null", _corrupt(customer_id=None), "all but the defective",
          "Blocking checks failed", quarantined=1),
     Case("money as NaN", _corrupt(amount=float("nan")), "all but the defective",
@@ -208,10 +212,11 @@ def run_case(case: Case, workdir: Path) -> Outcome:
             SMALL_SPEC, api_key=KEY, changes_per_second=case.changes_per_second
         ).start() as sandbox, DagsterInstance.ephemeral(tempdir=str(workdir)) as instance:
             os.environ.update(ECOM_API_BASE_URL=sandbox.base_url, ECOM_API_KEY=KEY)
+            sync = Sync(instance, database, request_timeout=1.0)
+            if case.loaded_before:
+                sync(partition_key(PARTITION), resources=("order_payments",))
             case.misbehave(sandbox)
-            result = Sync(instance, database, request_timeout=1.0)(
-                partition_key(PARTITION), resources=("order_payments",)
-            )
+            result = sync(partition_key(PARTITION), resources=("order_payments",))
             error = None if result.success else failure_message(result)
             events = "\n".join(str(entry) for entry in instance.all_logs(result.run_id))
             with sandbox.live.paused():

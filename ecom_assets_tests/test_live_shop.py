@@ -18,7 +18,15 @@ import pytest
 from ecom_assets.ingest.reader import WindowReader
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
-from ecom_assets_tests.support import Sync, checks_passed, failure_message, money, rows, utc_today
+from ecom_assets_tests.support import (
+    Sync,
+    check_evaluations,
+    checks_passed,
+    failure_message,
+    money,
+    rows,
+    utc_today,
+)
 
 RESOURCE = ("order_payments",)
 
@@ -159,6 +167,28 @@ def test_a_full_refresh_against_a_vendor_that_suddenly_serves_nothing_is_refused
 
     assert replaced.success
     assert rows(duckdb_path, "select count(*) from ecom.order_payments") == [(0,)]
+
+
+def test_a_day_read_again_while_the_vendor_serves_nothing_fails_and_keeps_its_rows(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+) -> None:
+    assert sync("2026-01-02", resources=RESOURCE).success
+    before = rows(duckdb_path, "select * from ecom.order_payments order by id")
+    sandbox.serve_empty("order_payments")  # an outage that outlasts the second pass
+
+    result = sync("2026-01-02", resources=RESOURCE)
+
+    assert not result.success
+    assert "Blocking checks failed: order_payments reconciled_with_vendor" in failure_message(
+        result
+    )
+    evaluation = check_evaluations(result)["reconciled_with_vendor"]
+    assert evaluation.metadata["vendor_holds"].value == 0
+    assert (
+        f"the vendor answered that it holds no records at all, while the table holds "
+        f"{len(before)}: an outage or a misrouted tenant answers so, and nothing was removed"
+    ) in evaluation.metadata["problems"].value
+    assert rows(duckdb_path, "select * from ecom.order_payments order by id") == before
 
 
 def test_a_full_refresh_of_both_assets_refuses_to_empty_one_while_the_other_changes(

@@ -143,10 +143,14 @@ def test_an_empty_answer_is_believed_only_when_the_window_is_answered_empty_agai
     records, report = read(vendor, fetch=vendor.answering_nothing_to(1))
 
     assert ids(records) == {r["id"] for r in vendor.records}
-    assert report.listed == 250 and report.requests == 1 + 3
-    # A window that has no records costs one request more.
+    assert report.listed == 250 and report.requests == 1 + 3 and report.vendor_holds is None
+    # A window that has no records costs two requests more: a second pass, and the count of
+    # every record the vendor holds, which tells it from an outage answering all with nothing.
     records, report = read(MemoryVendor(0))
-    assert records == [] and report.complete and report.requests == 2
+    assert records == [] and report.complete and report.requests == 3
+    assert report.vendor_holds == 0
+    records, report = read(MemoryVendor(20, window=Window(START - timedelta(days=1), START)))
+    assert records == [] and report.vendor_holds == 20
 
 
 def test_an_empty_answer_to_one_part_of_a_large_window_loses_none_of_its_records() -> None:

@@ -213,6 +213,12 @@ def reconciled_with_vendor(run: CheckRun) -> Outcome:
         problems.append(f"{received.listed} records listed but {routed} routed")
     if stats.written != expected:
         problems.append(f"{expected} rows to write but {stats.written} written")
+    if received.vendor_holds == 0 and stats.rows:
+        problems.append(
+            f"the vendor answered that it holds no records at all, while the table holds "
+            f"{stats.rows}: an outage or a misrouted tenant answers so, and nothing was "
+            "removed; materialize this again once the vendor serves its records"
+        )
     return Outcome(
         passed=not problems,
         metadata={
@@ -223,6 +229,7 @@ def reconciled_with_vendor(run: CheckRun) -> Outcome:
             ),
             "problems": "; ".join(problems) or "none",
             "vendor_total": received.vendor_total,
+            **({} if received.vendor_holds is None else {"vendor_holds": received.vendor_holds}),
             "records_listed": received.listed,
             "rows_written": stats.written,
             "records_quarantined": received.defective,

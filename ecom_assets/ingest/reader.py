@@ -44,7 +44,7 @@ from ecom_assets.ingest.pages import (
 )
 from ecom_assets.ingest.report import ResourceReport
 from ecom_assets.ingest.vendor_json import dump_vendor_json
-from ecom_assets.ingest.window import Window, rfc3339
+from ecom_assets.ingest.window import EPOCH, Window, rfc3339
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +145,8 @@ class WindowReader:
         self._ahead = 2 * concurrency
         # Late arrivals can land after this moment: units ending later are open.
         self._open_after = now - late_arrival
+        self._now = now
+        self._listed = 0  # records the window's accepted units held
         self._waiting: deque[_Unit] = deque(
             self._unit(part) for part in window.split_at([self._open_after])
         )
@@ -163,6 +165,8 @@ class WindowReader:
                 if self._ready:
                     yield self._ready.popleft()
                 elif not (self._futures or self._waiting or self._active):
+                    if not self._listed:
+                        self._count_all_records()
                     self.report.complete = True
                     return
         finally:
@@ -172,6 +176,22 @@ class WindowReader:
         for future in self._futures:
             future.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _count_all_records(self) -> None:
+        """The window listed nothing: ask how many records the vendor holds up to now. Not
+        one means an outage, or a misrouted tenant, answering every request with nothing; the
+        checks weigh that against the rows the table holds."""
+        _, response = self._fetch(Window.between(EPOCH, self._now), 0, 1)
+        self.report.requests += 1
+        total = page_total(response.json())
+        if total is None:
+            raise VendorResponseError(f"{self.resource}: 200 response without an integer 'total'")
+        self.report.vendor_holds = total
+        if not total:
+            logger.warning(
+                "%s: the vendor lists no records at all, in any window; an outage or a "
+                "misrouted tenant answers so", self.resource,
+            )
 
     # Scheduling --------------------------------------------------------------------------
 
@@ -314,6 +334,7 @@ class WindowReader:
         self._active.remove(unit)
         self._forget_days_read()
         self.report.vendor_total += unit.total or 0
+        self._listed += len(listing) + copies
         self.report.listed += len(listing) + copies
         self.report.duplicate_copies += copies
         self.report.units += 1

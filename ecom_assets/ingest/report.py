@@ -23,6 +23,8 @@ class ResourceReport:
     units: int = 0  # parts of the window reconciled one by one
     repaged: int = 0  # passes discarded because the vendor changed their part while paged
     complete: bool = False  # every unit reconciled with the vendor's `total`
+    # The vendor's count of all its records, asked when a window listed none (None: not asked).
+    vendor_holds: int | None = None
     loaded: int = 0  # valid records handed to dlt
     defective: int = 0  # listed records that went to quarantine
     duplicate_copies: int = 0  # identical copies of a record the vendor served twice
