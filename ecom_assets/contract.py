@@ -28,6 +28,7 @@ _CENT = Decimal("0.01")
 # The contract's form of money sent as a string (ASCII digits only).
 _MONEY_STRING = re.compile(r"-?[0-9]+(\.[0-9]{1,2})?")
 _LONE_SURROGATE = "not valid Unicode: a lone surrogate (an escape such as \\ud800)"
+_NUL = "a NUL character (\\u0000), which PostgreSQL cannot store"
 _MONEY_LIMIT = Decimal(10) ** (MONEY_PRECISION - MONEY_SCALE)
 
 
@@ -158,9 +159,17 @@ def json_type(value: Any) -> str:
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {json_type(value)}")
-    if not is_unicode(value):
-        raise ValueError(_LONE_SURROGATE)
+    _refuse_unstorable(value)
     return value
+
+
+def _refuse_unstorable(text: str) -> None:
+    """Text that cannot be stored as sent: a lone surrogate, or a NUL, which dlt's INSERT
+    statements for PostgreSQL would drop without a word."""
+    if not is_unicode(text):
+        raise ValueError(_LONE_SURROGATE)
+    if "\x00" in text:
+        raise ValueError(_NUL)
 
 
 def is_unicode(text: str) -> bool:
@@ -175,8 +184,11 @@ def is_unicode(text: str) -> bool:
 
 
 def storable(text: str) -> str:
-    """`text` with each lone surrogate written as its escape, `\\ud800`, as JSON spells it."""
-    return text if is_unicode(text) else text.encode("utf-8", "backslashreplace").decode()
+    """`text` with each lone surrogate and NUL written as JSON escapes them, `\\ud800` and
+    `\\u0000`."""
+    if not is_unicode(text):
+        text = text.encode("utf-8", "backslashreplace").decode()
+    return text.replace("\x00", "\\u0000")
 
 
 def _money(value: Any) -> Decimal:
@@ -228,8 +240,8 @@ def _boolean(value: Any) -> bool:
 def _text_list(value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise ValueError("expected a list of strings")
-    if not all(is_unicode(item) for item in value):
-        raise ValueError(_LONE_SURROGATE)
+    for item in value:
+        _refuse_unstorable(item)
     return value
 
 

@@ -133,6 +133,8 @@ CASES = [
          "all but the defective", "Blocking checks failed", quarantined=1),
     Case("a lone surrogate (\\ud800) in a string", _corrupt(customer_id="cus_\ud800"),
          "all but the defective", "Blocking checks failed", quarantined=1),
+    Case("a NUL (\\u0000) in a string", _corrupt(customer_id="cus_\x00X"),
+         "all but the defective", "Blocking checks failed", quarantined=1),
     Case("Infinity in an unknown field", _corrupt(fraud_score=float("inf")), "all"),
     Case("a twin field (customerId beside customer_id)", _corrupt(customerId="X"), "all"),
     Case("a field named \"\"", _corrupt(**{"": "x"}), "all"),

@@ -114,9 +114,12 @@ def test_a_full_refresh_replaces_the_table_with_what_the_vendor_has(
 def test_defective_records_are_quarantined_and_the_checks_fail(
     sync: Sync, sandbox: SandboxServer, postgres_server: PostgresServer, warehouse_db: str
 ) -> None:
-    victim, other = sandbox.dataset.records("order_payments", day(1), day(2))[3:5]
+    victim, other, third, noted = sandbox.dataset.records("order_payments", day(1), day(2))[3:7]
     sandbox.corrupt("order_payments", victim["id"], currency=None)
     sandbox.corrupt("order_payments", other["id"], amount="twelve")
+    # PostgreSQL cannot store a NUL in text, and dlt's INSERT statements drop it silently.
+    sandbox.corrupt("order_payments", third["id"], customer_id="cus_\x00X")
+    sandbox.corrupt("order_payments", noted["id"], note="a\x00b")
 
     result = sync(partition_key(1), resources=("order_payments",))
 
@@ -129,13 +132,17 @@ def test_defective_records_are_quarantined_and_the_checks_fail(
         warehouse_db,
         "select record_id, violations from ecom.order_payments_quarantine order by record_id",
     )
-    assert {row[0] for row in quarantined} == {victim["id"], other["id"]}
+    defective = {victim["id"], other["id"], third["id"]}
+    assert {row[0] for row in quarantined} == defective
     violations = {v["field"] for _, vs in quarantined for v in _as_list(vs)}
-    assert violations == {"currency", "amount"}
+    assert violations == {"currency", "amount", "customer_id"}
     loaded = set(ids(postgres_server, warehouse_db, "order_payments"))
     expected = vendor_ids(sandbox, "order_payments", day(1), day(2))
-    assert loaded | {victim["id"], other["id"]} == expected, "every record is somewhere"
-    assert not loaded & {victim["id"], other["id"]}
+    assert loaded | defective == expected, "every record is somewhere"
+    assert not loaded & defective
+    assert postgres_server.execute(
+        warehouse_db, "select note from ecom.order_payments where id = %s", noted["id"]
+    ) == [("a\\u0000b",)], "an unknown field keeps the NUL as its escape"
 
 
 def _as_list(violations: object) -> list[dict]:

@@ -55,6 +55,7 @@ def test_a_valid_record_is_converted_to_the_contract_types() -> None:
         ("customer_id", None, "required field is null"),
         ("customer_id", 42, "expected a string, got a number"),
         ("customer_id", "cus_\ud800", "not valid Unicode: a lone surrogate"),
+        ("customer_id", "cus_\x00", "a NUL character (\\u0000), which PostgreSQL cannot store"),
         ("status", "chargeback", "'chargeback' is not one of failed, pending, refunded"),
         ("updated_at", "2026-01-02 10:00:00", "timestamp without a UTC offset"),
         ("updated_at", "yesterday", "not an RFC 3339 timestamp: 'yesterday'"),

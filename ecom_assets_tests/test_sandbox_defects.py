@@ -110,6 +110,13 @@ def test_a_copy_given_an_updated_at_is_served_where_that_time_sorts_and_stays_th
     server.delete("order_payments", twin["id"])
     records, _ = vendor_window(session, server, "order_payments", limit=7, **DAY_1)
     assert twin["id"] not in {r["id"] for r in records}
+    # A defective updated_at files nothing: that copy follows its record.
+    other = window[4]
+    server.duplicate("order_payments", other["id"], updated_at="yesterday")
+    records, _ = vendor_window(session, server, "order_payments", limit=7, **DAY_1)
+    assert [r for r in records if r["id"] == other["id"]] == [
+        other, {**other, "updated_at": "yesterday"}
+    ]
 
 
 def test_serve_empty_answers_every_list_of_the_resource_with_nothing_until_turned_off(

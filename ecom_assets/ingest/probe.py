@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from dlt.sources.helpers.rest_client.client import join_url
@@ -12,10 +12,8 @@ from ecom_assets.contract import ResourceContract, parse_timestamp
 from ecom_assets.ingest.errors import VendorResponseError
 from ecom_assets.ingest.pages import page_records, page_total, record_id
 from ecom_assets.ingest.vendor_session import VendorSession
-from ecom_assets.ingest.window import rfc3339
+from ecom_assets.ingest.window import CLOCK_SKEW, rfc3339
 
-# A timestamp further ahead than this is defective, not a clock a little fast.
-CLOCK_SKEW = timedelta(minutes=5)
 # Defective records skipped at either end before the probe gives up on that end.
 MAX_SKIPPED = 3
 

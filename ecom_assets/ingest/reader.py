@@ -15,9 +15,9 @@ Only accepted passes are released, unit by unit: what a released unit holds is w
 listed in it at one instant, so nothing of the window can be skipped by records moving under
 the offsets. A unit that keeps changing after it cannot be split further fails, naming it.
 
-A closed unit (ending before the late-arrival horizon) cannot list a record twice, since a
-change moves the record past the window's end: two copies of an id there, in one pass or in two
-units of a day, are the vendor's twins, and are quarantined.
+A settled unit (ending before the late-arrival horizon, with room for the vendor's clocks)
+cannot list a record twice, since a change moves the record past the window's end: two copies of
+an id there, in one pass or in two units of a day, are the vendor's twins, and are quarantined.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Any
 import requests
 
 from ecom_assets.contract import json_type, parse_timestamp
-from ecom_assets.ingest.errors import UnreconciledWindowError, VendorResponseError
+from ecom_assets.ingest.errors import UnreconciledWindowError, VendorAPIError, VendorResponseError
 from ecom_assets.ingest.pages import (
     DefectiveRecord,
     page_records,
@@ -44,7 +44,7 @@ from ecom_assets.ingest.pages import (
 )
 from ecom_assets.ingest.report import ResourceReport
 from ecom_assets.ingest.vendor_json import dump_vendor_json
-from ecom_assets.ingest.window import EPOCH, Window, rfc3339
+from ecom_assets.ingest.window import CLOCK_SKEW, EPOCH, Window, rfc3339
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +136,7 @@ class WindowReader:
         self.resource = resource
         self.report = report
         report.complete = False  # a report may already hold an earlier window's read
+        report.vendor_holds = None
         self._fetch = fetch
         self._page_size = page_size
         self._primary_key = primary_key
@@ -145,17 +146,20 @@ class WindowReader:
         self._ahead = 2 * concurrency
         # Late arrivals can land after this moment: units ending later are open.
         self._open_after = now - late_arrival
+        # Units ending before this can no longer gain a record, even with the vendor's clocks
+        # a little behind: two copies of an id there are twins, not a record and its update.
+        self._settled_before = self._open_after - CLOCK_SKEW
         self._now = now
-        self._listed = 0  # records the window's accepted units held
         self._waiting: deque[_Unit] = deque(
             self._unit(part) for part in window.split_at([self._open_after])
         )
         self._active: list[_Unit] = []
         self._futures: dict[Future[tuple[str, requests.Response]], tuple[_Unit, int, int]] = {}
         self._ready: deque[ReleasedPage] = deque()
-        # Ids released from closed parts, by day of `updated_at` (id -> its `updated_at`), kept
-        # while a part of that day is still to be read: a twin can lie in another part.
-        self._released_ids: dict[str, dict[str, str]] = {}
+        # Hashes of the ids settled units released, by day of `updated_at`, kept while a unit
+        # reaching into that day is still to be read: a twin can lie in another unit. (8 bytes
+        # of hash, not the id's 60; two ids of a day of a million collide once in 10^7 days.)
+        self._released_ids: dict[str, set[int]] = {}
 
     def pages(self) -> Iterator[ReleasedPage]:
         """Every page of every reconciled unit; the report is complete when this ends."""
@@ -165,7 +169,7 @@ class WindowReader:
                 if self._ready:
                     yield self._ready.popleft()
                 elif not (self._futures or self._waiting or self._active):
-                    if not self._listed:
+                    if not self.report.listed:
                         self._count_all_records()
                     self.report.complete = True
                     return
@@ -178,14 +182,25 @@ class WindowReader:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _count_all_records(self) -> None:
-        """The window listed nothing: ask how many records the vendor holds up to now. Not
-        one means an outage, or a misrouted tenant, answering every request with nothing; the
-        checks weigh that against the rows the table holds."""
-        _, response = self._fetch(Window.between(EPOCH, self._now), 0, 1)
-        self.report.requests += 1
-        total = page_total(response.json())
+        """Nothing was listed: ask how many records the vendor holds up to now, a second time
+        if it says none, as an outage now and then answers so. None twice means an outage, or
+        a misrouted tenant, answering every request with nothing; the checks weigh that against
+        the rows the table holds. An answer that fails leaves it unknown: the read succeeded."""
+        total: int | None = None
+        for _ in range(2):
+            try:
+                _, response = self._fetch(Window.between(EPOCH, self._now), 0, 1)
+            except VendorAPIError as error:
+                logger.warning("%s: could not count the vendor's records: %s", self.resource, error)
+                return
+            self.report.requests += 1
+            total = page_total(response.json())
+            if total != 0:
+                break
         if total is None:
-            raise VendorResponseError(f"{self.resource}: 200 response without an integer 'total'")
+            logger.warning("%s: the vendor's count of its records has no integer 'total'",
+                           self.resource)
+            return
         self.report.vendor_holds = total
         if not total:
             logger.warning(
@@ -279,15 +294,9 @@ class WindowReader:
             return
         identities = [record_identity(r, self._primary_key) for r in listing]
         repeated = {i for i, n in Counter(identities).items() if n > 1}
-        # A record served on two pages may stand for another that no page served (records
-        # moving under the offsets, or a vendor sort without a tie-break): the unit is cut until
-        # the copies come within one response, one instant that lists every record. A pass of a
-        # closed part whose copies all differ served each of the vendor's records once: they
-        # are twins, settled like those of one response.
-        if repeated and len(unit.pages) > 1 and (
-            unit.open or _served_twice(listing, identities, repeated)
+        if repeated and len(unit.pages) > 1 and not self._twins_confirmed(
+            unit, listing, identities, repeated
         ):
-            self._page_again(unit, f"{len(repeated)} records were served on two pages")
             return
         copies = 0
         if repeated:
@@ -322,6 +331,29 @@ class WindowReader:
             return f"received {len(listing)} records of a total of {unit.total}"
         return listing
 
+    def _twins_confirmed(
+        self, unit: _Unit, listing: list[Any], identities: list[str], repeated: set[str]
+    ) -> bool:
+        """Whether ids a pass served on two pages are the vendor's twins: in a settled unit,
+        every copy different, and a second pass listing the same. Otherwise the unit is paged
+        again: a record served twice may stand for another that no page served (records moving
+        under the offsets, a vendor sort without a tie-break, a deletion while a twin appeared),
+        so it is cut until the copies come within one response, one instant of the vendor."""
+        if not self._settled(unit) or _served_twice(listing, identities, repeated):
+            self._page_again(unit, f"{len(repeated)} records were served on two pages")
+            return False
+        if unit.earlier is None:
+            unit.earlier = list(zip(identities, listing, strict=True))
+            self._restart(unit)
+            return False
+        if [identity for identity, _ in unit.earlier] != identities:
+            self._page_again(unit, "two passes listed different records")
+            return False
+        return True
+
+    def _settled(self, unit: _Unit) -> bool:
+        return unit.window.end <= self._settled_before
+
     def _accept(
         self, unit: _Unit, listing: list[Any], identities: list[str], copies: int
     ) -> None:
@@ -329,12 +361,11 @@ class WindowReader:
         if unit.earlier:
             listed = {(i, _content(r)) for i, r in zip(identities, listing, strict=True)}
             listing = listing + [r for i, r in unit.earlier if (i, _content(r)) not in listed]
-        if not unit.open:
+        if self._settled(unit):
             listing = self._against_other_parts(unit, listing)
         self._active.remove(unit)
         self._forget_days_read()
         self.report.vendor_total += unit.total or 0
-        self._listed += len(listing) + copies
         self.report.listed += len(listing) + copies
         self.report.duplicate_copies += copies
         self.report.units += 1
@@ -353,27 +384,24 @@ class WindowReader:
                 )
 
     def _against_other_parts(self, unit: _Unit, listing: list[Any]) -> list[Any]:
-        """The closed part's listing, with each record whose id another closed part of the
-        same day already released turned defective: in a closed part a record cannot be listed
-        twice (a change moves it past the window's end), so the vendor served twins. The copy
-        released first is loaded and cannot be taken back; this one goes to quarantine."""
+        """The settled unit's listing, with each record whose id another settled unit of the
+        same day released turned defective: there a record cannot be listed twice (a change
+        moves it past the window's end), so the vendor served twins. The copy released first
+        cannot be taken back; this one goes to quarantine."""
         since, until = rfc3339(unit.window.start), rfc3339(unit.window.end)
         checked = []
         for record in listing:
             stamp = self._stamp_in(unit, record, since, until)
             identity = record_id(record, self._primary_key) if stamp else None
             if identity is not None:
-                day = self._released_ids.setdefault(stamp[:10], {})
-                first = day.get(identity)
-                if first is None:
-                    day[identity] = stamp
-                else:
+                released = self._released_ids.setdefault(stamp[:10], set())
+                if hash(identity) in released:
                     record = DefectiveRecord(
                         record,
-                        f"duplicate id: the vendor also served this id, with different content "
-                        f"(updated_at {first}), in another part of the window; that copy was "
-                        "loaded, this one is not",
+                        "duplicate id: the vendor also served this id, with other content, in "
+                        "another part of the window; only the copy read first can be loaded",
                     )
+                released.add(hash(identity))
             checked.append(record)
         return checked
 

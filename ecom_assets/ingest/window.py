@@ -9,6 +9,8 @@ from itertools import pairwise
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MILLISECOND = timedelta(milliseconds=1)
+# How far the vendor's clocks may be from ours: a timestamp further ahead is defective.
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 def rfc3339(moment: datetime) -> str:

@@ -307,13 +307,16 @@ class _Shop:
     def copy(self, number: int, fields: dict[str, Any]) -> None:
         """A second record with the same id: right after the record, or filed at its own
         `updated_at` (a timestamp string in `fields`), where an ORDER BY puts it."""
+        try:
+            filed = parse_timestamp_ms(fields.get(self.cursor))  # type: ignore[arg-type]
+        except (TypeError, ValueError):  # none, or a defective one: the copy follows its record
+            filed = None
         copies = self.copies.setdefault(number, [])
         copies.append(fields)
-        stamp = fields.get(self.cursor)
-        ms = self.current_ms(number) if not isinstance(stamp, str) else parse_timestamp_ms(stamp)
-        if isinstance(stamp, str):
-            self.filed[number, len(copies)] = ms
-        insort(self.overlay, (ms, number, len(copies)))
+        if filed is not None:
+            self.filed[number, len(copies)] = filed
+        insort(self.overlay, (self.current_ms(number) if filed is None else filed, number,
+                              len(copies)))
 
     def pick(self, rng: random.Random) -> tuple[int, int | None] | None:
         """A random existing record (data set or live): its number and, for a data set
