@@ -156,6 +156,10 @@ class WindowReader:
         self._active: list[_Unit] = []
         self._futures: dict[Future[tuple[str, requests.Response]], tuple[_Unit, int, int]] = {}
         self._ready: deque[ReleasedPage] = deque()
+        # Settled units accepted while an earlier part of the window is still to be read: they
+        # are released in window order, so that of twins in two units the copy filed first is
+        # the one loaded, whichever unit the vendor answered first.
+        self._accepted: list[tuple[_Unit, list[Any], int]] = []
         # Hashes of the ids settled units released, by day of `updated_at`, kept while a unit
         # reaching into that day is still to be read: a twin can lie in another unit. (8 bytes
         # of hash, not the id's 60; two ids of a day of a million collide once in 10^7 days.)
@@ -240,7 +244,9 @@ class WindowReader:
         for unit in self._active:
             if unit.pending:
                 return unit, unit.pending.popleft()
-        held = sum(unit.held_records for unit in self._active)
+        held = sum(unit.held_records for unit in self._active) + sum(
+            len(listing) for _, listing, _ in self._accepted
+        )
         if self._waiting and (not self._active or held + MAX_UNIT_RECORDS <= MAX_HELD_RECORDS):
             unit = self._waiting.popleft()
             unit.start_pass()
@@ -357,14 +363,37 @@ class WindowReader:
     def _accept(
         self, unit: _Unit, listing: list[Any], identities: list[str], copies: int
     ) -> None:
-        """Release the unit's pages; `copies` identical copies of records were dropped."""
+        """Release the unit, a settled one once every earlier part is released; `copies`
+        identical copies of records were dropped."""
         if unit.earlier:
             listed = {(i, _content(r)) for i, r in zip(identities, listing, strict=True)}
             listing = listing + [r for i, r in unit.earlier if (i, _content(r)) not in listed]
-        if self._settled(unit):
-            listing = self._against_other_parts(unit, listing)
         self._active.remove(unit)
-        self._forget_days_read()
+        if self._settled(unit):
+            self._accepted.append((unit, listing, copies))
+        else:
+            self._release(unit, listing, copies)
+        self._release_in_window_order()
+
+    def _release_in_window_order(self) -> None:
+        """Release, oldest first, the accepted settled units that no part still to be read
+        precedes, each checked against the ids released before it; then forget the ids of days
+        no part still to be read reaches into."""
+        first_unread = min(
+            (unit.window.start for unit in (*self._waiting, *self._active)), default=None
+        )
+        self._accepted.sort(key=lambda accepted: accepted[0].window.start)
+        while self._accepted and (
+            first_unread is None or self._accepted[0][0].window.start < first_unread
+        ):
+            unit, listing, copies = self._accepted.pop(0)
+            self._release(unit, self._against_other_parts(unit, listing), copies)
+        first_day = rfc3339(first_unread)[:10] if first_unread else None
+        for day in [d for d in self._released_ids if first_day is None or d < first_day]:
+            del self._released_ids[day]
+
+    def _release(self, unit: _Unit, listing: list[Any], copies: int) -> None:
+        """Hand the unit's pages to dlt, holding `listing` in place of what each page held."""
         self.report.vendor_total += unit.total or 0
         self.report.listed += len(listing) + copies
         self.report.duplicate_copies += copies
@@ -386,8 +415,8 @@ class WindowReader:
     def _against_other_parts(self, unit: _Unit, listing: list[Any]) -> list[Any]:
         """The settled unit's listing, with each record whose id another settled unit of the
         same day released turned defective: there a record cannot be listed twice (a change
-        moves it past the window's end), so the vendor served twins. The copy released first
-        cannot be taken back; this one goes to quarantine."""
+        moves it past the window's end), so the vendor served twins. The copy filed first was
+        released first and cannot be taken back; this one goes to quarantine."""
         since, until = rfc3339(unit.window.start), rfc3339(unit.window.end)
         checked = []
         for record in listing:
@@ -398,8 +427,8 @@ class WindowReader:
                 if hash(identity) in released:
                     record = DefectiveRecord(
                         record,
-                        "duplicate id: the vendor also served this id, with other content, in "
-                        "another part of the window; only the copy read first can be loaded",
+                        "duplicate id: the vendor also served this id, with other content, "
+                        "filed earlier in the window; only the copy filed first can be loaded",
                     )
                 released.add(hash(identity))
             checked.append(record)
@@ -414,13 +443,6 @@ class WindowReader:
             return stamp if since <= stamp < until else None  # the format sorts as time does
         moment = self._timestamp(record)
         return rfc3339(moment) if moment and unit.window.contains(moment) else None
-
-    def _forget_days_read(self) -> None:
-        """Drop the released ids of days no unit still to be read reaches into."""
-        starts = [unit.window.start for unit in (*self._waiting, *self._active)]
-        first_day = rfc3339(min(starts))[:10] if starts else None
-        for day in [d for d in self._released_ids if first_day is None or d < first_day]:
-            del self._released_ids[day]
 
     def _settle_repeats(
         self, unit: _Unit, listing: list[Any], identities: list[str], repeated: set[str]
