@@ -230,15 +230,19 @@ def test_closing_the_session_stops_page_workers_waiting_to_retry(
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
     deadline = time.monotonic() + 10
-    while len(sandbox.request_log) < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)  # until both workers got their 429 and wait to retry
+    while len(sandbox.request_log) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)  # until a worker got its 429
+    # Every worker now waits: to retry its 429, or held back by that Retry-After if its own
+    # request had not gone out before the 429 came (which one depends on the machine's load).
+    time.sleep(0.2)
+    sent = len(sandbox.request_log)
 
     session.close()
     worker.join(timeout=10)
 
     assert not worker.is_alive(), "the load still waits to retry"
     assert failures and "the session is closed" in str(failures[0])
-    assert len(sandbox.request_log) == 3, "nothing was sent after the session closed"
+    assert sent in (2, 3) and len(sandbox.request_log) == sent, "nothing sent after closing"
 
 
 @pytest.mark.parametrize("sandbox_spec", [SandboxSpec(size=15_000, days=1)])
