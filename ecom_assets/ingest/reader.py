@@ -423,14 +423,14 @@ class WindowReader:
             stamp = self._stamp_in(unit, record, since, until)
             identity = record_id(record, self._primary_key) if stamp else None
             if identity is not None:
-                released = self._released_ids.setdefault(stamp[:10], set())
-                if hash(identity) in released:
+                released, key = self._released_ids.setdefault(stamp[:10], set()), hash(identity)
+                if key in released:
                     record = DefectiveRecord(
                         record,
                         "duplicate id: the vendor also served this id, with other content, "
                         "filed earlier in the window; only the copy filed first can be loaded",
                     )
-                released.add(hash(identity))
+                released.add(key)
             checked.append(record)
         return checked
 
