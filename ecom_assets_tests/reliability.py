@@ -120,6 +120,8 @@ CASES = [
          "nothing", "the vendor rejected the request with HTTP 400"),
     Case("an empty answer (data [], total 0) once", _faults(Fault.body({"data": [], "total": 0})),
          "all"),
+    Case("an empty answer (data [], total 0) three times in a row",
+         _faults(Fault.body({"data": [], "total": 0}), times=3), "all"),
     Case("a vendor suddenly serving nothing", lambda sb: sb.serve_empty("order_payments"),
          "nothing"),
     Case("a vendor suddenly serving nothing, after a first load",

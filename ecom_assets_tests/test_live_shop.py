@@ -174,7 +174,7 @@ def test_a_day_read_again_while_the_vendor_serves_nothing_fails_and_keeps_its_ro
 ) -> None:
     assert sync("2026-01-02", resources=RESOURCE).success
     before = rows(duckdb_path, "select * from ecom.order_payments order by id")
-    sandbox.serve_empty("order_payments")  # an outage that outlasts the second pass
+    sandbox.serve_empty("order_payments")  # an outage that outlasts the passes
 
     result = sync("2026-01-02", resources=RESOURCE)
 
@@ -306,7 +306,7 @@ def test_a_refresh_that_did_not_reconcile_leaves_the_next_one_to_read_the_whole_
 def test_a_day_read_while_the_vendor_served_nothing_is_read_whole_by_the_next_refresh(
     sync: Sync, live_shop: SandboxServer, duckdb_path: Path
 ) -> None:
-    live_shop.serve_empty("order_payments")  # an outage that outlasts the second pass
+    live_shop.serve_empty("order_payments")  # an outage that outlasts the passes
     during = sync(utc_today(), resources=RESOURCE)
     assert during.success, "an empty answer cannot be told from a day without records"
     marked = during.asset_materializations_for_node("ecom_vendor_sync")[0].metadata

@@ -20,7 +20,7 @@ from ecom_assets.ingest.errors import (
     VendorResponseError,
 )
 from ecom_assets.ingest.pages import DefectiveRecord
-from ecom_assets.ingest.reader import MAX_UNIT_RECORDS, Fetch, WindowReader
+from ecom_assets.ingest.reader import EMPTY_PASSES, MAX_UNIT_RECORDS, Fetch, WindowReader
 from ecom_assets.ingest.report import ResourceReport
 from ecom_assets.ingest.window import EPOCH, Window, rfc3339
 
@@ -142,18 +142,19 @@ def test_a_window_larger_than_a_unit_is_read_in_parts_each_record_once() -> None
     assert report.requests <= len(vendor.records) / 100 + 1 + report.units
 
 
-def test_an_empty_answer_is_believed_only_when_the_window_is_answered_empty_again() -> None:
+def test_an_empty_answer_is_believed_only_when_four_passes_in_a_row_agree() -> None:
     vendor = MemoryVendor(250)
 
-    records, report = read(vendor, fetch=vendor.answering_nothing_to(1))
+    # An outage answering three requests in a row with nothing.
+    records, report = read(vendor, fetch=vendor.answering_nothing_to(1, 2, 3))
 
     assert ids(records) == {r["id"] for r in vendor.records}
-    assert report.listed == 250 and report.requests == 1 + 3 and report.vendor_holds is None
-    # A window that has no records costs two requests more: a second pass, and the count of
+    assert report.listed == 250 and report.requests == 3 + 3 and report.vendor_holds is None
+    # A window that has no records costs more requests: three more passes, and the count of
     # every record the vendor holds, which tells it from an outage answering all with nothing
     # (asked twice when it says none).
     records, report = read(MemoryVendor(0))
-    assert records == [] and report.complete and report.requests == 2 + 2
+    assert records == [] and report.complete and report.requests == EMPTY_PASSES + 2 == 6
     assert report.vendor_holds == 0
     records, report = read(MemoryVendor(20, window=Window(START - timedelta(days=1), START)))
     assert records == [] and report.vendor_holds == 20
@@ -162,10 +163,10 @@ def test_an_empty_answer_is_believed_only_when_the_window_is_answered_empty_agai
 def test_the_count_of_all_records_is_asked_again_before_none_is_believed() -> None:
     vendor = MemoryVendor(20, window=Window(START - timedelta(days=1), START))
 
-    # Two passes of the empty day, then the count, whose first answer is an outage's.
-    records, report = read(vendor, fetch=vendor.answering_nothing_to(3))
+    # The passes of the empty day, then the count, whose first answer is an outage's.
+    records, report = read(vendor, fetch=vendor.answering_nothing_to(EMPTY_PASSES + 1))
 
-    assert records == [] and report.vendor_holds == 20 and report.requests == 4
+    assert records == [] and report.vendor_holds == 20 and report.requests == EMPTY_PASSES + 2
 
 
 def test_a_count_of_all_records_that_fails_leaves_it_unknown() -> None:
@@ -218,6 +219,21 @@ def test_a_sub_millisecond_window_that_keeps_changing_fails_naming_it() -> None:
     message = str(failure.value)
     assert message.startswith("order_payments [2026-01-01T03:00:00.000Z, ")
     assert "on each of 3 passes" in message and "cannot be reconciled" in message
+
+
+def test_passes_answered_empty_by_an_outage_are_not_counted_as_moved() -> None:
+    vendor = MemoryVendor(0)
+    moment = rfc3339(START + timedelta(hours=3))
+    vendor.records = [{"id": f"pay_{n:08d}", "updated_at": moment} for n in range(300)]
+    outage = vendor.answering_nothing_to(1, 2)
+    vendor.before_request = lambda v: v.requests > 2 and v.update(v.records[0])
+
+    with pytest.raises(UnreconciledWindowError, match="on each of 3 passes"):
+        read(vendor, window=Window(START + timedelta(hours=3), START + timedelta(hours=4)),
+             fetch=outage)
+
+    # Two empty answers, then three passes of three pages, each of which moved.
+    assert vendor.requests == 2 + 3 * 3
 
 
 def test_an_id_served_twice_with_different_content_is_quarantined_both_times() -> None:

@@ -39,6 +39,20 @@ def test_429_with_retry_after_and_a_short_5xx_burst_still_load_everything(
         assert loaded == expected
 
 
+def test_an_outage_answering_nothing_three_times_in_a_row_loses_no_record(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+) -> None:
+    # `{"data": [], "total": 0}` is also what a day without records answers: only a run of
+    # agreeing passes tells the two apart.
+    sandbox.faults.add("order_payments", Fault.body({"data": [], "total": 0}), times=3)
+
+    result = sync(partition_key(1), resources=("order_payments",))
+
+    assert result.success
+    expected = {r["id"] for r in sandbox.dataset.records("order_payments", day(1), day(2))}
+    assert {r[0] for r in rows(duckdb_path, "select id from ecom.order_payments")} == expected
+
+
 def test_a_5xx_burst_longer_than_the_retry_budget_fails_clearly_and_loads_nothing(
     sync: Sync, sandbox: SandboxServer, duckdb_path: Path
 ) -> None:

@@ -8,8 +8,9 @@ smaller `total`. A pass that saw one is discarded and its unit split, at the `up
 records it did receive, into smaller units that are paged again; a unit that fits in one page is
 a single response, one instant of the vendor, and cannot drift. A unit ending within the
 late-arrival horizon may also gain records, which can keep `total` while shifting offsets: it is
-paged twice, and what either consistent pass listed is released. So is a unit the vendor
-answered with nothing, which an outage does now and then for a window that has records.
+paged twice, and what either consistent pass listed is released. A unit the vendor answered
+with nothing is believed empty only when `EMPTY_PASSES` passes in a row agree: an outage now and
+then answers a window that has records so, a few times in a row as often as once.
 
 Only accepted passes are released, unit by unit: what a released unit holds is what the vendor
 listed in it at one instant, so nothing of the window can be skipped by records moving under
@@ -55,9 +56,13 @@ MAX_UNIT_RECORDS = 5_000
 SPLIT_TARGET_RECORDS = 3_500
 # A unit that moved is paged again as smaller ones of about this many records (2 to 8 of them).
 SPLIT_RECORDS = 4 * PAGE_SIZE
-# A unit that cannot be split (more than a page of records in one millisecond) may be paged
-# this many times before the window is declared impossible to reconcile.
+# A unit that cannot be split (more than a page of records in one millisecond) may move on
+# this many passes before the window is declared impossible to reconcile.
 MAX_PASSES = 3
+# Passes in a row that must list nothing before a unit is believed empty. Each costs a request
+# of a few milliseconds; an outage answering a share p of requests with nothing then hides a
+# unit's records once in p**-4 units (160,000 at p = 5%), where two passes did once in 400.
+EMPTY_PASSES = 4
 # Records held in units being paged, beyond which no new unit starts.
 MAX_HELD_RECORDS = 4 * MAX_UNIT_RECORDS
 
@@ -94,7 +99,9 @@ class _Unit:
     window: Window
     open: bool  # may still gain late arrivals: two matching passes are needed
     passes: int = 0
-    # A first consistent pass, kept while the unit is paged again (open, or answered empty).
+    moved_passes: int = 0
+    empty_passes: int = 0  # consistent passes in a row that listed nothing
+    # A first consistent pass that listed records, kept while an open unit is paged again.
     earlier: list[tuple[str, Any]] | None = None
     # The current pass:
     total: int | None = None
@@ -308,11 +315,13 @@ class WindowReader:
         if repeated:
             settled, identities = self._settle_repeats(unit, listing, identities, repeated)
             copies, listing = len(listing) - len(settled), settled
-        if (unit.open or not listing) and unit.earlier is None:
+        if not listing and unit.earlier is None and unit.empty_passes + 1 < EMPTY_PASSES:
+            unit.empty_passes += 1  # an outage's answer, or an empty unit: ask again
+            self._restart(unit)
+            return
+        if unit.open and listing and unit.earlier is None:
             # A late arrival can take the place of a record that left, keeping `total` while
-            # shifting the offsets: a record skipped by one pass is in the other. And an outage
-            # now and then answers a window that has records with none: an empty answer is
-            # believed once a second pass agrees.
+            # shifting the offsets: a record skipped by one pass is in the other.
             unit.earlier = list(zip(identities, listing, strict=True))
             self._restart(unit)
             return
@@ -484,10 +493,12 @@ class WindowReader:
             )
             self._replace(unit, parts)
             return
-        if unit.passes >= MAX_PASSES:
+        unit.moved_passes += 1
+        unit.empty_passes = 0
+        if unit.moved_passes >= MAX_PASSES:
             raise UnreconciledWindowError(
-                f"{self.resource} {unit.window}: {why}, on each of {unit.passes} passes, and "
-                f"the window cannot be split further ({unit.total} records in "
+                f"{self.resource} {unit.window}: {why}, on each of {unit.moved_passes} passes, "
+                f"and the window cannot be split further ({unit.total} records in "
                 f"{unit.window.duration.total_seconds() * 1000:.0f} ms); the vendor keeps "
                 "changing it, so it cannot be reconciled"
             )
