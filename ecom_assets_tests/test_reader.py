@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from ecom_assets.ingest import reader
 from ecom_assets.ingest.errors import (
     UnreconciledWindowError,
     VendorAPIError,
@@ -296,7 +297,28 @@ def test_twins_in_two_settled_parts_load_the_copy_filed_first_however_they_are_a
     assert ids(records) == {r["id"] for r in vendor.records}
 
 
-def test_twins_in_two_parts_of_a_windows_second_day_are_caught() -> None:
+def test_twins_filed_on_two_days_of_a_window_load_the_copy_filed_first() -> None:
+    two_days = Window(START, START + timedelta(days=2))
+    vendor = MemoryVendor(12_000, window=two_days)
+    first = vendor.records[10]
+    twin = {**first, "amount": "1.00", "updated_at": rfc3339(DAY.end + timedelta(hours=20))}
+    vendor.records.append(twin)
+    vendor.sort()
+
+    records, report = read(vendor, window=two_days, concurrency=8)
+
+    assert report.units >= 4, "each day read in more than one part"
+    defective = [r for r in records if isinstance(r, DefectiveRecord)]
+    loaded = [r for r in records if isinstance(r, dict) and r["id"] == first["id"]]
+    assert [d.record for d in defective] == [twin] and loaded == [first]
+
+
+# With no room for the ids of days already read, those of the days still to be read are kept.
+@pytest.mark.parametrize("twin_ids_kept", [reader.TWIN_IDS_KEPT, 0])
+def test_twins_in_two_parts_of_a_windows_second_day_are_caught(
+    monkeypatch: pytest.MonkeyPatch, twin_ids_kept: int
+) -> None:
+    monkeypatch.setattr(reader, "TWIN_IDS_KEPT", twin_ids_kept)
     two_days = Window(START, START + timedelta(days=2))
     vendor = MemoryVendor(12_000, window=two_days)
     first = next(r for r in vendor.records if r["updated_at"] > rfc3339(DAY.end))

@@ -18,7 +18,9 @@ the offsets. A unit that keeps changing after it cannot be split further fails, 
 
 A settled unit (ending before the late-arrival horizon, with room for the vendor's clocks)
 cannot list a record twice, since a change moves the record past the window's end: two copies of
-an id there, in one pass or in two units of a day, are the vendor's twins, and are quarantined.
+an id there, in one pass or in two settled units of the window, are the vendor's twins, and are
+quarantined (across units, while the earlier copy's day is among those remembered; see
+`TWIN_IDS_KEPT`).
 """
 
 from __future__ import annotations
@@ -65,6 +67,10 @@ MAX_PASSES = 3
 EMPTY_PASSES = 4
 # Records held in units being paged, beyond which no new unit starts.
 MAX_HELD_RECORDS = 4 * MAX_UNIT_RECORDS
+# Ids released by settled units, remembered to catch a twin in a later unit: every day still
+# to be read, and the latest days read while the ids remembered stay under this bound (about
+# 80 bytes each: 16 MB). A larger window forgets its oldest days first.
+TWIN_IDS_KEPT = 200_000
 
 # Fetch one page: (window, offset, limit) -> (the URL requested, the response).
 Fetch = Callable[[Window, int, int], tuple[str, requests.Response]]
@@ -167,10 +173,11 @@ class WindowReader:
         # are released in window order, so that of twins in two units the copy filed first is
         # the one loaded, whichever unit the vendor answered first.
         self._accepted: list[tuple[_Unit, list[Any], int]] = []
-        # Hashes of the ids settled units released, by day of `updated_at`, kept while a unit
-        # reaching into that day is still to be read: a twin can lie in another unit. (8 bytes
-        # of hash, not the id's 60; two ids of a day of a million collide once in 10^7 days.)
-        self._released_ids: dict[str, set[int]] = {}
+        # Hashes of the ids settled units released, and of each day of `updated_at`, for a
+        # twin in another unit (8 bytes of hash, not the id's 60; two of a million ids collide
+        # once in 10^7 windows).
+        self._released_ids: set[int] = set()
+        self._released_by_day: dict[str, list[int]] = {}
 
     def pages(self) -> Iterator[ReleasedPage]:
         """Every page of every reconciled unit; the report is complete when this ends."""
@@ -386,8 +393,9 @@ class WindowReader:
 
     def _release_in_window_order(self) -> None:
         """Release, oldest first, the accepted settled units that no part still to be read
-        precedes, each checked against the ids released before it; then forget the ids of days
-        no part still to be read reaches into."""
+        precedes, each checked against the ids released before it; then, beyond
+        `TWIN_IDS_KEPT`, forget the ids of the oldest days no part still to be read reaches
+        into."""
         first_unread = min(
             (unit.window.start for unit in (*self._waiting, *self._active)), default=None
         )
@@ -398,8 +406,10 @@ class WindowReader:
             unit, listing, copies = self._accepted.pop(0)
             self._release(unit, self._against_other_parts(unit, listing), copies)
         first_day = rfc3339(first_unread)[:10] if first_unread else None
-        for day in [d for d in self._released_ids if first_day is None or d < first_day]:
-            del self._released_ids[day]
+        for day in sorted(self._released_by_day):
+            if len(self._released_ids) <= TWIN_IDS_KEPT or (first_day and day >= first_day):
+                break
+            self._released_ids.difference_update(self._released_by_day.pop(day))
 
     def _release(self, unit: _Unit, listing: list[Any], copies: int) -> None:
         """Hand the unit's pages to dlt, holding `listing` in place of what each page held."""
@@ -422,24 +432,26 @@ class WindowReader:
                 )
 
     def _against_other_parts(self, unit: _Unit, listing: list[Any]) -> list[Any]:
-        """The settled unit's listing, with each record whose id another settled unit of the
-        same day released turned defective: there a record cannot be listed twice (a change
-        moves it past the window's end), so the vendor served twins. The copy filed first was
-        released first and cannot be taken back; this one goes to quarantine."""
+        """The settled unit's listing, with each record whose id another settled unit
+        released turned defective: there a record cannot be listed twice (a change moves it
+        past the window's end), so the vendor served twins. The copy filed first was released
+        first and cannot be taken back; this one goes to quarantine."""
         since, until = rfc3339(unit.window.start), rfc3339(unit.window.end)
         checked = []
         for record in listing:
             stamp = self._stamp_in(unit, record, since, until)
             identity = record_id(record, self._primary_key) if stamp else None
             if identity is not None:
-                released, key = self._released_ids.setdefault(stamp[:10], set()), hash(identity)
-                if key in released:
+                key = hash(identity)
+                if key in self._released_ids:
                     record = DefectiveRecord(
                         record,
                         "duplicate id: the vendor also served this id, with other content, "
                         "filed earlier in the window; only the copy filed first can be loaded",
                     )
-                released.add(key)
+                else:
+                    self._released_ids.add(key)
+                    self._released_by_day.setdefault(stamp[:10], []).append(key)
             checked.append(record)
         return checked
 
