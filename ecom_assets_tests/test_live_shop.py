@@ -252,6 +252,8 @@ def test_a_sensor_refresh_reads_only_what_changed_since_the_day_was_reconciled(
     metadata = result.asset_materializations_for_node("ecom_vendor_sync")[0].metadata
     assert not metadata["window"].value.startswith(f"[{utc_today()}T00:00:00.000Z, ")
     assert metadata["pages_fetched"].value < whole_window["pages_fetched"].value / 10
+    [(today_rows,)] = rows(duckdb_path, "select count(*) from ecom.order_payments")
+    assert metadata["dagster/partition_row_count"].value == today_rows, "the day's, not the read's"
     with live_shop.live.paused():
         assert table_rows(duckdb_path) == vendor_rows(live_shop)
 

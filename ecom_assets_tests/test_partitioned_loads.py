@@ -8,6 +8,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
 from ecom_assets.contract import CONTRACTS, FieldType
 from ecom_assets.sandbox.server import Fault, SandboxServer
@@ -108,6 +109,30 @@ def test_a_range_loads_in_one_run_and_reruns_change_nothing(
         ids = [r[0] for r in rows(duckdb_path, f"select id from ecom.{resource}")]
         assert len(ids) == len(set(ids)), "no duplicates"
         assert loaded_rows(duckdb_path, resource) == before[resource], "nothing changed"
+
+
+def test_only_a_run_of_one_partition_says_how_many_rows_the_partition_holds(
+    sync: Sync, sandbox: SandboxServer, instance: DagsterInstance
+) -> None:
+    def partition_row_counts() -> list[int | None]:
+        counts = []
+        for index in range(3):
+            [record] = instance.fetch_materializations(AssetRecordsFilter(
+                AssetKey(["ecom", "order_payments"]), asset_partitions=[partition_key(index)]
+            ), 1).records
+            count = record.asset_materialization.metadata.get("dagster/partition_row_count")
+            counts.append(None if count is None else count.value)
+        return counts
+
+    # One materialization stands for every partition of a range: the range's count is no
+    # partition's.
+    assert sync(partition_range=(partition_key(0), partition_key(2)),
+                resources=("order_payments",)).success
+    assert partition_row_counts() == [None, None, None]
+
+    assert sync(partition_key(1), resources=("order_payments",)).success
+    day_rows = len(sandbox.dataset.records("order_payments", day(1), day(2)))
+    assert partition_row_counts() == [None, day_rows, None]
 
 
 def test_an_empty_partition_materializes_with_zero_rows(

@@ -348,6 +348,13 @@ def _report_load(
     failed blocking check fails the step, so nothing downstream of it runs."""
     load_ids = list(load_info.loads_ids)
     partitions = context.partition_keys
+    # A run of a partition range records one materialization for all of them (Dagster takes no
+    # metadata per partition from one run, dagster-io/dagster#21072): only a run of one
+    # partition can say how many rows that partition holds. A sensor refresh reads part of it.
+    partition = (
+        Window.between(*context.partition_time_window)
+        if window is not None and len(partitions) == 1 else None
+    )
     failed: set[str] = set()
     with pipeline.sql_client() as client:
         for contract in contracts:
@@ -357,7 +364,8 @@ def _report_load(
                 for check in context.selected_asset_check_keys
                 if check.asset_key == asset_key(contract)
             }
-            run = CheckRun.of_load(client, destination, contract, window, received, load_ids)
+            run = CheckRun.of_load(client, destination, contract, window, received, load_ids,
+                                   partition)
             stats = run.stats
             # Evaluated first: the materialization marks the window reconciled only if it was.
             evaluations = list(evaluate_checks(run, selected_checks, partitions))
@@ -372,7 +380,9 @@ def _report_load(
                     "records_received": received.listed,
                     "records_loaded": received.loaded,
                     "records_quarantined": received.defective,
-                    "dagster/partition_row_count": stats.rows_in_window,
+                    **({} if stats.rows_in_partition is None else {
+                        "dagster/partition_row_count": stats.rows_in_partition
+                    }),
                     "dagster/row_count": stats.rows,
                     "pages_fetched": received.requests,
                     "window_parts_paged_again": received.repaged,

@@ -10,6 +10,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from dagster import (
@@ -40,6 +41,7 @@ class TableStats:
     null_ids: int
     rows_in_window: int
     written: int  # rows this run's loads wrote
+    rows_in_partition: int | None  # rows of the run's one partition (None: not asked)
     nulls_in_window: dict[str, int]  # required column -> nulls within the window
 
     @classmethod
@@ -49,10 +51,17 @@ class TableStats:
         contract: ResourceContract,
         window: Window | None,
         load_ids: Sequence[str],
+        partition: Window | None = None,
     ) -> "TableStats":
         key, cursor = contract.primary_key, contract.cursor
-        in_window = f"{cursor} >= %s and {cursor} < %s" if window else "true"
-        window_params = (window.start, window.end) if window else ()
+
+        def within(span: Window | None) -> tuple[str, tuple[datetime, ...]]:
+            if span is None:
+                return "true", ()
+            return f"{cursor} >= %s and {cursor} < %s", (span.start, span.end)
+
+        in_window, window_params = within(window)
+        in_partition, partition_params = within(partition)
         written, written_params = load_filter(load_ids)
         required = [f.name for f in contract.required_fields]
         selects = [
@@ -61,15 +70,20 @@ class TableStats:
             f"sum(case when {key} is null then 1 else 0 end)",
             f"sum(case when {in_window} then 1 else 0 end)",
             f"sum(case when {written.removeprefix('where ')} then 1 else 0 end)",
+            f"sum(case when {in_partition} then 1 else 0 end)",
             *(f"sum(case when {in_window} and {name} is null then 1 else 0 end)"
               for name in required),
         ]
-        params = (*window_params, *written_params, *window_params * len(required))
+        params = (*window_params, *written_params, *partition_params,
+                  *window_params * len(required))
         # No row when the table does not exist yet (an empty first load creates none).
         [row] = query_all(client, contract.name, "select " + ", ".join(selects),
                           params=params) or [(0,) * len(selects)]
         counts = [int(v or 0) for v in row]
-        return cls(*counts[:5], nulls_in_window=dict(zip(required, counts[5:], strict=True)))
+        return cls(
+            *counts[:5], rows_in_partition=counts[5] if partition else None,
+            nulls_in_window=dict(zip(required, counts[6:], strict=True)),
+        )
 
 
 @dataclass(frozen=True)
@@ -94,9 +108,11 @@ class CheckRun:
         window: Window | None,
         received: ResourceReport,
         load_ids: Sequence[str],
+        partition: Window | None = None,
     ) -> "CheckRun":
-        """The load's table, its numbers and columns read once for every check."""
-        stats = TableStats.query(client, contract, window, load_ids)
+        """The load's table, its numbers and columns read once for every check (and the
+        rows of `partition`, for the materialization)."""
+        stats = TableStats.query(client, contract, window, load_ids, partition)
         columns = table_columns(client, contract.name)
         return cls(client, destination, contract, window, received, load_ids, stats, columns)
 
