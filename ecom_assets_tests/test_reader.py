@@ -222,6 +222,34 @@ def test_a_sub_millisecond_window_that_keeps_changing_fails_naming_it() -> None:
     assert "on each of 3 passes" in message and "cannot be reconciled" in message
 
 
+def test_an_empty_answer_after_a_pass_that_listed_records_does_not_settle_the_unit() -> None:
+    # Twins on two pages wait for a second pass to list the same; an open unit for a second
+    # pass that may hold a late arrival. An outage's empty answer stands for neither.
+    vendor = MemoryVendor(250)
+    twin = {**vendor.records[120], "amount": "1.00"}
+    vendor.records.insert(121, twin)
+
+    records, _ = read(vendor, fetch=vendor.answering_nothing_to(4), concurrency=1)
+
+    assert [d.record for d in records if isinstance(d, DefectiveRecord)] == [
+        vendor.records[120], twin
+    ]
+    vendor = MemoryVendor(150)
+
+    def a_late_arrival_before_the_second_pass(v: MemoryVendor) -> None:
+        if v.requests == 3:
+            v.records.append({"id": "pay_late", "updated_at": rfc3339(START)})
+            v.sort()
+
+    vendor.before_request = a_late_arrival_before_the_second_pass
+
+    # The whole day is open; the second pass's first page is answered with nothing.
+    records, _ = read(vendor, late=timedelta(days=30), concurrency=1,
+                      fetch=vendor.answering_nothing_to(3))
+
+    assert ids(records) == {r["id"] for r in vendor.records} and "pay_late" in ids(records)
+
+
 def test_passes_answered_empty_by_an_outage_are_not_counted_as_moved() -> None:
     vendor = MemoryVendor(0)
     moment = rfc3339(START + timedelta(hours=3))
@@ -235,6 +263,21 @@ def test_passes_answered_empty_by_an_outage_are_not_counted_as_moved() -> None:
 
     # Two empty answers, then three passes of three pages, each of which moved.
     assert vendor.requests == 2 + 3 * 3
+
+
+def test_empty_answers_on_both_sides_of_a_pass_that_moved_are_not_one_run() -> None:
+    vendor = MemoryVendor(0)
+    moment = rfc3339(START + timedelta(hours=3))
+    vendor.records = [{"id": f"pay_{n:08d}", "updated_at": moment} for n in range(300)]
+    # One empty answer, a pass of three pages during which a record moves, three empty ones.
+    outage = vendor.answering_nothing_to(1, 5, 6, 7)
+    vendor.before_request = lambda v: v.requests == 3 and v.update(v.records[0])
+
+    records, _ = read(vendor, window=Window(START + timedelta(hours=3), START + timedelta(hours=4)),
+                      fetch=outage)
+
+    assert ids(records) == {r["id"] for r in vendor.records if r["updated_at"] == moment}
+    assert len(records) == 299
 
 
 def test_an_id_served_twice_with_different_content_is_quarantined_both_times() -> None:
@@ -311,6 +354,23 @@ def test_twins_filed_on_two_days_of_a_window_load_the_copy_filed_first() -> None
     defective = [r for r in records if isinstance(r, DefectiveRecord)]
     loaded = [r for r in records if isinstance(r, dict) and r["id"] == first["id"]]
     assert [d.record for d in defective] == [twin] and loaded == [first]
+
+
+def test_a_third_copy_on_another_day_joins_the_two_quarantined_together() -> None:
+    two_days = Window(START, START + timedelta(days=2))
+    vendor = MemoryVendor(12_000, window=two_days)
+    first = vendor.records[10]
+    vendor.records.insert(11, {**first, "amount": "1.00"})  # in the same response
+    vendor.records.append(
+        {**first, "amount": "2.00", "updated_at": rfc3339(DAY.end + timedelta(hours=20))}
+    )
+    vendor.sort()
+
+    records, _ = read(vendor, window=two_days, concurrency=8)
+
+    copies = [r for r in records if (r.record if isinstance(r, DefectiveRecord) else r)["id"]
+              == first["id"]]
+    assert len(copies) == 3 and all(isinstance(r, DefectiveRecord) for r in copies)
 
 
 # With no room for the ids of days already read, those of the days still to be read are kept.

@@ -62,8 +62,9 @@ SPLIT_RECORDS = 4 * PAGE_SIZE
 # this many passes before the window is declared impossible to reconcile.
 MAX_PASSES = 3
 # Passes in a row that must list nothing before a unit is believed empty. Each costs a request
-# of a few milliseconds; an outage answering a share p of requests with nothing then hides a
-# unit's records once in p**-4 units (160,000 at p = 5%), where two passes did once in 400.
+# of a few milliseconds; an outage answering a share p of requests with nothing, each on its
+# own, then hides a unit's records once in p**-4 units (160,000 at p = 5%), where two passes did
+# once in 400. One lasting longer than the passes cannot be told from an empty unit.
 EMPTY_PASSES = 4
 # Records held in units being paged, beyond which no new unit starts.
 MAX_HELD_RECORDS = 4 * MAX_UNIT_RECORDS
@@ -322,14 +323,17 @@ class WindowReader:
         if repeated:
             settled, identities = self._settle_repeats(unit, listing, identities, repeated)
             copies, listing = len(listing) - len(settled), settled
-        if not listing and unit.earlier is None and unit.empty_passes + 1 < EMPTY_PASSES:
-            unit.empty_passes += 1  # an outage's answer, or an empty unit: ask again
+        if not listing and unit.empty_passes + 1 < EMPTY_PASSES:
+            # An outage's answer, or an empty unit: ask again, also after a pass that listed
+            # records (which an outage's answer must not settle).
+            unit.empty_passes += 1
             self._restart(unit)
             return
         if unit.open and listing and unit.earlier is None:
             # A late arrival can take the place of a record that left, keeping `total` while
             # shifting the offsets: a record skipped by one pass is in the other.
             unit.earlier = list(zip(identities, listing, strict=True))
+            unit.empty_passes = 0
             self._restart(unit)
             return
         self._accept(unit, listing, identities, copies)
@@ -366,6 +370,7 @@ class WindowReader:
             return False
         if unit.earlier is None:
             unit.earlier = list(zip(identities, listing, strict=True))
+            unit.empty_passes = 0
             self._restart(unit)
             return False
         if [identity for identity, _ in unit.earlier] != identities:
@@ -439,25 +444,27 @@ class WindowReader:
         since, until = rfc3339(unit.window.start), rfc3339(unit.window.end)
         checked = []
         for record in listing:
-            stamp = self._stamp_in(unit, record, since, until)
-            identity = record_id(record, self._primary_key) if stamp else None
+            # Copies this unit quarantined count too: a further copy elsewhere is a twin.
+            raw = record.record if isinstance(record, DefectiveRecord) else record
+            stamp = self._stamp_in(unit, raw, since, until)
+            identity = record_id(raw, self._primary_key) if stamp else None
             if identity is not None:
                 key = hash(identity)
-                if key in self._released_ids:
+                if key not in self._released_ids:
+                    self._released_ids.add(key)
+                    self._released_by_day.setdefault(stamp[:10], []).append(key)
+                elif record is raw:
                     record = DefectiveRecord(
                         record,
                         "duplicate id: the vendor also served this id, with other content, "
                         "filed earlier in the window; only the copy filed first can be loaded",
                     )
-                else:
-                    self._released_ids.add(key)
-                    self._released_by_day.setdefault(stamp[:10], []).append(key)
             checked.append(record)
         return checked
 
     def _stamp_in(self, unit: _Unit, record: Any, since: str, until: str) -> str | None:
         """The record's `updated_at` in the vendor's format, if it lies in the unit."""
-        if isinstance(record, DefectiveRecord) or not isinstance(record, dict):
+        if not isinstance(record, dict):
             return None
         stamp = record.get(self._cursor)
         if isinstance(stamp, str) and len(stamp) == len(since) and stamp.endswith("Z"):
