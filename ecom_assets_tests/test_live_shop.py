@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from ecom_assets.ingest.full_refresh import StagedRefresh
 from ecom_assets.ingest.reader import WindowReader
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
@@ -22,6 +23,7 @@ from ecom_assets_tests.support import (
     Sync,
     check_evaluations,
     checks_passed,
+    day,
     failure_message,
     money,
     rows,
@@ -167,6 +169,39 @@ def test_a_full_refresh_against_a_vendor_that_suddenly_serves_nothing_is_refused
 
     assert replaced.success
     assert rows(duckdb_path, "select count(*) from ecom.order_payments") == [(0,)]
+
+
+# 12,000 records are read in parts of at most 5,000; the last day's are under the 50% guard.
+@pytest.mark.parametrize("sandbox_spec", [SandboxSpec(size=12_000, days=4)])
+def test_a_full_refresh_reads_again_a_part_an_outage_answered_empty_before_removing_rows(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert sync(partition_range=("2026-01-01", "2026-01-04"), resources=RESOURCE).success
+    table = "select id, amount, updated_at from ecom.order_payments order by id"
+    before = rows(duckdb_path, table)
+    # An outage answers the parts of the last day with nothing, on every pass, until the
+    # refresh has read the whole window.
+    outage = {"on": True}
+    page = sandbox.live.page
+
+    def answering_the_last_day_with_nothing(resource, since, before, offset, limit):
+        if outage["on"] and since and datetime.fromisoformat(since) >= day(3):
+            return None
+        return page(resource, since, before, offset, limit)
+
+    def the_outage_ends(refresh, *args):
+        outage["on"] = False
+        return empty_parts_losing_rows(refresh, *args)
+
+    empty_parts_losing_rows = StagedRefresh.empty_parts_losing_rows
+    monkeypatch.setattr(sandbox.live, "page", answering_the_last_day_with_nothing)
+    monkeypatch.setattr(StagedRefresh, "empty_parts_losing_rows", the_outage_ends)
+
+    refreshed = sync("2026-01-01", resources=RESOURCE, config={"full_refresh": True})
+
+    assert refreshed.success, failure_message(refreshed)
+    assert not outage["on"], "the outage lasted through the refresh's read of the window"
+    assert rows(duckdb_path, table) == before
 
 
 def test_a_day_read_again_while_the_vendor_serves_nothing_fails_and_keeps_its_rows(

@@ -23,7 +23,9 @@ from dlt.destinations.sql_client import SqlClientBase
 
 from ecom_assets.contract import FieldType, ResourceContract
 from ecom_assets.ingest.quarantine import QUARANTINE_COLUMNS, QUARANTINE_KEY
+from ecom_assets.ingest.report import SyncReport
 from ecom_assets.ingest.warehouse import DATASET_NAME, Warehouse
+from ecom_assets.ingest.window import Window
 
 if TYPE_CHECKING:  # Arrow is imported by a run's first loaded records (contract.py)
     import pyarrow as pa
@@ -93,6 +95,31 @@ class StagedRefresh:
                 staged, *_ = _counts_or_zero(client, f"select count(*) from {staged_ids} s")
                 changes.append(TableChange(contract.name, now, staged, kept, removed))
         return changes
+
+    def empty_parts_losing_rows(
+        self, contracts: Sequence[ResourceContract], report: SyncReport
+    ) -> list[Window]:
+        """The parts of the window the vendor listed nothing in, where the table holds rows
+        the refresh would remove: an outage answers a part that has records so, now and then
+        for longer than the reader's passes."""
+        parts: set[Window] = set()
+        with self.main.sql_client() as client:
+            for contract in contracts:
+                key, cursor = contract.primary_key, contract.cursor
+                sql = (  # the rows `changes` counts as removed, within a part
+                    f"select 1 from {client.make_qualified_table_name(contract.name)} t "
+                    f"left join {self._ids(client, contract.name, key)} s on s.id = t.{key} "
+                    f"left join {self._ids(client, contract.quarantine_table, 'record_id')} q "
+                    f"on q.id = t.{key} where s.id is null and q.id is null "
+                    f"and t.{cursor} >= %s and t.{cursor} < %s limit 1"
+                )
+                for part in set(report[contract.name].empty_parts) - parts:
+                    try:
+                        if client.execute_sql(sql, part.start, part.end):
+                            parts.add(part)
+                    except DatabaseUndefinedRelation:  # no table yet: nothing to lose
+                        break
+        return sorted(parts, key=lambda part: part.start)
 
     def swap(self, contracts: Sequence[ResourceContract]) -> LoadInfo:
         """Replace each table with its staged rows and the rows it keeps, and merge the

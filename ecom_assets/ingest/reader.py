@@ -422,6 +422,8 @@ class WindowReader:
         self.report.listed += len(listing) + copies
         self.report.duplicate_copies += copies
         self.report.units += 1
+        if not listing:
+            self.report.empty_parts.append(unit.window)
         position = 0
         for offset in sorted(unit.pages):
             page = unit.pages[offset]

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # Arrow is imported by a run's first loaded records (contract.py)
     import pyarrow as pa
 
+    from ecom_assets.ingest.window import Window
+
 
 @dataclass
 class ResourceReport:
@@ -25,6 +27,7 @@ class ResourceReport:
     complete: bool = False  # every unit reconciled with the vendor's `total`
     # The vendor's count of all its records, asked when a window listed none (None: not asked).
     vendor_holds: int | None = None
+    empty_parts: list[Window] = field(default_factory=list)  # units the vendor listed none in
     loaded: int = 0  # valid records handed to dlt
     defective: int = 0  # listed records that went to quarantine
     duplicate_copies: int = 0  # identical copies of a record the vendor served twice
