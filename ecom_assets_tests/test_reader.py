@@ -151,11 +151,11 @@ def test_an_empty_answer_is_believed_only_when_four_passes_in_a_row_agree() -> N
 
     assert ids(records) == {r["id"] for r in vendor.records}
     assert report.listed == 250 and report.requests == 3 + 3 and report.vendor_holds is None
-    # A window that has no records costs more requests: three more passes, and the count of
-    # every record the vendor holds, which tells it from an outage answering all with nothing
-    # (asked twice when it says none).
+    # A window that has no records costs more requests: three more passes, one when the rest
+    # of the window is read, and the count of every record the vendor holds, which tells it
+    # from an outage answering all with nothing (asked twice when it says none).
     records, report = read(MemoryVendor(0))
-    assert records == [] and report.complete and report.requests == EMPTY_PASSES + 2 == 6
+    assert records == [] and report.complete and report.requests == EMPTY_PASSES + 1 + 2 == 7
     assert report.vendor_holds == 0
     records, report = read(MemoryVendor(20, window=Window(START - timedelta(days=1), START)))
     assert records == [] and report.vendor_holds == 20
@@ -165,9 +165,9 @@ def test_the_count_of_all_records_is_asked_again_before_none_is_believed() -> No
     vendor = MemoryVendor(20, window=Window(START - timedelta(days=1), START))
 
     # The passes of the empty day, then the count, whose first answer is an outage's.
-    records, report = read(vendor, fetch=vendor.answering_nothing_to(EMPTY_PASSES + 1))
+    records, report = read(vendor, fetch=vendor.answering_nothing_to(EMPTY_PASSES + 2))
 
-    assert records == [] and report.vendor_holds == 20 and report.requests == EMPTY_PASSES + 2
+    assert records == [] and report.vendor_holds == 20 and report.requests == EMPTY_PASSES + 3
 
 
 def test_a_count_of_all_records_that_fails_leaves_it_unknown() -> None:
@@ -181,6 +181,28 @@ def test_a_count_of_all_records_that_fails_leaves_it_unknown() -> None:
     records, report = read(vendor, fetch=failing_on_the_count)
 
     assert records == [] and report.complete and report.vendor_holds is None
+
+
+def test_a_part_an_outage_answered_empty_on_every_pass_is_paged_again_at_the_end() -> None:
+    two_days = Window(START, START + timedelta(days=2))
+    vendor = MemoryVendor(12_000, window=two_days)
+    lock, outage = threading.Lock(), {"part": None, "answers": 0}
+
+    def nothing_for_a_part_of_the_second_day_four_times(window: Window, offset: int, limit: int):
+        with lock:
+            if window.start >= DAY.end and outage["part"] is None:
+                outage["part"] = window
+            empty = window == outage["part"] and outage["answers"] < EMPTY_PASSES
+            outage["answers"] += empty
+        url, response = vendor.fetch(window, offset, limit)
+        return url, Response({"data": [], "total": 0}) if empty else response
+
+    records, report = read(vendor, window=two_days, concurrency=8,
+                           fetch=nothing_for_a_part_of_the_second_day_four_times)
+
+    assert outage["answers"] == EMPTY_PASSES
+    assert sorted(ids(records)) == sorted(r["id"] for r in vendor.records)
+    assert report.listed == len(vendor.records) and report.empty_parts == []
 
 
 def test_an_empty_answer_to_one_part_of_a_large_window_loses_none_of_its_records() -> None:

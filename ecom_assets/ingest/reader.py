@@ -9,8 +9,9 @@ records it did receive, into smaller units that are paged again; a unit that fit
 a single response, one instant of the vendor, and cannot drift. A unit ending within the
 late-arrival horizon may also gain records, which can keep `total` while shifting offsets: it is
 paged twice, and what either consistent pass listed is released. A unit the vendor answered
-with nothing is believed empty only when `EMPTY_PASSES` passes in a row agree: an outage now and
-then answers a window that has records so, a few times in a row as often as once.
+with nothing is believed empty only when `EMPTY_PASSES` passes in a row agree, and once more when
+the rest of the window is read: an outage now and then answers a window that has records so, a
+few times in a row as often as once.
 
 Only accepted passes are released, unit by unit: what a released unit holds is what the vendor
 listed in it at one instant, so nothing of the window can be skipped by records moving under
@@ -64,7 +65,8 @@ MAX_PASSES = 3
 # Passes in a row that must list nothing before a unit is believed empty. Each costs a request
 # of a few milliseconds; an outage answering a share p of requests with nothing, each on its
 # own, then hides a unit's records once in p**-4 units (160,000 at p = 5%), where two passes did
-# once in 400. One lasting longer than the passes cannot be told from an empty unit.
+# once in 400. One lasting longer than the passes is outlasted, if it is short, by the pass each
+# empty unit gets again once the rest of the window is read.
 EMPTY_PASSES = 4
 # Records held in units being paged, beyond which no new unit starts.
 MAX_HELD_RECORDS = 4 * MAX_UNIT_RECORDS
@@ -108,6 +110,7 @@ class _Unit:
     passes: int = 0
     moved_passes: int = 0
     empty_passes: int = 0  # consistent passes in a row that listed nothing
+    paged_again_at_the_end: bool = False  # listed nothing, then paged after the rest
     # A first consistent pass that listed records, kept while an open unit is paged again.
     earlier: list[tuple[str, Any]] | None = None
     # The current pass:
@@ -179,6 +182,9 @@ class WindowReader:
         # once in 10^7 windows).
         self._released_ids: set[int] = set()
         self._released_by_day: dict[str, list[int]] = {}
+        # Units the vendor listed nothing in, paged once more when the rest of the window is
+        # read: an outage that answered all their passes within milliseconds may be over.
+        self._empty_units: list[_Unit] = []
 
     def pages(self) -> Iterator[ReleasedPage]:
         """Every page of every reconciled unit; the report is complete when this ends."""
@@ -188,6 +194,9 @@ class WindowReader:
                 if self._ready:
                     yield self._ready.popleft()
                 elif not (self._futures or self._waiting or self._active):
+                    if self._empty_units:
+                        self._page_empty_units_again()
+                        continue
                     if not self.report.listed:
                         self._count_all_records()
                     self.report.complete = True
@@ -199,6 +208,15 @@ class WindowReader:
         for future in self._futures:
             future.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _page_empty_units_again(self) -> None:
+        """Queue each unit the vendor listed nothing in for one more pass, which settles it
+        if it lists nothing again."""
+        for unit in self._empty_units:
+            unit.paged_again_at_the_end = True
+            unit.empty_passes = EMPTY_PASSES - 1
+            self._waiting.append(unit)
+        self._empty_units = []
 
     def _count_all_records(self) -> None:
         """Nothing was listed: ask how many records the vendor holds up to now, a second time
@@ -422,8 +440,10 @@ class WindowReader:
         self.report.listed += len(listing) + copies
         self.report.duplicate_copies += copies
         self.report.units += 1
-        if not listing:
+        if not listing and unit.paged_again_at_the_end:
             self.report.empty_parts.append(unit.window)
+        elif not listing:
+            self._empty_units.append(unit)
         position = 0
         for offset in sorted(unit.pages):
             page = unit.pages[offset]
