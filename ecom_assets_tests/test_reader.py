@@ -30,6 +30,7 @@ pytestmark = pytest.mark.unit
 START = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = Window(START, START + timedelta(days=1))
 NOW = START + timedelta(days=30)
+TWO_DAYS = Window(START, START + timedelta(days=2))
 
 
 class Response:
@@ -184,8 +185,7 @@ def test_a_count_of_all_records_that_fails_leaves_it_unknown() -> None:
 
 
 def test_a_part_an_outage_answered_empty_on_every_pass_is_paged_again_at_the_end() -> None:
-    two_days = Window(START, START + timedelta(days=2))
-    vendor = MemoryVendor(12_000, window=two_days)
+    vendor = MemoryVendor(12_000, window=TWO_DAYS)
     lock, outage = threading.Lock(), {"part": None, "answers": 0}
 
     def nothing_for_a_part_of_the_second_day_four_times(window: Window, offset: int, limit: int):
@@ -197,7 +197,7 @@ def test_a_part_an_outage_answered_empty_on_every_pass_is_paged_again_at_the_end
         url, response = vendor.fetch(window, offset, limit)
         return url, Response({"data": [], "total": 0}) if empty else response
 
-    records, report = read(vendor, window=two_days, concurrency=8,
+    records, report = read(vendor, window=TWO_DAYS, concurrency=8,
                            fetch=nothing_for_a_part_of_the_second_day_four_times)
 
     assert outage["answers"] == EMPTY_PASSES
@@ -362,15 +362,24 @@ def test_twins_in_two_settled_parts_load_the_copy_filed_first_however_they_are_a
     assert ids(records) == {r["id"] for r in vendor.records}
 
 
-def test_twins_filed_on_two_days_of_a_window_load_the_copy_filed_first() -> None:
-    two_days = Window(START, START + timedelta(days=2))
-    vendor = MemoryVendor(12_000, window=two_days)
-    first = vendor.records[10]
+def two_days_with_a_twin(
+    pick: Callable[[MemoryVendor], dict]
+) -> tuple[MemoryVendor, dict, dict]:
+    """12,000 records over two days (each read in more than one part) and a copy of the
+    record `pick` chooses, with another amount, filed late on the second day: the vendor, the
+    record and its copy."""
+    vendor = MemoryVendor(12_000, window=TWO_DAYS)
+    first = pick(vendor)
     twin = {**first, "amount": "1.00", "updated_at": rfc3339(DAY.end + timedelta(hours=20))}
     vendor.records.append(twin)
     vendor.sort()
+    return vendor, first, twin
 
-    records, report = read(vendor, window=two_days, concurrency=8)
+
+def test_twins_filed_on_two_days_of_a_window_load_the_copy_filed_first() -> None:
+    vendor, first, twin = two_days_with_a_twin(lambda v: v.records[10])
+
+    records, report = read(vendor, window=TWO_DAYS, concurrency=8)
 
     assert report.units >= 4, "each day read in more than one part"
     defective = [r for r in records if isinstance(r, DefectiveRecord)]
@@ -379,16 +388,10 @@ def test_twins_filed_on_two_days_of_a_window_load_the_copy_filed_first() -> None
 
 
 def test_a_third_copy_on_another_day_joins_the_two_quarantined_together() -> None:
-    two_days = Window(START, START + timedelta(days=2))
-    vendor = MemoryVendor(12_000, window=two_days)
-    first = vendor.records[10]
-    vendor.records.insert(11, {**first, "amount": "1.00"})  # in the same response
-    vendor.records.append(
-        {**first, "amount": "2.00", "updated_at": rfc3339(DAY.end + timedelta(hours=20))}
-    )
-    vendor.sort()
+    vendor, first, _ = two_days_with_a_twin(lambda v: v.records[10])
+    vendor.records.insert(vendor.records.index(first) + 1, {**first, "amount": "2.00"})
 
-    records, _ = read(vendor, window=two_days, concurrency=8)
+    records, _ = read(vendor, window=TWO_DAYS, concurrency=8)
 
     copies = [r for r in records if (r.record if isinstance(r, DefectiveRecord) else r)["id"]
               == first["id"]]
@@ -401,14 +404,11 @@ def test_twins_in_two_parts_of_a_windows_second_day_are_caught(
     monkeypatch: pytest.MonkeyPatch, twin_ids_kept: int
 ) -> None:
     monkeypatch.setattr(reader, "TWIN_IDS_KEPT", twin_ids_kept)
-    two_days = Window(START, START + timedelta(days=2))
-    vendor = MemoryVendor(12_000, window=two_days)
-    first = next(r for r in vendor.records if r["updated_at"] > rfc3339(DAY.end))
-    twin = {**first, "amount": "1.00", "updated_at": rfc3339(DAY.end + timedelta(hours=20))}
-    vendor.records.append(twin)
-    vendor.sort()
+    vendor, first, _ = two_days_with_a_twin(
+        lambda v: next(r for r in v.records if r["updated_at"] > rfc3339(DAY.end))
+    )
 
-    records, report = read(vendor, window=two_days, concurrency=8)
+    records, report = read(vendor, window=TWO_DAYS, concurrency=8)
 
     assert report.units >= 4, "each day read in more than one part"
     defective = [r for r in records if isinstance(r, DefectiveRecord)]

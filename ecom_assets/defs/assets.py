@@ -255,13 +255,17 @@ def _full_refresh(
         changes = refresh.changes(contracts)
         if sum(c.rows_removed for c in changes) == unaccounted:
             break  # none of them changed: the vendor no longer has them
-    if any(c.rows_removed for c in changes):
-        # Rows in parts the vendor listed nothing in count as removed only once the part, read
-        # again now (seconds or minutes after the passes that found it empty), is still empty.
-        for part in refresh.empty_parts_losing_rows(contracts, report):
-            context.log.info(f"The vendor listed nothing in {part}, where the table has rows: "
-                             "reading it again before they count as removed")
-            load_ids += read(part, refresh.pipeline).loads_ids
+    # Rows in parts the vendor listed nothing in count as removed only once the part, read
+    # again now (seconds or minutes after the passes that found it empty), is still empty.
+    empty_parts = (
+        refresh.empty_parts_losing_rows(contracts, report)
+        if any(c.rows_removed for c in changes) else []
+    )
+    for part in empty_parts:
+        context.log.info(f"The vendor listed nothing in {part}, where the table has rows: "
+                         "reading it again before they count as removed")
+        load_ids += read(part, refresh.pipeline).loads_ids
+    if empty_parts:
         changes = refresh.changes(contracts)
     problems = _staged_problems(refresh, contracts, report, load_ids)
     if problems:

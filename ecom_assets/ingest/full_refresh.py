@@ -80,18 +80,14 @@ class StagedRefresh:
         changes = []
         with self.main.sql_client() as client:
             for contract in contracts:
-                staged_ids = self._ids(client, contract.name, contract.primary_key)
                 now, kept, removed = _counts_or_zero(
                     client,
                     "select count(*), "
                     "sum(case when s.id is null and q.id is not null then 1 else 0 end), "
                     "sum(case when s.id is null and q.id is null then 1 else 0 end) "
-                    f"from {client.make_qualified_table_name(contract.name)} t "
-                    f"left join {staged_ids} s "
-                    f"on s.id = t.{contract.primary_key} "
-                    f"left join {self._ids(client, contract.quarantine_table, 'record_id')} q "
-                    f"on q.id = t.{contract.primary_key}",
+                    + self._table_against_staged(client, contract),
                 )
+                staged_ids = self._ids(client, contract.name, contract.primary_key)
                 staged, *_ = _counts_or_zero(client, f"select count(*) from {staged_ids} s")
                 changes.append(TableChange(contract.name, now, staged, kept, removed))
         return changes
@@ -105,13 +101,10 @@ class StagedRefresh:
         parts: set[Window] = set()
         with self.main.sql_client() as client:
             for contract in contracts:
-                key, cursor = contract.primary_key, contract.cursor
                 sql = (  # the rows `changes` counts as removed, within a part
-                    f"select 1 from {client.make_qualified_table_name(contract.name)} t "
-                    f"left join {self._ids(client, contract.name, key)} s on s.id = t.{key} "
-                    f"left join {self._ids(client, contract.quarantine_table, 'record_id')} q "
-                    f"on q.id = t.{key} where s.id is null and q.id is null "
-                    f"and t.{cursor} >= %s and t.{cursor} < %s limit 1"
+                    f"select 1 {self._table_against_staged(client, contract)} "
+                    "where s.id is null and q.id is null "
+                    f"and t.{contract.cursor} >= %s and t.{contract.cursor} < %s limit 1"
                 )
                 for part in set(report[contract.name].empty_parts) - parts:
                     try:
@@ -176,6 +169,17 @@ class StagedRefresh:
                 return
             records = [dict(zip(names, row, strict=True)) for row in rows or []]
             yield [{**r, "violations": _json(r["violations"])} for r in records]
+
+    def _table_against_staged(self, client: SqlClientBase, contract: ResourceContract) -> str:
+        """A FROM clause: each row of the table (`t`) with its id among the staged (`s.id`)
+        and the quarantined (`q.id`), null where it is not."""
+        key = contract.primary_key
+        return (
+            f"from {client.make_qualified_table_name(contract.name)} t "
+            f"left join {self._ids(client, contract.name, key)} s on s.id = t.{key} "
+            f"left join {self._ids(client, contract.quarantine_table, 'record_id')} q "
+            f"on q.id = t.{key}"
+        )
 
     def _staged(self, table: str) -> str:
         """`table` of the refresh dataset, qualified for SQL run by the main pipeline's client

@@ -439,7 +439,7 @@ class WindowReader:
         self.report.vendor_total += unit.total or 0
         self.report.listed += len(listing) + copies
         self.report.duplicate_copies += copies
-        self.report.units += 1
+        self.report.units += not unit.paged_again_at_the_end  # counted when first released
         if not listing and unit.paged_again_at_the_end:
             self.report.empty_parts.append(unit.window)
         elif not listing:
