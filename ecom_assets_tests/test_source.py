@@ -4,12 +4,17 @@ import json
 import logging
 import threading
 import time
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import requests
 from dlt.pipeline.exceptions import PipelineStepFailed
+from dlt.sources.helpers.rest_client.auth import APIKeyAuth
 
 from ecom_assets.contract import CONTRACTS
 from ecom_assets.ingest import (
@@ -95,11 +100,11 @@ def test_concurrent_pages_are_bounded_and_load_what_the_sequential_path_loads(
     assert rows(sequential, table) == rows(concurrent, table)
 
 
-def test_dlt_walks_the_pages_the_reader_fetched_without_preparing_requests_for_them(
+def test_requests_are_prepared_in_full_once_per_resource_not_for_each_page(
     sandbox: SandboxServer, api_key: str, tmp_path: Path, monkeypatch
 ) -> None:
-    # requests' full preparation is a tenth of what a page costs dlt's client: done only for
-    # the requests sent to the vendor, not again for each page dlt walks.
+    # requests' full preparation is a third of what fetching a page costs: done once for the
+    # resource's URL, and neither for each page sent nor again for each page dlt walks.
     prepared = []
     prepare = requests.Session.prepare_request
 
@@ -112,10 +117,76 @@ def test_dlt_walks_the_pages_the_reader_fetched_without_preparing_requests_for_t
 
     report = load(sandbox, api_key, database)
 
-    assert report.requests > 1
-    assert len(prepared) == report.requests == len(sandbox.request_log)
+    assert report.requests == len(sandbox.request_log) > 1
+    assert prepared == [f"{sandbox.base_url}/v1/order_payments"]
     [(loaded,)] = rows(database, "select count(*) from ecom.order_payments")
     assert loaded == report.loaded == report.vendor_total
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("cookie", [None, "lb=7"])
+def test_a_page_request_is_what_requests_prepares_with_the_key_and_any_vendor_cookie(
+    cookie: str | None,
+) -> None:
+    url, params = "https://api.example.com/v1/order_payments", {
+        **Window(day(0), day(1)).query_params(), "offset": 200, "limit": 100,
+    }
+    auth = APIKeyAuth(name="api_key", api_key="k&=/ ey", location="query")
+    with VendorSession("k&=/ ey") as vendor:
+        vendor.prepare_get(url, params, auth)  # the URL's template, prepared without a cookie
+        if cookie:  # as if the vendor had set one since
+            vendor.cookies.set(*cookie.split("="), domain="api.example.com")
+        expected = vendor.prepare_request(
+            requests.Request("GET", url, params=params, auth=auth)
+        )
+
+        request = vendor.prepare_get(url, params, auth)
+
+    assert urlsplit(request.url).path == urlsplit(expected.url).path
+    assert sorted(parse_qsl(urlsplit(request.url).query)) == sorted(
+        parse_qsl(urlsplit(expected.url).query)
+    )
+    assert request.headers == expected.headers
+    assert request.headers.get("Cookie") == cookie
+
+
+def test_pages_go_through_the_proxy_the_environment_names(
+    sandbox: SandboxServer, api_key: str, tmp_path: Path, monkeypatch
+) -> None:
+    forwarded: list[str] = []
+
+    class ForwardingProxy(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            forwarded.append(self.path)
+            direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            try:
+                reply = direct.open(self.path)
+            except urllib.error.HTTPError as error:
+                reply = error
+            with reply:
+                body = reply.read()
+                self.send_response(reply.status)
+                self.send_header("Content-Type", reply.headers["Content-Type"])
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), ForwardingProxy) as proxy:
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        for name in ("NO_PROXY", "no_proxy", "http_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        try:
+            report = load(sandbox, api_key, tmp_path / "warehouse.duckdb")
+        finally:
+            proxy.shutdown()
+
+    assert len(forwarded) == report.requests == len(sandbox.request_log) > 1
+    assert all(path.startswith(f"{sandbox.base_url}/v1/order_payments?") for path in forwarded)
+    assert report.loaded == report.vendor_total > 0
 
 
 @pytest.mark.unit

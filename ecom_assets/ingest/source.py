@@ -45,7 +45,7 @@ def _reconciled_pages(
 
     def fetch(part: Window, offset: int, limit: int) -> tuple[str, requests.Response]:
         params = {**part.query_params(), "offset": offset, "limit": limit}
-        request = session.prepare_request(requests.Request("GET", url, params=params, auth=auth))
+        request = session.prepare_get(url, params, auth)
         return request.url or url, session.send_with_retries(request)
 
     def open_pages() -> Iterator[ReleasedPage]:
