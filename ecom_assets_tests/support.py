@@ -155,10 +155,11 @@ class Sync:
         config: Mapping[str, Any] | None = None,
         backoff_factor: float = 0.01,
         downstream: Sequence[AssetsDefinition] = (),
+        tags: Mapping[str, str] | None = None,
     ) -> ExecuteInProcessResult:
-        tags = {}
+        tags = dict(tags or {})
         if partition_range:
-            tags = {
+            tags |= {
                 "dagster/asset_partition_range_start": partition_range[0],
                 "dagster/asset_partition_range_end": partition_range[1],
             }

@@ -2,10 +2,18 @@
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 
 import pytest
-from dagster import AssetKey, SensorResult, build_schedule_context, build_sensor_context
+from dagster import (
+    AssetKey,
+    RunRequest,
+    SensorResult,
+    build_schedule_context,
+    build_sensor_context,
+    instance_for_test,
+)
 
 from ecom_assets.contract import parse_timestamp
 from ecom_assets.defs.ecom import build_definitions
@@ -14,7 +22,7 @@ from ecom_assets.ingest.window import rfc3339
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import Fault, SandboxServer
 from ecom_assets.settings import read_settings
-from ecom_assets_tests.support import utc_today
+from ecom_assets_tests.support import Sync, day, partition_key, rows, utc_today, vendor_ids
 
 PAYMENTS, PRODUCTS = AssetKey(["ecom", "order_payments"]), AssetKey(["ecom", "products"])
 RESOURCES = ("order_payments", "products")
@@ -221,11 +229,60 @@ def test_the_daily_schedule_reloads_yesterday_and_skips_a_day_before_the_first_p
         settings=read_settings({"ECOM_PARTITIONS_START": "2026-01-06"})
     ).get_schedule_def("ecom_daily_refresh")
 
-    request = schedule(build_schedule_context(
-        scheduled_execution_time=datetime(2026, 1, 7, 0, 15, tzinfo=UTC)))
-    on_first_day = schedule(build_schedule_context(
-        scheduled_execution_time=datetime(2026, 1, 6, 0, 15, tzinfo=UTC)))
+    with instance_for_test() as instance:
+        [request] = schedule(build_schedule_context(
+            instance=instance, scheduled_execution_time=datetime(2026, 1, 7, 0, 15, tzinfo=UTC)))
+        on_first_day = schedule(build_schedule_context(
+            instance=instance, scheduled_execution_time=datetime(2026, 1, 6, 0, 15, tzinfo=UTC)))
 
     assert request.partition_key == "2026-01-06"
     assert "2026-01-05 is before the first partition, 2026-01-06" in on_first_day.skip_message
     assert date.fromisoformat(request.partition_key) >= date(2026, 1, 6)
+
+
+@pytest.fixture
+def sync_on_disk(vendor_env: None, tmp_path: Path) -> Iterator[Sync]:
+    """A sync recording into an instance on disk, which a schedule's context can open."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with instance_for_test(temp_dir=str(home)) as instance:
+        yield Sync(instance, tmp_path / "warehouse.duckdb")
+
+
+@pytest.mark.parametrize("outage_over", [True, False], ids=["outage over", "still empty"])
+def test_a_day_an_outage_answered_empty_on_every_pass_is_read_again_by_the_next_daily_run(
+    sync_on_disk: Sync, sandbox: SandboxServer, outage_over: bool
+) -> None:
+    sync, duckdb_path = sync_on_disk, sync_on_disk.duckdb_path
+    sandbox.serve_empty("order_payments")  # an outage outlasting every pass of the run
+    read_empty = sync(partition_key(1), resources=["order_payments"])
+    # Nothing in the run tells it from a day without records: it succeeds, loading nothing.
+    assert read_empty.success
+    assert payment_ids(duckdb_path) == set()
+    [materialization] = read_empty.asset_materializations_for_node("ecom_vendor_sync")
+    assert materialization.metadata["days_read_empty"].value == [partition_key(1)]
+
+    sandbox.serve_empty("order_payments", not outage_over)
+    tonight = datetime.combine(date.today() + timedelta(days=1), time(0, 15), UTC)
+    [yesterday, read_again] = daily_run_requests(sync, tonight)
+    assert yesterday.partition_key == (tonight - timedelta(days=1)).date().isoformat()
+    assert (read_again.partition_key, read_again.asset_selection) == (partition_key(1), [PAYMENTS])
+    again = sync(read_again.partition_key, resources=["order_payments"], tags=read_again.tags)
+
+    assert again.success
+    expected = vendor_ids(sandbox, "order_payments", day(1), day(2)) if outage_over else set()
+    assert payment_ids(duckdb_path) == expected
+    # Read again, the day is what it is: empty still, it is believed and not read once more.
+    assert daily_run_requests(sync, tonight) == [yesterday]
+
+
+def payment_ids(database: Path) -> set[str]:
+    tables = rows(database, "select table_name from information_schema.tables")
+    if ("order_payments",) not in tables:  # the first load had nothing to create it with
+        return set()
+    return {r[0] for r in rows(database, "select id from ecom.order_payments")}
+
+
+def daily_run_requests(sync: Sync, tick: datetime) -> list[RunRequest]:
+    schedule = DEFINITIONS.get_schedule_def("ecom_daily_refresh")
+    return schedule(build_schedule_context(instance=sync.instance, scheduled_execution_time=tick))

@@ -40,6 +40,7 @@ from ecom_assets.defs.checks import (
 from ecom_assets.defs.resources import VendorApiResource, WarehouseResource
 from ecom_assets.defs.translator import EcomDltTranslator, asset_key, column_schema
 from ecom_assets.ingest import (
+    ResourceReport,
     SyncReport,
     Warehouse,
     Window,
@@ -347,6 +348,27 @@ def _reconciled_mark(window: Window | None, reconciled: bool, listed: int) -> di
     return {RECONCILED_THROUGH: MetadataValue.timestamp(window.end)}
 
 
+# Materialization metadata: the days the run read whole in which the vendor listed nothing.
+DAYS_READ_EMPTY = "days_read_empty"
+
+
+def _days_read_empty(
+    window: Window | None, partitions: Sequence[str], received: ResourceReport
+) -> list[str]:
+    """The run's partitions read whole in which the vendor listed no record. An outage that
+    outlasts the reader's passes answers a day that has records so; the daily schedule reads
+    such days once more (`schedules.py`)."""
+    if window is None:
+        return []
+    days = []
+    for key in partitions:
+        start = datetime.fromisoformat(key).replace(tzinfo=UTC)
+        read_whole = window.start <= start and start + timedelta(days=1) <= window.end
+        if read_whole and start.date() not in received.days_listed:
+            days.append(key)
+    return days
+
+
 def _report_load(
     context: AssetExecutionContext,
     pipeline: Pipeline,
@@ -392,6 +414,8 @@ def _report_load(
                     "records_received": received.listed,
                     "records_loaded": received.loaded,
                     "records_quarantined": received.defective,
+                    **({DAYS_READ_EMPTY: MetadataValue.json(empty)}
+                       if (empty := _days_read_empty(window, partitions, received)) else {}),
                     **({} if stats.rows_in_partition is None else {
                         "dagster/partition_row_count": stats.rows_in_partition
                     }),

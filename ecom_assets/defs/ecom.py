@@ -33,7 +33,7 @@ def build_definitions(
     return dg.Definitions(
         assets=[build_sync_assets(contracts, partitions, settings.destination)],
         jobs=[job],
-        schedules=[build_daily_schedule(job, partitions)],
+        schedules=[build_daily_schedule(contracts, job, partitions)],
         sensors=[
             build_change_sensor(contracts, job, partitions, settings.sensor_interval_seconds)
         ],

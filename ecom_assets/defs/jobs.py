@@ -7,6 +7,9 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 
 from ecom_assets.defs.translator import ASSET_GROUP
 
+# What a run launched by the sensor or the schedule says, besides its partitions, of why it ran.
+TRIGGER_TAG = "ecom/trigger"
+
 
 def build_refresh_job(partitions_def: PartitionsDefinition) -> UnresolvedAssetJobDefinition:
     return define_asset_job(

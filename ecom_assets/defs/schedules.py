@@ -1,8 +1,13 @@
-"""The daily safety net: yesterday's partition of every asset, reconciled as a whole."""
+"""The daily safety net: yesterday's partition of every asset, reconciled as a whole, and once
+more each day that a run of the past day read whole while the vendor listed nothing in it."""
 
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterInstance,
     DailyPartitionsDefinition,
     DefaultScheduleStatus,
     JobDefinition,
@@ -16,9 +21,19 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,
 )
 
+from ecom_assets.contract import ResourceContract
+from ecom_assets.defs.assets import DAYS_READ_EMPTY
+from ecom_assets.defs.jobs import TRIGGER_TAG
+from ecom_assets.defs.translator import asset_key
+
+# The trigger of a run that reads again a day read empty: a day still empty then is believed.
+EMPTY_DAY_READ_AGAIN = "empty_day_read_again"
+
 
 def build_daily_schedule(
-    job: JobDefinition | UnresolvedAssetJobDefinition, partitions_def: DailyPartitionsDefinition
+    contracts: Sequence[ResourceContract],
+    job: JobDefinition | UnresolvedAssetJobDefinition,
+    partitions_def: DailyPartitionsDefinition,
 ) -> ScheduleDefinition:
     @schedule(
         name="ecom_daily_refresh",
@@ -28,13 +43,63 @@ def build_daily_schedule(
         # On: it reconciles the whole of yesterday once it is over, which the sensor's
         # refreshes of what changed do not.
         default_status=DefaultScheduleStatus.RUNNING,
-        description="Reloads yesterday's partition of every asset, reconciling the whole day.",
+        description="Reloads yesterday's partition of every asset, reconciling the whole day, "
+        "and reads again the days the past day's runs found empty.",
     )
-    def ecom_daily_refresh(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
+    def ecom_daily_refresh(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
         yesterday = (context.scheduled_execution_time - timedelta(days=1)).strftime("%Y-%m-%d")
         first = partitions_def.start.strftime("%Y-%m-%d")
         if yesterday < first:
             return SkipReason(f"{yesterday} is before the first partition, {first}")
-        return RunRequest(partition_key=yesterday, run_key=yesterday)
+        requests = [RunRequest(partition_key=yesterday, run_key=yesterday)]
+        # An outage that outlasts the reader's passes answers a day that has records with
+        # nothing, as a day without records does: a day later, it is over.
+        read_empty = _days_read_empty(
+            context.instance, contracts, context.scheduled_execution_time - timedelta(days=1)
+        )
+        for day, keys in sorted(read_empty.items()):
+            if first <= day < yesterday:
+                requests.append(RunRequest(
+                    partition_key=day,
+                    run_key=f"{yesterday}:{day}",
+                    asset_selection=keys,
+                    tags={TRIGGER_TAG: EMPTY_DAY_READ_AGAIN},
+                ))
+        return requests
 
     return ecom_daily_refresh
+
+
+def _days_read_empty(
+    instance: DagsterInstance, contracts: Sequence[ResourceContract], since: datetime
+) -> dict[str, list[AssetKey]]:
+    """The partitions whose latest materialization since `since` read the day whole and found
+    it empty, with the assets so read; not those of runs that read such a day again."""
+    days: dict[str, list[AssetKey]] = {}
+    run_triggers: dict[str, str | None] = {}
+    for contract in contracts:
+        key = asset_key(contract)
+        latest_seen: set[str] = set()
+        cursor = None
+        while True:
+            result = instance.fetch_materializations(  # newest first
+                AssetRecordsFilter(key, after_timestamp=since.timestamp()), 1000, cursor
+            )
+            for record in result.records:
+                materialization = record.asset_materialization
+                partition = materialization.partition if materialization else None
+                if partition is None or partition in latest_seen:
+                    continue
+                latest_seen.add(partition)
+                listed = materialization.metadata.get(DAYS_READ_EMPTY)
+                if listed is None or partition not in listed.value:
+                    continue
+                if record.run_id not in run_triggers:
+                    run = instance.get_run_by_id(record.run_id)
+                    run_triggers[record.run_id] = run.tags.get(TRIGGER_TAG) if run else None
+                if run_triggers[record.run_id] != EMPTY_DAY_READ_AGAIN:
+                    days.setdefault(partition, []).append(key)
+            if not result.has_more:
+                break
+            cursor = result.cursor
+    return days

@@ -37,14 +37,13 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 )
 
 from ecom_assets.contract import ResourceContract, parse_timestamp
+from ecom_assets.defs.jobs import TRIGGER_TAG
 from ecom_assets.defs.resources import VendorApiResource
 from ecom_assets.defs.translator import asset_key
 from ecom_assets.ingest import VendorAPIError
 from ecom_assets.ingest.probe import count_since, probe_changes
 from ecom_assets.ingest.window import rfc3339
 
-# What the runs this sensor launches say about themselves in the UI's runs list.
-TRIGGER_TAG = "ecom/trigger"
 SENSOR_TRIGGER = "vendor_changes"
 PARTITION_RANGE_START = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END = "dagster/asset_partition_range_end"

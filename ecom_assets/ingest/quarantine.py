@@ -177,12 +177,14 @@ class QuarantineRouter(ItemTransform[Any]):
             return {}, [{"field": "", "reason": reason}]
         typed, violations = conform(self.contract, record)
         cursor = typed.get(self.contract.cursor)
-        if isinstance(cursor, datetime) and not self.window.contains(cursor):
-            violations.append({
-                "field": self.contract.cursor,
-                "reason": f"{rfc3339(cursor)} lies outside the window {self.window} that "
-                "listed it (a wrong or far-future timestamp)",
-            })
+        if isinstance(cursor, datetime):
+            self.report.days_listed.add(cursor.date())
+            if not self.window.contains(cursor):
+                violations.append({
+                    "field": self.contract.cursor,
+                    "reason": f"{rfc3339(cursor)} lies outside the window {self.window} that "
+                    "listed it (a wrong or far-future timestamp)",
+                })
         # Most records hold only the contract's fields: a subset test allocates nothing.
         new = () if record.keys() <= self._known else record.keys() - self._known
         if new and not violations:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import date
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # Arrow is imported by a run's first loaded records (contract.py)
@@ -28,6 +29,7 @@ class ResourceReport:
     # The vendor's count of all its records, asked when a window listed none (None: not asked).
     vendor_holds: int | None = None
     empty_parts: list[Window] = field(default_factory=list)  # units the vendor listed none in
+    days_listed: set[date] = field(default_factory=set)  # UTC days of the records' `updated_at`
     loaded: int = 0  # valid records handed to dlt
     defective: int = 0  # listed records that went to quarantine
     duplicate_copies: int = 0  # identical copies of a record the vendor served twice
