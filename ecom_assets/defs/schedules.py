@@ -54,7 +54,7 @@ def build_daily_schedule(
         requests = [RunRequest(partition_key=yesterday, run_key=yesterday)]
         # An outage that outlasts the reader's passes answers a day that has records with
         # nothing, as a day without records does: a day later, it is over.
-        read_empty = _days_read_empty(
+        read_empty = _partitions_read_empty(
             context.instance, contracts, context.scheduled_execution_time - timedelta(days=1)
         )
         for day, keys in sorted(read_empty.items()):
@@ -70,7 +70,7 @@ def build_daily_schedule(
     return ecom_daily_refresh
 
 
-def _days_read_empty(
+def _partitions_read_empty(
     instance: DagsterInstance, contracts: Sequence[ResourceContract], since: datetime
 ) -> dict[str, list[AssetKey]]:
     """The partitions whose latest materialization since `since` read the day whole and found

@@ -292,12 +292,12 @@ class VendorSession(requests.Session):
         def where() -> str:
             return describe_request(request.url or "")
 
-        # requests would read the proxy variables again for each request otherwise.
-        kwargs.setdefault("proxies", self._proxies(request.url or ""))
         retry_number = 0
         while True:
             retry_number += 1
             try:
+                if "proxies" not in kwargs:  # else requests reads them for every request
+                    kwargs["proxies"] = self._proxies(request.url or "")
                 with self.limit:
                     if self._closed.is_set():
                         raise VendorAPIError(f"{where()}: not sent, the session is closed")
