@@ -8,15 +8,18 @@ from pathlib import Path
 import pytest
 from dagster import (
     AssetKey,
+    DagsterRunStatus,
     RunRequest,
     SensorResult,
     build_schedule_context,
     build_sensor_context,
     instance_for_test,
 )
+from dagster._core.test_utils import create_run_for_test
 
 from ecom_assets.contract import parse_timestamp
 from ecom_assets.defs.ecom import build_definitions
+from ecom_assets.defs.jobs import PARTITION_RANGE_END, PARTITION_RANGE_START
 from ecom_assets.defs.resources import VendorApiResource
 from ecom_assets.ingest.window import rfc3339
 from ecom_assets.sandbox.data import SandboxSpec
@@ -263,7 +266,7 @@ def test_a_day_an_outage_answered_empty_on_every_pass_is_read_again_by_the_next_
     assert materialization.metadata["days_read_empty"].value == [partition_key(1)]
 
     sandbox.serve_empty("order_payments", not outage_over)
-    tonight = datetime.combine(date.today() + timedelta(days=1), time(0, 15), UTC)
+    tonight = next_tick()
     [yesterday, read_again] = daily_run_requests(sync, tonight)
     assert yesterday.partition_key == (tonight - timedelta(days=1)).date().isoformat()
     assert (read_again.partition_key, read_again.asset_selection) == (partition_key(1), [PAYMENTS])
@@ -274,6 +277,47 @@ def test_a_day_an_outage_answered_empty_on_every_pass_is_read_again_by_the_next_
     assert payment_ids(duckdb_path) == expected
     # Read again, the day is what it is: empty still, it is believed and not read once more.
     assert daily_run_requests(sync, tonight) == [yesterday]
+
+
+def test_days_read_empty_in_a_row_are_read_again_in_one_run_until_a_reading_succeeds(
+    sync_on_disk: Sync, sandbox: SandboxServer, api_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sync, days = sync_on_disk, (partition_key(1), partition_key(3))
+    sandbox.serve_empty("order_payments")
+    assert sync(partition_range=days, resources=["order_payments"]).success
+    sandbox.serve_empty("order_payments", False)
+    tonight = next_tick()
+
+    [_, read_again] = daily_run_requests(sync, tonight)
+    assert read_again.partition_key is None
+    assert (read_again.tags[PARTITION_RANGE_START], read_again.tags[PARTITION_RANGE_END]) == days
+    # Still running at the next tick, it is not asked for again.
+    running = create_run_for_test(
+        sync.instance, tags=read_again.tags, status=DagsterRunStatus.STARTED
+    )
+    assert len(daily_run_requests(sync, tonight + timedelta(days=1))) == 1
+    sync.instance.delete_run(running.run_id)
+    # Failed before it loaded anything, it is asked for again by the next tick...
+    monkeypatch.setenv("ECOM_API_KEY", "a-key-the-vendor-rejects")
+    assert not sync(partition_range=days, resources=["order_payments"],
+                    tags=read_again.tags).success
+    [_, asked_again] = daily_run_requests(sync, tonight + timedelta(days=1))
+    assert asked_again.tags == read_again.tags
+    # ...and no more once it succeeded.
+    monkeypatch.setenv("ECOM_API_KEY", api_key)
+    assert sync(partition_range=days, resources=["order_payments"],
+                tags=read_again.tags).success
+    assert len(daily_run_requests(sync, tonight + timedelta(days=2))) == 1
+    assert len(payment_ids(sync.duckdb_path)) == len(
+        vendor_ids(sandbox, "order_payments", day(1), day(4))
+    )
+
+
+def next_tick() -> datetime:
+    """The daily schedule's next tick, 00:15 UTC."""
+    now = datetime.now(UTC)
+    tick = datetime.combine(now.date(), time(0, 15), UTC)
+    return tick if tick > now else tick + timedelta(days=1)
 
 
 def payment_ids(database: Path) -> set[str]:

@@ -9,7 +9,7 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -143,8 +143,9 @@ def test_a_page_request_is_what_requests_prepares_with_the_key_and_any_vendor_co
         request = vendor.prepare_get(url, params, auth)
 
     assert urlsplit(request.url).path == urlsplit(expected.url).path
-    assert sorted(parse_qsl(urlsplit(request.url).query)) == sorted(
-        parse_qsl(urlsplit(expected.url).query)
+    # The same parameters, encoded alike: only their order differs (the key's comes first).
+    assert sorted(urlsplit(request.url).query.split("&")) == sorted(
+        urlsplit(expected.url).query.split("&")
     )
     assert request.headers == expected.headers
     assert request.headers.get("Cookie") == cookie

@@ -9,6 +9,10 @@ from ecom_assets.defs.translator import ASSET_GROUP
 
 # What a run launched by the sensor or the schedule says, besides its partitions, of why it ran.
 TRIGGER_TAG = "ecom/trigger"
+# Dagster's tags for the partition, or the range of partitions, that a run reads.
+PARTITION_TAG = "dagster/partition"
+PARTITION_RANGE_START = "dagster/asset_partition_range_start"
+PARTITION_RANGE_END = "dagster/asset_partition_range_end"
 
 
 def build_refresh_job(partitions_def: PartitionsDefinition) -> UnresolvedAssetJobDefinition:

@@ -1,17 +1,19 @@
 """The daily safety net: yesterday's partition of every asset, reconciled as a whole, and once
-more each day that a run of the past day read whole while the vendor listed nothing in it."""
+more the days that runs read whole while the vendor listed nothing in them."""
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from dagster import (
     AssetKey,
     AssetRecordsFilter,
     DagsterInstance,
+    DagsterRunStatus,
     DailyPartitionsDefinition,
     DefaultScheduleStatus,
     JobDefinition,
     RunRequest,
+    RunsFilter,
     ScheduleDefinition,
     ScheduleEvaluationContext,
     SkipReason,
@@ -23,11 +25,21 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 
 from ecom_assets.contract import ResourceContract
 from ecom_assets.defs.assets import DAYS_READ_EMPTY
-from ecom_assets.defs.jobs import TRIGGER_TAG
+from ecom_assets.defs.jobs import (
+    PARTITION_RANGE_END,
+    PARTITION_RANGE_START,
+    PARTITION_TAG,
+    TRIGGER_TAG,
+)
 from ecom_assets.defs.translator import asset_key
 
-# The trigger of a run that reads again a day read empty: a day still empty then is believed.
+# The trigger of a run that reads again days read empty: a day still empty then is believed.
 EMPTY_DAY_READ_AGAIN = "empty_day_read_again"
+# How far back a tick looks for days read empty: one whose reading again failed is asked for
+# again by each tick within it.
+READ_AGAIN_LOOKBACK = timedelta(days=7)
+_UNFINISHED = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED,
+               DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
 
 
 def build_daily_schedule(
@@ -44,7 +56,7 @@ def build_daily_schedule(
         # refreshes of what changed do not.
         default_status=DefaultScheduleStatus.RUNNING,
         description="Reloads yesterday's partition of every asset, reconciling the whole day, "
-        "and reads again the days the past day's runs found empty.",
+        "and reads again the days that runs of the past week found empty.",
     )
     def ecom_daily_refresh(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
         yesterday = (context.scheduled_execution_time - timedelta(days=1)).strftime("%Y-%m-%d")
@@ -55,16 +67,21 @@ def build_daily_schedule(
         # An outage that outlasts the reader's passes answers a day that has records with
         # nothing, as a day without records does: a day later, it is over.
         read_empty = _partitions_read_empty(
-            context.instance, contracts, context.scheduled_execution_time - timedelta(days=1)
+            context.instance, contracts, context.scheduled_execution_time - READ_AGAIN_LOOKBACK
         )
-        for day, keys in sorted(read_empty.items()):
-            if first <= day < yesterday:
-                requests.append(RunRequest(
-                    partition_key=day,
-                    run_key=f"{yesterday}:{day}",
-                    asset_selection=keys,
-                    tags={TRIGGER_TAG: EMPTY_DAY_READ_AGAIN},
-                ))
+        being_read = _days_being_read_again(context.instance)
+        days = {day: keys for day, keys in read_empty.items()
+                if first <= day < yesterday and day not in being_read}
+        for first_day, last_day, keys in _consecutive(days):
+            tags = {TRIGGER_TAG: EMPTY_DAY_READ_AGAIN}
+            if first_day != last_day:  # one run for days in a row, as a backfill's
+                tags |= {PARTITION_RANGE_START: first_day, PARTITION_RANGE_END: last_day}
+            requests.append(RunRequest(
+                partition_key=first_day if first_day == last_day else None,
+                run_key=f"{yesterday}:{first_day}..{last_day}",
+                asset_selection=keys,
+                tags=tags,
+            ))
         return requests
 
     return ecom_daily_refresh
@@ -103,3 +120,34 @@ def _partitions_read_empty(
                 break
             cursor = result.cursor
     return days
+
+
+def _days_being_read_again(instance: DagsterInstance) -> set[str]:
+    """The days of runs reading days again that have not finished: not asked for twice."""
+    days: set[str] = set()
+    runs = instance.get_runs(
+        RunsFilter(tags={TRIGGER_TAG: EMPTY_DAY_READ_AGAIN}, statuses=_UNFINISHED)
+    )
+    for run in runs:
+        first = run.tags.get(PARTITION_RANGE_START) or run.tags.get(PARTITION_TAG)
+        if first:
+            last = date.fromisoformat(run.tags.get(PARTITION_RANGE_END) or first)
+            day = date.fromisoformat(first)
+            while day <= last:
+                days.add(day.isoformat())
+                day += timedelta(days=1)
+    return days
+
+
+def _consecutive(days: dict[str, list[AssetKey]]) -> list[tuple[str, str, list[AssetKey]]]:
+    """Runs of days in a row read empty by the same assets: (first day, last day, assets)."""
+    groups: list[tuple[str, str, list[AssetKey]]] = []
+    for day in sorted(days):
+        if groups:
+            first, last, keys = groups[-1]
+            following = (date.fromisoformat(last) + timedelta(days=1)).isoformat()
+            if day == following and days[day] == keys:
+                groups[-1] = (first, day, keys)
+                continue
+        groups.append((day, day, days[day]))
+    return groups

@@ -37,7 +37,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 )
 
 from ecom_assets.contract import ResourceContract, parse_timestamp
-from ecom_assets.defs.jobs import TRIGGER_TAG
+from ecom_assets.defs.jobs import PARTITION_RANGE_END, PARTITION_RANGE_START, TRIGGER_TAG
 from ecom_assets.defs.resources import VendorApiResource
 from ecom_assets.defs.translator import asset_key
 from ecom_assets.ingest import VendorAPIError
@@ -45,8 +45,6 @@ from ecom_assets.ingest.probe import count_since, probe_changes
 from ecom_assets.ingest.window import rfc3339
 
 SENSOR_TRIGGER = "vendor_changes"
-PARTITION_RANGE_START = "dagster/asset_partition_range_start"
-PARTITION_RANGE_END = "dagster/asset_partition_range_end"
 
 
 def build_change_sensor(

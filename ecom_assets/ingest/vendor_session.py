@@ -191,6 +191,7 @@ class VendorSession(requests.Session):
         self._environment_settings: dict[str, dict[str, Any]] = {}
         # Per URL: the auth and the GET request prepared with it, without parameters.
         self._get_templates: dict[str, tuple[AuthBase | None, requests.PreparedRequest]] = {}
+        self._templates_lock = threading.Lock()
         self._held: dict[tuple[str, ...], tuple[str, requests.Response]] = {}  # key: url, page
         self._held_lock = threading.Lock()
         self._closed = threading.Event()
@@ -218,15 +219,18 @@ class VendorSession(requests.Session):
     def prepare_get(
         self, url: str, params: Mapping[str, Any], auth: AuthBase | None
     ) -> requests.PreparedRequest:
-        """`GET url` with `params`, as `prepare_request` prepares it, from the request prepared
-        once per URL: preparing each page in full (its URL parsed and encoded twice, the second
-        time for the key) costs a third of what fetching it does."""
-        if self.cookies:  # one the vendor set goes into each request, as requests puts it
+        """`GET url` with `params`: the parameters and headers `prepare_request` gives it (the
+        key's parameter first), from the request prepared once per URL. Preparing each page in
+        full (its URL parsed and encoded twice, the second time for the key) costs a third of
+        what fetching it does."""
+        if self.cookies or "#" in url:  # a cookie the vendor set goes into each request
             return self.prepare_request(requests.Request("GET", url, params=params, auth=auth))
-        held_auth, template = self._get_templates.get(url, (None, None))
-        if template is None or held_auth is not auth:
-            template = self.prepare_request(requests.Request("GET", url, auth=auth))
-            self._get_templates[url] = (auth, template)
+        with self._templates_lock:  # the first pages of a window are fetched at once
+            held_auth, template = self._get_templates.get(url, (None, None))
+            if template is None or held_auth is not auth:
+                template = self.prepare_request(requests.Request("GET", url, auth=auth))
+                template.headers.pop("Cookie", None)  # one set while it was prepared
+                self._get_templates[url] = (auth, template)
         request = template.copy()
         template_url = template.url or url
         separator = "&" if urlsplit(template_url).query else "?"
