@@ -28,6 +28,7 @@ from ecom_assets_tests.support import (
     money,
     rows,
     utc_today,
+    vendor_ids,
 )
 
 RESOURCE = ("order_payments",)
@@ -202,6 +203,33 @@ def test_a_full_refresh_reads_again_a_part_an_outage_answered_empty_before_remov
     assert refreshed.success, failure_message(refreshed)
     assert not outage["on"], "the outage lasted through the refresh's read of the window"
     assert rows(duckdb_path, table) == before
+
+
+@pytest.mark.parametrize("sandbox_spec", [SandboxSpec(size=12_000, days=4)])
+def test_a_sensor_refresh_reads_whole_a_day_that_a_backfill_read_empty(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = sandbox.live.page
+
+    def answering_the_last_day_with_nothing(resource, since, before, offset, limit):
+        if since and datetime.fromisoformat(since) >= day(3):
+            return None
+        return page(resource, since, before, offset, limit)
+
+    with monkeypatch.context() as outage:  # on every pass of the backfill
+        outage.setattr(sandbox.live, "page", answering_the_last_day_with_nothing)
+        backfill = sync(partition_range=("2026-01-01", "2026-01-04"), resources=RESOURCE)
+    assert backfill.success
+    last_day = backfill.asset_materializations_for_node("ecom_vendor_sync")[-1]
+    assert last_day.metadata["days_read_empty"].value == ["2026-01-04"]
+
+    # The backfill marked its whole window reconciled; the change sensor's refresh of the
+    # last day (a late arrival there) still reads all of that day.
+    refresh = sync("2026-01-04", resources=RESOURCE, config={"changes_only": True})
+
+    assert refresh.success
+    expected = vendor_ids(sandbox, "order_payments", day(0), day(4))
+    assert {r[0] for r in rows(duckdb_path, "select id from ecom.order_payments")} == expected
 
 
 def test_a_day_read_again_while_the_vendor_serves_nothing_fails_and_keeps_its_rows(

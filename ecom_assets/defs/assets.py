@@ -218,7 +218,13 @@ def _reconciled_through(
         AssetRecordsFilter(asset_key(contract), asset_partitions=[partition]), 1
     ).records
     materialization = records[0].asset_materialization if records else None
-    mark = materialization.metadata.get(RECONCILED_THROUGH) if materialization else None
+    if materialization is None:
+        return None
+    read_empty = materialization.metadata.get(DAYS_READ_EMPTY)
+    if read_empty is not None and partition in read_empty.value:
+        # A range run marks its window, and a day of it may have been an outage's empty answer.
+        return None
+    mark = materialization.metadata.get(RECONCILED_THROUGH)
     return datetime.fromtimestamp(mark.value, UTC) if mark is not None else None
 
 
