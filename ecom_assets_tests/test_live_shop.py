@@ -232,6 +232,34 @@ def test_a_sensor_refresh_reads_whole_a_day_that_a_backfill_read_empty(
     assert {r[0] for r in rows(duckdb_path, "select id from ecom.order_payments")} == expected
 
 
+# 12,000 records in a day: read in parts of at most 5,000.
+@pytest.mark.parametrize("sandbox_spec", [SandboxSpec(size=12_000, days=1)])
+def test_a_day_an_outage_answered_empty_in_part_is_read_whole_by_its_next_refresh(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = sandbox.live.page
+
+    def answering_all_but_the_first_part_with_nothing(resource, since, before, offset, limit):
+        if since and datetime.fromisoformat(since) > day(0):
+            return None
+        return page(resource, since, before, offset, limit)
+
+    with monkeypatch.context() as outage:  # on every pass
+        outage.setattr(sandbox.live, "page", answering_all_but_the_first_part_with_nothing)
+        partly = sync("2026-01-01", resources=RESOURCE)
+    assert partly.success  # nothing in the run tells the outage from parts without records
+    table = "select id from ecom.order_payments"
+    assert 0 < len(rows(duckdb_path, table)) < 12_000
+    [materialization] = partly.asset_materializations_for_node("ecom_vendor_sync")
+    assert materialization.metadata["days_read_empty"].value == ["2026-01-01"]
+
+    refresh = sync("2026-01-01", resources=RESOURCE, config={"changes_only": True})
+
+    assert refresh.success
+    expected = vendor_ids(sandbox, "order_payments", day(0), day(1))
+    assert {r[0] for r in rows(duckdb_path, table)} == expected
+
+
 def test_a_day_read_again_while_the_vendor_serves_nothing_fails_and_keeps_its_rows(
     sync: Sync, sandbox: SandboxServer, duckdb_path: Path
 ) -> None:

@@ -5,7 +5,7 @@ several resources, is a single dlt run (`BackfillPolicy.single_run()`): one extr
 """
 
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -354,25 +354,34 @@ def _reconciled_mark(window: Window | None, reconciled: bool, listed: int) -> di
     return {RECONCILED_THROUGH: MetadataValue.timestamp(window.end)}
 
 
-# Materialization metadata: the days the run read whole in which the vendor listed nothing.
+# Materialization metadata: the days the run read whole in which the vendor listed nothing, in
+# the whole day or in a part of it.
 DAYS_READ_EMPTY = "days_read_empty"
 
 
 def _days_read_empty(
     window: Window | None, partitions: Sequence[str], received: ResourceReport
 ) -> list[str]:
-    """The run's partitions read whole in which the vendor listed no record. An outage that
-    outlasts the reader's passes answers a day that has records so; the daily schedule reads
-    such days once more (`schedules.py`)."""
+    """The run's partitions read whole in which the vendor listed no record, in the day or in
+    a part of the window reaching into it. An outage that outlasts the reader's passes answers
+    a part that has records so; the daily schedule reads such days once more
+    (`schedules.py`)."""
     if window is None:
         return []
+    with_empty_parts = {day for part in received.empty_parts for day in _days_of(part)}
     days = []
     for key in partitions:
         start = datetime.fromisoformat(key).replace(tzinfo=UTC)
         read_whole = window.start <= start and start + timedelta(days=1) <= window.end
-        if read_whole and start.date() not in received.days_listed:
+        listed = start.date() in received.days_listed
+        if read_whole and (not listed or start.date() in with_empty_parts):
             days.append(key)
     return days
+
+
+def _days_of(part: Window) -> set[date]:
+    first, last = part.start.date(), (part.end - MILLISECOND).date()
+    return {first + timedelta(days=n) for n in range((last - first).days + 1)}
 
 
 def _report_load(
