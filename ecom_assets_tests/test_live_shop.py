@@ -8,7 +8,7 @@ API does all day.
 import fcntl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -172,6 +172,21 @@ def test_a_full_refresh_against_a_vendor_that_suddenly_serves_nothing_is_refused
     assert rows(duckdb_path, "select count(*) from ecom.order_payments") == [(0,)]
 
 
+def answer_nothing_where(
+    patch: pytest.MonkeyPatch, sandbox: SandboxServer, out: Callable[[datetime], bool]
+) -> None:
+    """An outage: the vendor answers `{"data": [], "total": 0}` for each part of a window whose
+    `updated_since` `out` says is out, on every pass."""
+    page = sandbox.live.page
+
+    def answering_nothing_where_out(resource, since, before, offset, limit):
+        if since and out(datetime.fromisoformat(since)):
+            return None
+        return page(resource, since, before, offset, limit)
+
+    patch.setattr(sandbox.live, "page", answering_nothing_where_out)
+
+
 # 12,000 records are read in parts of at most 5,000; the last day's are under the 50% guard.
 @pytest.mark.parametrize("sandbox_spec", [SandboxSpec(size=12_000, days=4)])
 def test_a_full_refresh_reads_again_a_part_an_outage_answered_empty_before_removing_rows(
@@ -183,19 +198,13 @@ def test_a_full_refresh_reads_again_a_part_an_outage_answered_empty_before_remov
     # An outage answers the parts of the last day with nothing, on every pass, until the
     # refresh has read the whole window.
     outage = {"on": True}
-    page = sandbox.live.page
-
-    def answering_the_last_day_with_nothing(resource, since, before, offset, limit):
-        if outage["on"] and since and datetime.fromisoformat(since) >= day(3):
-            return None
-        return page(resource, since, before, offset, limit)
 
     def the_outage_ends(refresh, *args):
         outage["on"] = False
         return empty_parts_losing_rows(refresh, *args)
 
     empty_parts_losing_rows = StagedRefresh.empty_parts_losing_rows
-    monkeypatch.setattr(sandbox.live, "page", answering_the_last_day_with_nothing)
+    answer_nothing_where(monkeypatch, sandbox, lambda since: outage["on"] and since >= day(3))
     monkeypatch.setattr(StagedRefresh, "empty_parts_losing_rows", the_outage_ends)
 
     refreshed = sync("2026-01-01", resources=RESOURCE, config={"full_refresh": True})
@@ -209,15 +218,8 @@ def test_a_full_refresh_reads_again_a_part_an_outage_answered_empty_before_remov
 def test_a_sensor_refresh_reads_whole_a_day_that_a_backfill_read_empty(
     sync: Sync, sandbox: SandboxServer, duckdb_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    page = sandbox.live.page
-
-    def answering_the_last_day_with_nothing(resource, since, before, offset, limit):
-        if since and datetime.fromisoformat(since) >= day(3):
-            return None
-        return page(resource, since, before, offset, limit)
-
     with monkeypatch.context() as outage:  # on every pass of the backfill
-        outage.setattr(sandbox.live, "page", answering_the_last_day_with_nothing)
+        answer_nothing_where(outage, sandbox, lambda since: since >= day(3))
         backfill = sync(partition_range=("2026-01-01", "2026-01-04"), resources=RESOURCE)
     assert backfill.success
     last_day = backfill.asset_materializations_for_node("ecom_vendor_sync")[-1]
@@ -237,15 +239,8 @@ def test_a_sensor_refresh_reads_whole_a_day_that_a_backfill_read_empty(
 def test_a_day_an_outage_answered_empty_in_part_is_read_whole_by_its_next_refresh(
     sync: Sync, sandbox: SandboxServer, duckdb_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    page = sandbox.live.page
-
-    def answering_all_but_the_first_part_with_nothing(resource, since, before, offset, limit):
-        if since and datetime.fromisoformat(since) > day(0):
-            return None
-        return page(resource, since, before, offset, limit)
-
-    with monkeypatch.context() as outage:  # on every pass
-        outage.setattr(sandbox.live, "page", answering_all_but_the_first_part_with_nothing)
+    with monkeypatch.context() as outage:  # on every pass, all parts but the first
+        answer_nothing_where(outage, sandbox, lambda since: since > day(0))
         partly = sync("2026-01-01", resources=RESOURCE)
     assert partly.success  # nothing in the run tells the outage from parts without records
     table = "select id from ecom.order_payments"
