@@ -392,6 +392,38 @@ def test_a_refresh_that_did_not_reconcile_leaves_the_next_one_to_read_the_whole_
 
 @pytest.mark.parametrize("live_shop", [(SandboxSpec.recent(days=1, size=2_000), 0)],
                          indirect=True)
+def test_a_sensor_refresh_reads_whole_only_the_resource_whose_day_was_not_reconciled(
+    sync: Sync, live_shop: SandboxServer, duckdb_path: Path, monkeypatch
+) -> None:
+    assert sync(utc_today()).success  # both resources reconciled through the run's end
+    accept = WindowReader._accept
+
+    def listed_one_more(self, unit, listing, identities, copies) -> None:
+        accept(self, unit, listing, identities, copies)
+        self.report.listed += 1  # as if a record the vendor listed had been lost
+
+    with monkeypatch.context() as patch:
+        patch.setattr(WindowReader, "_accept", listed_one_more)
+        assert not checks_passed(sync(utc_today(), resources=RESOURCE))["reconciled_with_vendor"]
+    for resource in ("order_payments", "products"):
+        live_shop.update_now(resource, live_shop.window(resource)[0]["id"])
+
+    result = sync(utc_today(), config=CHANGES_ONLY)
+
+    assert result.success and all(checks_passed(result).values())
+    read = {m.asset_key.path[-1]: m.metadata["window"].value
+            for m in result.asset_materializations_for_node("ecom_vendor_sync")}
+    midnight = f"[{utc_today()}T00:00:00.000Z, "
+    assert read["order_payments"].startswith(midnight)
+    assert not read["products"].startswith(midnight), "products was reconciled: read its changes"
+    with live_shop.live.paused():
+        assert table_rows(duckdb_path) == vendor_rows(live_shop)
+        [(products,)] = rows(duckdb_path, "select count(*) from ecom.products")
+        assert products == len(live_shop.window("products"))
+
+
+@pytest.mark.parametrize("live_shop", [(SandboxSpec.recent(days=1, size=2_000), 0)],
+                         indirect=True)
 def test_a_day_read_while_the_vendor_served_nothing_is_read_whole_by_the_next_refresh(
     sync: Sync, live_shop: SandboxServer, duckdb_path: Path
 ) -> None:

@@ -153,9 +153,12 @@ def _sync(
         report = SyncReport()
         late_arrival = timedelta(minutes=vendor_api.late_arrival_minutes)
 
-        def read(window: Window, into: Pipeline) -> LoadInfo:
-            """Read `window` of every selected resource and load it with `into`."""
-            context.log.info(f"Reading {', '.join(names)} for {window}")
+        def read(
+            window: Window, into: Pipeline, contracts: list[ResourceContract] = contracts
+        ) -> LoadInfo:
+            """Read `window` of `contracts` (every selected resource) and load it with `into`."""
+            names = ", ".join(c.name for c in contracts)
+            context.log.info(f"Reading {names} for {window}")
             source = ecom_source(
                 vendor_api.base_url, session, window, contracts=contracts, report=report,
                 quarantine_first_seen=partial(target.quarantine_first_seen, pipeline),
@@ -164,33 +167,41 @@ def _sync(
             try:
                 return into.run(source, loader_file_format=target.loader_file_format)
             except PipelineStepFailed as exc:
-                failure = _failure(exc, f"the sync of {', '.join(names)} for {window}")
+                failure = _failure(exc, f"the sync of {names} for {window}")
                 if not failure.allow_retries:
                     _not_to_be_retried(context)  # the vendor would reject it the same way
                 raise failure from None
 
         if config.full_refresh:
             refresh = StagedRefresh(target, context.run_id, pipeline)
-            load_info = _full_refresh(context, config, contracts, refresh, report, started, read,
-                                      max_removed_share, late_arrival)
-            window = None
+            load_ids = list(_full_refresh(context, config, contracts, refresh, report, started,
+                                          read, max_removed_share, late_arrival).loads_ids)
+            windows = None
         else:
-            window = _window_to_read(context, config, contracts, started, late_arrival)
-            load_info = read(window, pipeline)
-        yield from _report_load(context, pipeline, target.destination, contracts, window,
-                                report, load_info)
+            windows = _windows_to_read(context, config, contracts, started, late_arrival)
+            # One dlt run per distinct window: one in all but a sensor refresh in which some
+            # resources were reconciled further than others.
+            load_ids = [
+                load_id
+                for window in dict.fromkeys(windows.values())
+                for load_id in read(
+                    window, pipeline, [c for c in contracts if windows[c.name] == window]
+                ).loads_ids
+            ]
+        yield from _report_load(context, pipeline, target.destination, contracts, windows,
+                                report, load_ids)
 
 
-def _window_to_read(
+def _windows_to_read(
     context: AssetExecutionContext,
     config: SyncConfig,
     contracts: list[ResourceContract],
     started: datetime,
     late_arrival: timedelta,
-) -> Window:
-    """The run's partitions up to now; with `changes_only` (the change sensor's refreshes),
-    only what changed since the first partition was last reconciled, less the late-arrival
-    horizon (the partitions after it are read whole).
+) -> dict[str, Window]:
+    """Each resource's window: the run's partitions up to now; with `changes_only` (the change
+    sensor's refreshes), only what changed since the resource's first partition was last
+    reconciled, less the late-arrival horizon (the partitions after it are read whole).
 
     A partition is reconciled through the end of the window its latest materialization read,
     when every record the vendor listed there landed. A partition without such a mark, or with
@@ -198,17 +209,21 @@ def _window_to_read(
     read whole partitions.
     """
     partition_start, partition_end = context.partition_time_window
-    window = Window.between(partition_start, min(partition_end, started))
+    whole = Window.between(partition_start, min(partition_end, started))
     if not config.changes_only:
-        return window
+        return {contract.name: whole for contract in contracts}
     first = context.partition_keys[0]
-    marks = [_reconciled_through(context, contract, first) for contract in contracts]
-    if any(mark is None or not partition_start <= mark <= started for mark in marks):
-        return window
-    # A mark past the partition's end (left by a run that also read later days) leaves only
-    # its late arrivals to read.
-    since = max(partition_start, min(*marks, window.end) - late_arrival)  # type: ignore[type-var]
-    return Window.between(since, window.end) if since < window.end else window
+    windows = {}
+    for contract in contracts:
+        mark = _reconciled_through(context, contract, first)
+        # A mark past the partition's end (left by a run that also read later days) leaves
+        # only its late arrivals to read.
+        since = (
+            max(whole.start, min(mark, whole.end) - late_arrival)
+            if mark is not None and whole.start <= mark <= started else whole.start
+        )
+        windows[contract.name] = Window.between(since, whole.end) if since < whole.end else whole
+    return windows
 
 
 def _reconciled_through(
@@ -389,24 +404,25 @@ def _report_load(
     pipeline: Pipeline,
     destination: str,
     contracts: list[ResourceContract],
-    window: Window | None,
+    windows: dict[str, Window] | None,
     report: SyncReport,
-    load_info: LoadInfo,
+    load_ids: list[str],
 ) -> Iterator[MaterializeResult | AssetCheckResult | AssetCheckEvaluation]:
     """Materializations with the load's reconciliation numbers, then each asset's checks; a
-    failed blocking check fails the step, so nothing downstream of it runs."""
-    load_ids = list(load_info.loads_ids)
+    failed blocking check fails the step, so nothing downstream of it runs. `windows` are
+    the resources' windows read, None for a full refresh."""
     partitions = context.partition_keys
     # A run of a partition range records one materialization for all of them (Dagster takes no
     # metadata per partition from one run, dagster-io/dagster#21072): only a run of one
     # partition can say how many rows that partition holds. A sensor refresh reads part of it.
     partition = (
         Window.between(*context.partition_time_window)
-        if window is not None and len(partitions) == 1 else None
+        if windows is not None and len(partitions) == 1 else None
     )
     failed: set[str] = set()
     with pipeline.sql_client() as client:
         for contract in contracts:
+            window = windows[contract.name] if windows is not None else None
             received = report[contract.name]
             selected_checks = {
                 check.name
