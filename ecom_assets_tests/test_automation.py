@@ -19,7 +19,7 @@ from dagster._core.test_utils import create_run_for_test
 
 from ecom_assets.contract import parse_timestamp
 from ecom_assets.defs.ecom import build_definitions
-from ecom_assets.defs.jobs import PARTITION_RANGE_END, PARTITION_RANGE_START
+from ecom_assets.defs.jobs import PARTITION_RANGE_END, PARTITION_RANGE_START, SCHEDULE_NAME_TAG
 from ecom_assets.defs.resources import VendorApiResource
 from ecom_assets.ingest.window import rfc3339
 from ecom_assets.sandbox.data import SandboxSpec
@@ -311,6 +311,23 @@ def test_days_read_empty_in_a_row_are_read_again_in_one_run_until_a_reading_succ
     assert len(payment_ids(sync.duckdb_path)) == len(
         vendor_ids(sandbox, "order_payments", day(1), day(4))
     )
+
+
+@pytest.mark.parametrize("schedule_ran", [True, False], ids=["ran before", "never ran"])
+def test_a_day_read_empty_before_the_daemon_was_down_a_fortnight_is_read_again_by_its_next_tick(
+    sync_on_disk: Sync, sandbox: SandboxServer, schedule_ran: bool
+) -> None:
+    sync = sync_on_disk
+    sandbox.serve_empty("order_payments")
+    assert sync(partition_key(1), resources=["order_payments"]).success
+    sandbox.serve_empty("order_payments", False)
+    if schedule_ran:  # its last run, before the daemon went down
+        create_run_for_test(sync.instance, tags={SCHEDULE_NAME_TAG: "ecom_daily_refresh"},
+                            status=DagsterRunStatus.SUCCESS)
+
+    [_, read_again] = daily_run_requests(sync, next_tick() + timedelta(days=14))
+
+    assert (read_again.partition_key, read_again.asset_selection) == (partition_key(1), [PAYMENTS])
 
 
 def next_tick() -> datetime:

@@ -29,15 +29,17 @@ from ecom_assets.defs.jobs import (
     PARTITION_RANGE_END,
     PARTITION_RANGE_START,
     PARTITION_TAG,
+    SCHEDULE_NAME_TAG,
     TRIGGER_TAG,
 )
 from ecom_assets.defs.translator import asset_key
 
 # The trigger of a run that reads again days read empty: a day still empty then is believed.
 EMPTY_DAY_READ_AGAIN = "empty_day_read_again"
-# How far back a tick looks for days read empty: one whose reading again failed is asked for
-# again by each tick within it.
+# How far back a tick looks for days read empty, from the tick before it: one whose reading
+# again failed is asked for again by each tick within it.
 READ_AGAIN_LOOKBACK = timedelta(days=7)
+SCHEDULE_NAME = "ecom_daily_refresh"
 _UNFINISHED = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED,
                DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
 
@@ -48,7 +50,7 @@ def build_daily_schedule(
     partitions_def: DailyPartitionsDefinition,
 ) -> ScheduleDefinition:
     @schedule(
-        name="ecom_daily_refresh",
+        name=SCHEDULE_NAME,
         job=job,
         cron_schedule="15 0 * * *",
         execution_timezone="UTC",
@@ -56,7 +58,7 @@ def build_daily_schedule(
         # refreshes of what changed do not.
         default_status=DefaultScheduleStatus.RUNNING,
         description="Reloads yesterday's partition of every asset, reconciling the whole day, "
-        "and reads again the days that runs of the past week found empty.",
+        "and reads again the days that runs found empty since a week before its last run.",
     )
     def ecom_daily_refresh(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
         yesterday = (context.scheduled_execution_time - timedelta(days=1)).strftime("%Y-%m-%d")
@@ -66,9 +68,7 @@ def build_daily_schedule(
         requests = [RunRequest(partition_key=yesterday, run_key=yesterday)]
         # An outage that outlasts the reader's passes answers a day that has records with
         # nothing, as a day without records does: a day later, it is over.
-        read_empty = _partitions_read_empty(
-            context.instance, contracts, context.scheduled_execution_time - READ_AGAIN_LOOKBACK
-        )
+        read_empty = _partitions_read_empty(context.instance, contracts, _look_back_since(context))
         being_read = _days_being_read_again(context.instance)
         days = {day: keys for day, keys in read_empty.items()
                 if first <= day < yesterday and day not in being_read}
@@ -87,11 +87,24 @@ def build_daily_schedule(
     return ecom_daily_refresh
 
 
+def _look_back_since(context: ScheduleEvaluationContext) -> datetime | None:
+    """Whence this tick looks for days read empty: a week before the tick before it (the latest
+    run this schedule launched, however long ago: the daemon may have been down, the schedule
+    off). With no such run, from the beginning."""
+    records = context.instance.get_run_records(
+        RunsFilter(tags={SCHEDULE_NAME_TAG: SCHEDULE_NAME}), limit=1
+    )
+    if not records:
+        return None
+    return min(context.scheduled_execution_time, records[0].create_timestamp) - READ_AGAIN_LOOKBACK
+
+
 def _partitions_read_empty(
-    instance: DagsterInstance, contracts: Sequence[ResourceContract], since: datetime
+    instance: DagsterInstance, contracts: Sequence[ResourceContract], since: datetime | None
 ) -> dict[str, list[AssetKey]]:
     """The partitions whose latest materialization since `since` read the day whole and found
     it empty, with the assets so read; not those of runs that read such a day again."""
+    after = since.timestamp() if since is not None else None
     days: dict[str, list[AssetKey]] = {}
     run_triggers: dict[str, str | None] = {}
     for contract in contracts:
@@ -100,7 +113,7 @@ def _partitions_read_empty(
         cursor = None
         while True:
             result = instance.fetch_materializations(  # newest first
-                AssetRecordsFilter(key, after_timestamp=since.timestamp()), 1000, cursor
+                AssetRecordsFilter(key, after_timestamp=after), 1000, cursor
             )
             for record in result.records:
                 materialization = record.asset_materialization
