@@ -395,6 +395,8 @@ def test_a_refresh_that_did_not_reconcile_leaves_the_next_one_to_read_the_whole_
 def test_a_sensor_refresh_reads_whole_only_the_resource_whose_day_was_not_reconciled(
     sync: Sync, live_shop: SandboxServer, duckdb_path: Path, monkeypatch
 ) -> None:
+    # Shortly after midnight UTC the look back for late arrivals would reach midnight.
+    sync = replace(sync, late_arrival_minutes=0)
     assert sync(utc_today()).success  # both resources reconciled through the run's end
     accept = WindowReader._accept
 
@@ -416,6 +418,9 @@ def test_a_sensor_refresh_reads_whole_only_the_resource_whose_day_was_not_reconc
     midnight = f"[{utc_today()}T00:00:00.000Z, "
     assert read["order_payments"].startswith(midnight)
     assert not read["products"].startswith(midnight), "products was reconciled: read its changes"
+    [load] = {m.metadata["dlt_load_id"].value
+              for m in result.asset_materializations_for_node("ecom_vendor_sync")}
+    assert ", " not in load, "one dlt run reads each resource's window"
     with live_shop.live.paused():
         assert table_rows(duckdb_path) == vendor_rows(live_shop)
         [(products,)] = rows(duckdb_path, "select count(*) from ecom.products")

@@ -153,12 +153,11 @@ def _sync(
         report = SyncReport()
         late_arrival = timedelta(minutes=vendor_api.late_arrival_minutes)
 
-        def read(
-            window: Window, into: Pipeline, contracts: list[ResourceContract] = contracts
-        ) -> LoadInfo:
-            """Read `window` of `contracts` (every selected resource) and load it with `into`."""
-            names = ", ".join(c.name for c in contracts)
-            context.log.info(f"Reading {names} for {window}")
+        def read(window: Window | dict[str, Window], into: Pipeline) -> LoadInfo:
+            """Read `window` of every selected resource, or each resource's own, and load it
+            with `into`."""
+            reading = _reading(contracts, window)
+            context.log.info(f"Reading {reading}")
             source = ecom_source(
                 vendor_api.base_url, session, window, contracts=contracts, report=report,
                 quarantine_first_seen=partial(target.quarantine_first_seen, pipeline),
@@ -167,29 +166,30 @@ def _sync(
             try:
                 return into.run(source, loader_file_format=target.loader_file_format)
             except PipelineStepFailed as exc:
-                failure = _failure(exc, f"the sync of {names} for {window}")
+                failure = _failure(exc, f"the sync of {reading}")
                 if not failure.allow_retries:
                     _not_to_be_retried(context)  # the vendor would reject it the same way
                 raise failure from None
 
         if config.full_refresh:
             refresh = StagedRefresh(target, context.run_id, pipeline)
-            load_ids = list(_full_refresh(context, config, contracts, refresh, report, started,
-                                          read, max_removed_share, late_arrival).loads_ids)
+            load_info = _full_refresh(context, config, contracts, refresh, report, started, read,
+                                      max_removed_share, late_arrival)
             windows = None
         else:
             windows = _windows_to_read(context, config, contracts, started, late_arrival)
-            # One dlt run per distinct window: one in all but a sensor refresh in which some
-            # resources were reconciled further than others.
-            load_ids = [
-                load_id
-                for window in dict.fromkeys(windows.values())
-                for load_id in read(
-                    window, pipeline, [c for c in contracts if windows[c.name] == window]
-                ).loads_ids
-            ]
+            load_info = read(windows, pipeline)
         yield from _report_load(context, pipeline, target.destination, contracts, windows,
-                                report, load_ids)
+                                report, load_info)
+
+
+def _reading(contracts: list[ResourceContract], window: Window | dict[str, Window]) -> str:
+    """What a read reads, for its log line and its failure: "order_payments, products for
+    [...)", or each resource with its window when they differ."""
+    windows = window if isinstance(window, dict) else {c.name: window for c in contracts}
+    if len(set(windows.values())) == 1:
+        return f"{', '.join(windows)} for {next(iter(windows.values()))}"
+    return ", ".join(f"{name} for {each}" for name, each in windows.items())
 
 
 def _windows_to_read(
@@ -406,11 +406,12 @@ def _report_load(
     contracts: list[ResourceContract],
     windows: dict[str, Window] | None,
     report: SyncReport,
-    load_ids: list[str],
+    load_info: LoadInfo,
 ) -> Iterator[MaterializeResult | AssetCheckResult | AssetCheckEvaluation]:
     """Materializations with the load's reconciliation numbers, then each asset's checks; a
     failed blocking check fails the step, so nothing downstream of it runs. `windows` are
     the resources' windows read, None for a full refresh."""
+    load_ids = list(load_info.loads_ids)
     partitions = context.partition_keys
     # A run of a partition range records one materialization for all of them (Dagster takes no
     # metadata per partition from one run, dagster-io/dagster#21072): only a run of one

@@ -69,14 +69,15 @@ def _reconciled_pages(
 def ecom_source(
     base_url: str,
     session: VendorSession,
-    window: Window,
+    window: Window | Mapping[str, Window],
     *,
     contracts: Sequence[ResourceContract] = tuple(CONTRACTS.values()),
     report: SyncReport | None = None,
     quarantine_first_seen: Callable[[str], Mapping[str, datetime]] = lambda table: {},
     late_arrival: timedelta = timedelta(minutes=DEFAULTS.late_arrival_minutes),
 ) -> DltSource:
-    """The REST API source for `contracts`, restricted to `window` on `updated_at`.
+    """The REST API source for `contracts`, restricted to `window` on `updated_at`: one for
+    every resource, or each resource's own by name.
 
     End the window in the past, as the assets and the CLI do (when the run starts): a record
     updated while the window is read then leaves it, which the vendor's `total` shows. Every
@@ -90,6 +91,7 @@ def ecom_source(
     the window was read) keeps its latest version.
     """
     report = report if report is not None else SyncReport()
+    windows = window if isinstance(window, Mapping) else {c.name: window for c in contracts}
     auth = APIKeyAuth(name="api_key", api_key=session.api_key, location="query")
     now = datetime.now(UTC)
     config: dict[str, Any] = {
@@ -110,7 +112,8 @@ def ecom_source(
                     # again for every page.
                     "data_selector": Fields("data"),
                     "paginator": _reconciled_pages(
-                        base_url, contract, window, session, auth, report, late_arrival
+                        base_url, contract, windows[contract.name], session, auth, report,
+                        late_arrival,
                     ),
                 },
             }
@@ -122,7 +125,7 @@ def ecom_source(
         add_quarantine(
             source.resources[contract.name],
             contract,
-            window,
+            windows[contract.name],
             report[contract.name],
             quarantine_first_seen,
             now,
