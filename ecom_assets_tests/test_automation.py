@@ -1,6 +1,7 @@
 """The change sensor and the daily schedule, evaluated against the sandbox vendor."""
 
 import json
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -8,6 +9,8 @@ from pathlib import Path
 import pytest
 from dagster import (
     AssetKey,
+    DagsterInstance,
+    DagsterRun,
     DagsterRunStatus,
     RunRequest,
     SensorResult,
@@ -15,11 +18,10 @@ from dagster import (
     build_sensor_context,
     instance_for_test,
 )
-from dagster._core.test_utils import create_run_for_test
 
 from ecom_assets.contract import parse_timestamp
 from ecom_assets.defs.ecom import build_definitions
-from ecom_assets.defs.jobs import PARTITION_RANGE_END, PARTITION_RANGE_START, SCHEDULE_NAME_TAG
+from ecom_assets.defs.jobs import PARTITION_RANGE_END, PARTITION_RANGE_START
 from ecom_assets.defs.resources import VendorApiResource
 from ecom_assets.ingest.window import rfc3339
 from ecom_assets.sandbox.data import SandboxSpec
@@ -292,9 +294,7 @@ def test_days_read_empty_in_a_row_are_read_again_in_one_run_until_a_reading_succ
     assert read_again.partition_key is None
     assert (read_again.tags[PARTITION_RANGE_START], read_again.tags[PARTITION_RANGE_END]) == days
     # Still running at the next tick, it is not asked for again.
-    running = create_run_for_test(
-        sync.instance, tags=read_again.tags, status=DagsterRunStatus.STARTED
-    )
+    running = a_run(sync.instance, read_again.tags, DagsterRunStatus.STARTED)
     assert len(daily_run_requests(sync, tonight + timedelta(days=1))) == 1
     sync.instance.delete_run(running.run_id)
     # Failed before it loaded anything, it is asked for again by the next tick...
@@ -313,21 +313,33 @@ def test_days_read_empty_in_a_row_are_read_again_in_one_run_until_a_reading_succ
     )
 
 
-@pytest.mark.parametrize("schedule_ran", [True, False], ids=["ran before", "never ran"])
-def test_a_day_read_empty_before_the_daemon_was_down_a_fortnight_is_read_again_by_its_next_tick(
-    sync_on_disk: Sync, sandbox: SandboxServer, schedule_ran: bool
+def test_a_day_read_empty_a_fortnight_before_the_tick_is_read_again_until_a_reading_succeeds(
+    sync_on_disk: Sync, sandbox: SandboxServer, api_key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sync = sync_on_disk
     sandbox.serve_empty("order_payments")
     assert sync(partition_key(1), resources=["order_payments"]).success
     sandbox.serve_empty("order_payments", False)
-    if schedule_ran:  # its last run, before the daemon went down
-        create_run_for_test(sync.instance, tags={SCHEDULE_NAME_TAG: "ecom_daily_refresh"},
-                            status=DagsterRunStatus.SUCCESS)
+    tick = next_tick() + timedelta(days=14)  # the daemon was down, or the schedule off
 
-    [_, read_again] = daily_run_requests(sync, next_tick() + timedelta(days=14))
+    [_, read_again] = daily_run_requests(sync, tick)
 
     assert (read_again.partition_key, read_again.asset_selection) == (partition_key(1), [PAYMENTS])
+    # Failed, it is asked for again by the next tick, a fortnight or more after the day was read.
+    monkeypatch.setenv("ECOM_API_KEY", "a-key-the-vendor-rejects")
+    assert not sync(partition_key(1), resources=["order_payments"], tags=read_again.tags).success
+    [_, asked_again] = daily_run_requests(sync, tick + timedelta(days=1))
+    assert asked_again.partition_key == partition_key(1)
+    monkeypatch.setenv("ECOM_API_KEY", api_key)
+    assert sync(partition_key(1), resources=["order_payments"], tags=read_again.tags).success
+    assert len(daily_run_requests(sync, tick + timedelta(days=2))) == 1
+
+
+def a_run(instance: DagsterInstance, tags: dict[str, str], status: DagsterRunStatus) -> DagsterRun:
+    """A run of the refresh job in `instance`, as the daemon records one it launched."""
+    return instance.add_run(
+        DagsterRun(job_name="ecom_refresh", run_id=str(uuid.uuid4()), tags=tags, status=status)
+    )
 
 
 def next_tick() -> datetime:

@@ -13,8 +13,6 @@ TRIGGER_TAG = "ecom/trigger"
 PARTITION_TAG = "dagster/partition"
 PARTITION_RANGE_START = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END = "dagster/asset_partition_range_end"
-# Dagster's tag of the runs a schedule launched.
-SCHEDULE_NAME_TAG = "dagster/schedule_name"
 
 
 def build_refresh_job(partitions_def: PartitionsDefinition) -> UnresolvedAssetJobDefinition:

@@ -2,11 +2,12 @@
 more the days that runs read whole while the vendor listed nothing in them."""
 
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 
 from dagster import (
     AssetKey,
     AssetRecordsFilter,
+    DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
     DailyPartitionsDefinition,
@@ -29,17 +30,13 @@ from ecom_assets.defs.jobs import (
     PARTITION_RANGE_END,
     PARTITION_RANGE_START,
     PARTITION_TAG,
-    SCHEDULE_NAME_TAG,
     TRIGGER_TAG,
 )
 from ecom_assets.defs.translator import asset_key
 
 # The trigger of a run that reads again days read empty: a day still empty then is believed.
 EMPTY_DAY_READ_AGAIN = "empty_day_read_again"
-# How far back a tick looks for days read empty, from the tick before it: one whose reading
-# again failed is asked for again by each tick within it.
-READ_AGAIN_LOOKBACK = timedelta(days=7)
-SCHEDULE_NAME = "ecom_daily_refresh"
+
 _UNFINISHED = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED,
                DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
 
@@ -50,7 +47,7 @@ def build_daily_schedule(
     partitions_def: DailyPartitionsDefinition,
 ) -> ScheduleDefinition:
     @schedule(
-        name=SCHEDULE_NAME,
+        name="ecom_daily_refresh",
         job=job,
         cron_schedule="15 0 * * *",
         execution_timezone="UTC",
@@ -58,7 +55,7 @@ def build_daily_schedule(
         # refreshes of what changed do not.
         default_status=DefaultScheduleStatus.RUNNING,
         description="Reloads yesterday's partition of every asset, reconciling the whole day, "
-        "and reads again the days that runs found empty since a week before its last run.",
+        "and reads again the days that runs found empty.",
     )
     def ecom_daily_refresh(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
         yesterday = (context.scheduled_execution_time - timedelta(days=1)).strftime("%Y-%m-%d")
@@ -68,7 +65,7 @@ def build_daily_schedule(
         requests = [RunRequest(partition_key=yesterday, run_key=yesterday)]
         # An outage that outlasts the reader's passes answers a day that has records with
         # nothing, as a day without records does: a day later, it is over.
-        read_empty = _partitions_read_empty(context.instance, contracts, _look_back_since(context))
+        read_empty = _partitions_read_empty(context.instance, contracts)
         being_read = _days_being_read_again(context.instance)
         days = {day: keys for day, keys in read_empty.items()
                 if first <= day < yesterday and day not in being_read}
@@ -87,51 +84,34 @@ def build_daily_schedule(
     return ecom_daily_refresh
 
 
-def _look_back_since(context: ScheduleEvaluationContext) -> datetime | None:
-    """Whence this tick looks for days read empty: a week before the tick before it (the latest
-    run this schedule launched, however long ago: the daemon may have been down, the schedule
-    off). With no such run, from the beginning."""
-    records = context.instance.get_run_records(
-        RunsFilter(tags={SCHEDULE_NAME_TAG: SCHEDULE_NAME}), limit=1
-    )
-    if not records:
-        return None
-    return min(context.scheduled_execution_time, records[0].create_timestamp) - READ_AGAIN_LOOKBACK
-
-
 def _partitions_read_empty(
-    instance: DagsterInstance, contracts: Sequence[ResourceContract], since: datetime | None
+    instance: DagsterInstance, contracts: Sequence[ResourceContract]
 ) -> dict[str, list[AssetKey]]:
-    """The partitions whose latest materialization since `since` read the day whole and found
-    it empty, with the assets so read; not those of runs that read such a day again."""
-    after = since.timestamp() if since is not None else None
+    """The partitions whose latest materialization read the day whole and found it empty,
+    however long ago, with the assets so read; not those of runs that read such a day again."""
     days: dict[str, list[AssetKey]] = {}
     run_triggers: dict[str, str | None] = {}
     for contract in contracts:
         key = asset_key(contract)
-        latest_seen: set[str] = set()
-        cursor = None
-        while True:
-            result = instance.fetch_materializations(  # newest first
-                AssetRecordsFilter(key, after_timestamp=after), 1000, cursor
-            )
-            for record in result.records:
-                materialization = record.asset_materialization
-                partition = materialization.partition if materialization else None
-                if partition is None or partition in latest_seen:
-                    continue
-                latest_seen.add(partition)
-                listed = materialization.metadata.get(DAYS_READ_EMPTY)
-                if listed is None or partition not in listed.value:
-                    continue
-                if record.run_id not in run_triggers:
-                    run = instance.get_run_by_id(record.run_id)
-                    run_triggers[record.run_id] = run.tags.get(TRIGGER_TAG) if run else None
-                if run_triggers[record.run_id] != EMPTY_DAY_READ_AGAIN:
-                    days.setdefault(partition, []).append(key)
-            if not result.has_more:
-                break
-            cursor = result.cursor
+        latest = instance.get_latest_storage_id_by_partition(
+            key, DagsterEventType.ASSET_MATERIALIZATION
+        )
+        if not latest:
+            continue
+        records = instance.fetch_materializations(
+            AssetRecordsFilter(key, storage_ids=list(latest.values())), len(latest)
+        ).records
+        for record in records:
+            materialization = record.asset_materialization
+            partition = materialization.partition if materialization else None
+            listed = materialization.metadata.get(DAYS_READ_EMPTY) if materialization else None
+            if partition is None or listed is None or partition not in listed.value:
+                continue
+            if record.run_id not in run_triggers:
+                run = instance.get_run_by_id(record.run_id)
+                run_triggers[record.run_id] = run.tags.get(TRIGGER_TAG) if run else None
+            if run_triggers[record.run_id] != EMPTY_DAY_READ_AGAIN:
+                days.setdefault(partition, []).append(key)
     return days
 
 
