@@ -36,7 +36,6 @@ from ecom_assets.defs.translator import asset_key
 
 # The trigger of a run that reads again days read empty: a day still empty then is believed.
 EMPTY_DAY_READ_AGAIN = "empty_day_read_again"
-
 _UNFINISHED = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED,
                DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
 
