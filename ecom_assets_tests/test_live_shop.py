@@ -396,8 +396,8 @@ def test_a_sensor_refresh_reads_whole_only_the_resource_whose_day_was_not_reconc
     sync: Sync, live_shop: SandboxServer, duckdb_path: Path, monkeypatch
 ) -> None:
     # Shortly after midnight UTC the look back for late arrivals would reach midnight.
-    sync = replace(sync, late_arrival_minutes=0)
-    assert sync(utc_today()).success  # both resources reconciled through the run's end
+    sync, today = replace(sync, late_arrival_minutes=0), utc_today()
+    assert sync(today).success  # both resources reconciled through the run's end
     accept = WindowReader._accept
 
     def listed_one_more(self, unit, listing, identities, copies) -> None:
@@ -406,16 +406,16 @@ def test_a_sensor_refresh_reads_whole_only_the_resource_whose_day_was_not_reconc
 
     with monkeypatch.context() as patch:
         patch.setattr(WindowReader, "_accept", listed_one_more)
-        assert not checks_passed(sync(utc_today(), resources=RESOURCE))["reconciled_with_vendor"]
+        assert not checks_passed(sync(today, resources=RESOURCE))["reconciled_with_vendor"]
     for resource in ("order_payments", "products"):
         live_shop.update_now(resource, live_shop.window(resource)[0]["id"])
 
-    result = sync(utc_today(), config=CHANGES_ONLY)
+    result = sync(today, config=CHANGES_ONLY)
 
     assert result.success and all(checks_passed(result).values())
     read = {m.asset_key.path[-1]: m.metadata["window"].value
             for m in result.asset_materializations_for_node("ecom_vendor_sync")}
-    midnight = f"[{utc_today()}T00:00:00.000Z, "
+    midnight = f"[{today}T00:00:00.000Z, "
     assert read["order_payments"].startswith(midnight)
     assert not read["products"].startswith(midnight), "products was reconciled: read its changes"
     [load] = {m.metadata["dlt_load_id"].value

@@ -4,7 +4,7 @@ The assets of all resources live in one multi-asset so that a backfill of many p
 several resources, is a single dlt run (`BackfillPolicy.single_run()`): one extract, one load.
 """
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -153,7 +153,7 @@ def _sync(
         report = SyncReport()
         late_arrival = timedelta(minutes=vendor_api.late_arrival_minutes)
 
-        def read(window: Window | dict[str, Window], into: Pipeline) -> LoadInfo:
+        def read(window: Window | Mapping[str, Window], into: Pipeline) -> LoadInfo:
             """Read `window` of every selected resource, or each resource's own, and load it
             with `into`."""
             reading = _reading(contracts, window)
@@ -183,10 +183,10 @@ def _sync(
                                 report, load_info)
 
 
-def _reading(contracts: list[ResourceContract], window: Window | dict[str, Window]) -> str:
+def _reading(contracts: list[ResourceContract], window: Window | Mapping[str, Window]) -> str:
     """What a read reads, for its log line and its failure: "order_payments, products for
     [...)", or each resource with its window when they differ."""
-    windows = window if isinstance(window, dict) else {c.name: window for c in contracts}
+    windows = window if isinstance(window, Mapping) else {c.name: window for c in contracts}
     if len(set(windows.values())) == 1:
         return f"{', '.join(windows)} for {next(iter(windows.values()))}"
     return ", ".join(f"{name} for {each}" for name, each in windows.items())
