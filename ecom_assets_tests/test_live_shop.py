@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from dagster import ExecuteInProcessResult
 
 from ecom_assets.ingest.full_refresh import StagedRefresh
 from ecom_assets.ingest.reader import WindowReader
@@ -367,20 +368,26 @@ def test_a_sensor_refresh_across_midnight_reads_yesterday_only_since_it_was_reco
     assert table_rows(duckdb_path) == vendor_rows(live_shop)
 
 
+def sync_losing_a_listed_record(sync: Sync, partition: str, monkeypatch) -> ExecuteInProcessResult:
+    """A sync of `partition` of order_payments whose reader counts one record more than it
+    passes on, as if one the vendor listed had been lost: it does not reconcile."""
+    accept = WindowReader._accept
+
+    def listed_one_more(self, unit, listing, identities, copies) -> None:
+        accept(self, unit, listing, identities, copies)
+        self.report.listed += 1
+
+    with monkeypatch.context() as patch:
+        patch.setattr(WindowReader, "_accept", listed_one_more)
+        return sync(partition, resources=RESOURCE)
+
+
 @pytest.mark.parametrize("live_shop", [(SandboxSpec.recent(days=1, size=2_000), 0)],
                          indirect=True)
 def test_a_refresh_that_did_not_reconcile_leaves_the_next_one_to_read_the_whole_day(
     sync: Sync, live_shop: SandboxServer, monkeypatch
 ) -> None:
-    accept = WindowReader._accept
-
-    def listed_one_more(self, unit, listing, identities, copies) -> None:
-        accept(self, unit, listing, identities, copies)
-        self.report.listed += 1  # as if a record the vendor listed had been lost
-
-    with monkeypatch.context() as patch:
-        patch.setattr(WindowReader, "_accept", listed_one_more)
-        unreconciled = sync(utc_today(), resources=RESOURCE)
+    unreconciled = sync_losing_a_listed_record(sync, utc_today(), monkeypatch)
     assert not checks_passed(unreconciled)["reconciled_with_vendor"]
 
     result = sync(utc_today(), resources=RESOURCE, config=CHANGES_ONLY)
@@ -398,15 +405,8 @@ def test_a_sensor_refresh_reads_whole_only_the_resource_whose_day_was_not_reconc
     # Shortly after midnight UTC the look back for late arrivals would reach midnight.
     sync, today = replace(sync, late_arrival_minutes=0), utc_today()
     assert sync(today).success  # both resources reconciled through the run's end
-    accept = WindowReader._accept
-
-    def listed_one_more(self, unit, listing, identities, copies) -> None:
-        accept(self, unit, listing, identities, copies)
-        self.report.listed += 1  # as if a record the vendor listed had been lost
-
-    with monkeypatch.context() as patch:
-        patch.setattr(WindowReader, "_accept", listed_one_more)
-        assert not checks_passed(sync(today, resources=RESOURCE))["reconciled_with_vendor"]
+    unreconciled = sync_losing_a_listed_record(sync, today, monkeypatch)
+    assert not checks_passed(unreconciled)["reconciled_with_vendor"]
     for resource in ("order_payments", "products"):
         live_shop.update_now(resource, live_shop.window(resource)[0]["id"])
 
