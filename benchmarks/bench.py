@@ -38,7 +38,7 @@ from typing import NamedTuple
 import duckdb
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance
 
-from benchmarks.page import BENCHMARKS_PAGE, write_section
+from benchmarks.page import BENCHMARKS_PAGE, read_section, write_section
 from ecom_assets.ingest.reader import PAGE_SIZE
 from ecom_assets.launch import PROJECT_DIR, dg_environment, launch_command, sandbox_settings
 from ecom_assets.sandbox.data import SandboxSpec
@@ -216,6 +216,26 @@ def sandbox_mode(spec: SandboxSpec) -> str:
     return "cached records" if spec.cache_records else "every response built afresh"
 
 
+def _latency_seconds(spec: SandboxSpec) -> float:
+    """The requests' latency alone: the first page gives `total`, the window's other pages then
+    go out `PAGE_CONCURRENCY` at a time."""
+    pages = -(-spec.size // PAGE_SIZE)
+    return (1 + -(-(pages - 1) // PAGE_CONCURRENCY)) * spec.latency_ms / 1000
+
+
+def _ceiling(spec: SandboxSpec, medians: dict[str, float]) -> float:
+    return medians["a"] / (medians["e"] + _latency_seconds(spec))
+
+
+def speed_up(spec: SandboxSpec, variants: list[Variant]) -> str:
+    """(c) against (a), with the ceiling when (e) ran: a cell of the targets' history."""
+    medians = {v.label: v.median_seconds() for v in variants}
+    if not {"a", "c"} <= medians.keys():
+        return "-"
+    cell = f"{medians['a'] / medians['c']:.2f}x"
+    return f"{cell} ({_ceiling(spec, medians):.2f}x)" if "e" in medians else cell
+
+
 def table(spec: SandboxSpec, variants: list[Variant]) -> str:
     medians = {v.label: v.median_seconds() for v in variants}
     mode = sandbox_mode(spec)
@@ -240,15 +260,13 @@ def table(spec: SandboxSpec, variants: list[Variant]) -> str:
             f"| {ratio('b', seconds)} |"
         )
     if "a" in medians and "e" in medians:
-        # The first page gives `total`; the window's other pages then go out N at a time.
         pages = -(-spec.size // PAGE_SIZE)
-        latency = (1 + -(-(pages - 1) // PAGE_CONCURRENCY)) * spec.latency_ms / 1000
         lines += [
             "",
             f"Ceiling for (c) with a client that costs nothing: (a) / ((e) + {pages} requests "
             f"at {spec.latency_ms:g} ms, {PAGE_CONCURRENCY} in flight) = {medians['a']:.2f} s "
-            f"/ ({medians['e']:.2f} s + {latency:.2f} s) = "
-            f"**{medians['a'] / (medians['e'] + latency):.2f}x**.",
+            f"/ ({medians['e']:.2f} s + {_latency_seconds(spec):.2f} s) = "
+            f"**{_ceiling(spec, medians):.2f}x**.",
         ]
     by_label = {v.label: v for v in variants}
     if "c" in by_label and "e" in by_label:
@@ -306,9 +324,9 @@ def _records_received(dagster_home: Path, partition: str) -> int:
     return int(records[0].asset_materialization.metadata["records_received"].value)
 
 
-def run_costs(repeats: int) -> str:
+def run_costs(repeats: int) -> tuple[str, dict[str, str]]:
     """An empty one-day refresh and a sensor refresh late in a busy day, each against the run
-    it must stay close to, interleaved."""
+    it must stay close to, interleaved: the table, and the cells of the targets' history."""
     started = datetime.now(UTC)
     busy = SandboxSpec.recent(days=1, size=40_000, now=_busy_day_end(started),
                               cache_records=False)
@@ -342,7 +360,12 @@ def run_costs(repeats: int) -> str:
                 print(f"  run {repeat + 1}/{repeats} ({name}) {samples[name][-1]:6.2f} s",
                       flush=True)
     median = {name: statistics.median(values) for name, values in samples.items()}
-    return "\n".join([
+    figures = {
+        EMPTY_REFRESH: f"{median['empty'] / median['minimal']:.2f}x "
+                       f"({median['alone'] / median['minimal']:.2f}x)",
+        SENSOR_REFRESH: f"{median['changes'] / median['empty']:.2f}x",
+    }
+    text = "\n".join([
         f"### What every run costs ({_runs(repeats)}, sandbox: {sandbox_mode(busy)})",
         "",
         "| run | wall time | ratio |",
@@ -371,6 +394,56 @@ def run_costs(repeats: int) -> str:
            f"{busy.size:,} records it would also read its last {LATE_ARRIVAL_MINUTES} minutes' "
            "(about "
            f"{busy.size * LATE_ARRIVAL_MINUTES // (24 * 60)})."),
+    ])
+    return text, figures
+
+
+# The targets' history: a row per `make bench`, newest first, each cell a target's figure.
+HISTORY = "make bench: targets by run"
+HISTORY_ROWS_KEPT = 20
+FIFTY_K, TWENTY_K, CACHED = "50k, 0 ms", "20k, 20 ms (ceiling)", "cached 50k, 0 ms"
+EMPTY_REFRESH = "empty refresh over (f) (floor: (e))"
+SENSOR_REFRESH = "sensor refresh over the empty one"
+HISTORY_COLUMNS = {  # the column, its target
+    FIFTY_K: ">= 3x (a)",
+    TWENTY_K: ">= 3x (a)",
+    EMPTY_REFRESH: "<= 1.25x",
+    SENSOR_REFRESH: "<= 1.1x",
+    CACHED: "no regression",
+}
+TARGET_SCENARIOS = {  # (records, latency in ms, cached): the column its ratio fills
+    (50_000, 0.0, False): FIFTY_K,
+    (20_000, 20.0, False): TWENTY_K,
+    (50_000, 0.0, True): CACHED,
+}
+
+
+def code_version() -> str:
+    """The commit measured, `+changes` if tracked files differ from it (this page aside)."""
+    def git(*arguments: str) -> str:
+        return subprocess.run(["git", *arguments], cwd=PROJECT_DIR, capture_output=True,
+                              text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                  f":!{BENCHMARKS_PAGE.name}")
+    return f"{commit}+changes" if commit and changed else commit or "unknown"
+
+
+def history(figures: dict[str, str], page: Path) -> str:
+    """The targets' history of `page` with this run's row on top."""
+    cells = [datetime.now(UTC).strftime("%Y-%m-%d %H:%M"), f"`{code_version()}`",
+             *(figures.get(column, "-") for column in HISTORY_COLUMNS)]
+    earlier = [line for line in read_section(HISTORY, page, command="make bench").splitlines()
+               if re.match(r"\| \d{4}-", line)]
+    return "\n".join([
+        "Each `make bench` adds its row (medians; its tables are the section above).",
+        "",
+        "| run (UTC) | code | " + " | ".join(HISTORY_COLUMNS) + " |",
+        "| --- | --- |" + " ---: |" * len(HISTORY_COLUMNS),
+        "| target | |" + "".join(f" {target} |" for target in HISTORY_COLUMNS.values()),
+        "| " + " | ".join(cells) + " |",
+        *earlier[: HISTORY_ROWS_KEPT - 1],
     ])
 
 
@@ -405,17 +478,26 @@ def main() -> None:
         f"{machine()}. Every variant is a fresh process on the same sandbox data; ratios are "
         "what to compare, since the machine is noisy."
     ]
+    figures: dict[str, str] = {}  # the targets' cells of this run
     for scenario in args.scenario or default:
         records, latency, *mode = scenario.split(":")
         spec = SandboxSpec(size=int(records), latency_ms=float(latency),
                            cache_records=mode == ["cached"])
         print(f"{scenario}:", flush=True)
-        sections.append(table(spec, measure(spec, args.repeats, args.variants)))
+        variants = measure(spec, args.repeats, args.variants)
+        sections.append(table(spec, variants))
         print(sections[-1], flush=True)
+        column = TARGET_SCENARIOS.get((spec.size, spec.latency_ms, spec.cache_records))
+        if column:
+            figures[column] = speed_up(spec, variants)
     if not args.no_run_costs:
-        sections.append(run_costs(args.run_cost_repeats))
+        text, run_cost_figures = run_costs(args.run_cost_repeats)
+        sections.append(text)
+        figures.update(run_cost_figures)
         print(sections[-1], flush=True)
     write_section(args.section, "\n\n".join(sections), args.output)
+    if args.section == "make bench":  # `make bench-scale` measures no target of this table
+        write_section(HISTORY, history(figures, args.output), args.output, command="make bench")
 
 
 if __name__ == "__main__":

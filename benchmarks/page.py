@@ -8,10 +8,24 @@ from ecom_assets.launch import PROJECT_DIR
 BENCHMARKS_PAGE = PROJECT_DIR / "BENCHMARKS.md"
 
 
-def write_section(name: str, text: str, page: Path = BENCHMARKS_PAGE) -> None:
-    """Replace section `name` of `page` with `text`, or append it if the page has none."""
-    begin = f"<!-- {name}: written by `{name}`, edits inside are lost -->"
-    end = f"<!-- {name}: end -->"
+def _markers(name: str, command: str | None) -> tuple[str, str]:
+    return (f"<!-- {name}: written by `{command or name}`, edits inside are lost -->",
+            f"<!-- {name}: end -->")
+
+
+def read_section(name: str, page: Path = BENCHMARKS_PAGE, command: str | None = None) -> str:
+    """The text of section `name` of `page`, empty if it has none."""
+    begin, end = _markers(name, command)
+    content = page.read_text() if page.exists() else ""
+    return content.partition(begin)[2].partition(end)[0].strip()
+
+
+def write_section(
+    name: str, text: str, page: Path = BENCHMARKS_PAGE, command: str | None = None
+) -> None:
+    """Replace section `name` of `page` (written by `command`, by default the section's name)
+    with `text`, or append it if the page has none."""
+    begin, end = _markers(name, command)
     content = page.read_text() if page.exists() else ""
     section = f"{begin}\n{text.strip()}\n{end}"
     before, found, rest = content.partition(begin)

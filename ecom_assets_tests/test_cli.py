@@ -141,9 +141,13 @@ def test_make_bench_runs_every_variant_on_the_same_data_and_writes_the_table(
     # all 300 records, or it exits), never how fast anything is.
     output = tmp_path / "BENCHMARKS.md"
     analysis = "Analysis written by hand, around the generated sections."
+    history = "make bench: targets by run"
+    earlier_run = "| 2026-11-29 23:46 | `0000000` | 3.02x | 2.11x (2.91x) | 1.40x | 1.18x | 2.87x |"
     output.write_text(
         "# Benchmarks\n\n<!-- make bench: written by `make bench`, edits inside are lost -->\n"
-        f"an old table\n<!-- make bench: end -->\n\n{analysis}\n"
+        f"an old table\n<!-- make bench: end -->\n\n{analysis}\n\n"
+        f"<!-- {history}: written by `make bench`, edits inside are lost -->\n"
+        f"| run (UTC) | code |\n{earlier_run}\n<!-- {history}: end -->\n\nMore analysis.\n"
     )
     result = _run_module(
         ["benchmarks.bench", "--scenario", "300:5", "--repeats", "1", "--run-cost-repeats", "1",
@@ -165,9 +169,18 @@ def test_make_bench_runs_every_variant_on_the_same_data_and_writes_the_table(
     # Its section replaced, the rest of the page kept.
     assert "an old table" not in table
     assert table.count("<!-- make bench: end -->") == 1
-    assert table.endswith(f"<!-- make bench: end -->\n\n{analysis}\n")
+    assert f"<!-- make bench: end -->\n\n{analysis}\n\n<!-- {history}:" in table
+    assert table.endswith(f"<!-- {history}: end -->\n\nMore analysis.\n")
     assert re.search(r"^\| empty one-day refresh .* \*\*[\d.]+x\*\* \(f\) \|$", table, re.M)
     assert re.search(r"^The sensor refreshes read [\d,]+ to [\d,]+ records", table, re.M)
+    # The targets' history: this run's row on top, with the commit measured, then the earlier
+    # runs'. This scenario is none of the targets': only the run costs have figures.
+    rows = re.findall(r"^\| \d{4}-.*\|$", table, re.M)
+    assert rows[1:] == [earlier_run]
+    assert re.fullmatch(
+        r"\| [\d-]+ [\d:]+ \| `[0-9a-f]+(\+changes)?` \| - \| - \| [\d.]+x \([\d.]+x\) "
+        r"\| [\d.]+x \| - \|", rows[0]
+    ), rows[0]
 
 
 def test_a_benchmark_rewrites_its_own_section_of_the_page_and_keeps_the_rest(
