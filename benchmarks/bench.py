@@ -421,8 +421,11 @@ TARGET_SCENARIOS = {  # (records, latency in ms, cached): the column its ratio f
 def code_version() -> str:
     """The commit measured, `+changes` if tracked files differ from it (this page aside)."""
     def git(*arguments: str) -> str:
-        return subprocess.run(["git", *arguments], cwd=PROJECT_DIR, capture_output=True,
-                              text=True).stdout.strip()
+        try:
+            return subprocess.run(["git", *arguments], cwd=PROJECT_DIR, capture_output=True,
+                                  text=True).stdout.strip()
+        except OSError:  # no git: a copy of the project outside a repository
+            return ""
 
     commit = git("rev-parse", "--short", "HEAD")
     changed = git("status", "--porcelain", "--untracked-files=no", "--", ".",

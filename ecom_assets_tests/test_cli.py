@@ -178,7 +178,7 @@ def test_make_bench_runs_every_variant_on_the_same_data_and_writes_the_table(
     rows = re.findall(r"^\| \d{4}-.*\|$", table, re.M)
     assert rows[1:] == [earlier_run]
     assert re.fullmatch(
-        r"\| [\d-]+ [\d:]+ \| `[0-9a-f]+(\+changes)?` \| - \| - \| [\d.]+x \([\d.]+x\) "
+        r"\| [\d-]+ [\d:]+ \| `([0-9a-f]+(\+changes)?|unknown)` \| - \| - \| [\d.]+x \([\d.]+x\) "
         r"\| [\d.]+x \| - \|", rows[0]
     ), rows[0]
 
