@@ -74,6 +74,14 @@ DEFECTS = [
     pytest.param({"amount": "twelve"}, "amount", "not a decimal", id="unconvertible"),
     pytest.param({"amount": {"value": 12}}, "amount", "got an object", id="type-change"),
     pytest.param({"created_at": "yesterday"}, "created_at", "not an RFC 3339", id="bad-time"),
+    pytest.param(
+        {"created_at": "20260102T100000Z"}, "created_at", "not an RFC 3339", id="iso-basic-time"
+    ),
+    pytest.param({"updated_at": None}, "updated_at", "required field is null", id="null-cursor"),
+    pytest.param(
+        {"updated_at": "2026-W01-5T10:00:00Z"}, "updated_at", "not an RFC 3339",
+        id="malformed-cursor",
+    ),
     pytest.param({"id": OMIT}, "id", "required field is missing", id="missing-id"),
     pytest.param(
         {"status": "chargeback"}, "status",

@@ -59,6 +59,17 @@ def test_a_valid_record_is_converted_to_the_contract_types() -> None:
         ("status", "chargeback", "'chargeback' is not one of failed, pending, refunded"),
         ("updated_at", "2026-01-02 10:00:00", "timestamp without a UTC offset"),
         ("updated_at", "yesterday", "not an RFC 3339 timestamp: 'yesterday'"),
+        # ISO 8601 forms that are not RFC 3339, which Python's own parser reads.
+        ("updated_at", "20260102T100000Z", "not an RFC 3339 timestamp"),
+        ("updated_at", "2026-W01-5T10:00:00Z", "not an RFC 3339 timestamp"),
+        ("updated_at", "2026-W01-5T10:00:00.123Z", "not an RFC 3339 timestamp"),  # 24 characters
+        ("updated_at", "2026-01-02T10:00:00.1\uff123Z", "not an RFC 3339 timestamp"),
+        ("updated_at", "2026-01-02T10Z", "not an RFC 3339 timestamp"),
+        ("updated_at", "2026-01-02T10:00:00,5+01:00", "not an RFC 3339 timestamp"),
+        ("updated_at", "2026-02-30T10:00:00.000Z", "not an RFC 3339 timestamp"),
+        ("updated_at", "2026-01-02T10:00:00.9999999Z", "more precise than the microseconds"),
+        ("updated_at", "2026-01-02t10:00:00.5z", None),  # RFC 3339 allows lower case
+        ("updated_at", "2026-01-02T10:00:00.123456Z", None),
         ("updated_at", "9999-12-31T23:59:59.999-01:00", "out of range"),
         ("updated_at", 1767225600, "expected an RFC 3339 timestamp string, got a number"),
     ],
