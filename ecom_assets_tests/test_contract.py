@@ -156,6 +156,57 @@ def test_an_unknown_field_becomes_a_column_and_the_warn_check_lists_it(
     assert check.metadata["unknown_fields_this_run"].value == "loyalty_tier"
 
 
+def test_a_field_the_contract_does_not_know_keeps_its_column_in_every_later_load(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+) -> None:
+    first = sandbox.dataset.records("order_payments", day(1), day(2))[3]
+    second = sandbox.dataset.records("order_payments", day(2), day(3))[3]
+    sandbox.corrupt("order_payments", first["id"], fraudScore="0.10")
+    assert sync(partition_key(1), resources=("order_payments",)).success
+    # A later day brings the field again, beside a new one whose name its column has.
+    sandbox.corrupt("order_payments", second["id"], fraudScore="0.20", fraud_score="high")
+
+    result = sync(partition_key(2), resources=("order_payments",))
+
+    assert result.success, "a WARN check does not block"
+    loaded = {
+        record_id: values for record_id, *values in rows(
+            duckdb_path, "select id, fraud_score, vendor_fraud_score from ecom.order_payments"
+        )
+    }
+    # Each column holds one vendor field in every row: fraudScore, then fraud_score.
+    assert loaded[first["id"]] == ["0.10", None]
+    assert loaded[second["id"]] == ["0.20", "high"]
+    check = evaluations(result)[("order_payments", "known_fields_only")]
+    assert check.metadata["unknown_fields_this_run"].value == (
+        "fraudScore -> fraud_score, fraud_score -> vendor_fraud_score"
+    )
+
+
+def test_a_full_refresh_keeps_the_column_of_each_unknown_field_for_the_loads_after_it(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+) -> None:
+    first, second = (
+        sandbox.dataset.records("order_payments", day(n), day(n + 1))[3] for n in (1, 2)
+    )
+    # Two spellings of one new field: the refresh gives the second a numbered column.
+    sandbox.corrupt("order_payments", first["id"], customerId="cus-a", **{"customer-id": "cus-b"})
+    assert sync(partition_key(1), resources=("order_payments",),
+                config={"full_refresh": True}).success
+    sandbox.corrupt("order_payments", second["id"], customerId="cus-c")
+
+    assert sync(partition_key(2), resources=("order_payments",)).success
+
+    loaded = {
+        record_id: values for record_id, *values in rows(
+            duckdb_path,
+            "select id, vendor_customer_id, vendor_customer_id_2 from ecom.order_payments",
+        )
+    }
+    assert loaded[first["id"]] == ["cus-b", "cus-a"]
+    assert loaded[second["id"]] == [None, "cus-c"], "customerId in its own column"
+
+
 def test_the_reconciliation_counts_only_the_runs_window(
     sync: Sync, sandbox: SandboxServer
 ) -> None:

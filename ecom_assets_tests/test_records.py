@@ -119,6 +119,14 @@ def test_unknown_fields_get_column_names_that_never_collide(
     assert mapping == columns
 
 
+def test_an_unknown_field_keeps_the_column_earlier_loads_gave_it() -> None:
+    mapping: dict[str, str] = {}
+    recorded = {"fraudScore": "fraud_score", "riskLevel": "risk_level"}
+    UnknownFieldColumns(PAYMENTS, mapping, lambda: recorded).add({"fraud_score", "fraudScore"})
+
+    assert mapping == {"fraudScore": "fraud_score", "fraud_score": "vendor_fraud_score"}
+
+
 def test_a_column_name_once_given_stays_with_its_field() -> None:
     mapping: dict[str, str] = {}
     UnknownFieldColumns(PAYMENTS, mapping).add({"fraudScore"})

@@ -22,8 +22,9 @@ from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.sql_client import SqlClientBase
 
 from ecom_assets.contract import FieldType, ResourceContract
-from ecom_assets.ingest.quarantine import QUARANTINE_COLUMNS, QUARANTINE_KEY
+from ecom_assets.ingest.quarantine import QUARANTINE_COLUMNS, QUARANTINE_KEY, VENDOR_FIELD_HINT
 from ecom_assets.ingest.report import SyncReport
+from ecom_assets.ingest.source import SOURCE_NAME
 from ecom_assets.ingest.warehouse import DATASET_NAME, Warehouse
 from ecom_assets.ingest.window import Window
 
@@ -121,7 +122,9 @@ class StagedRefresh:
         for contract in contracts:
             resources.append(dlt.resource(
                 self._rows(contract), name=contract.name, write_disposition="replace",
-                primary_key=contract.primary_key, columns=contract.dlt_columns(dedup=False),
+                primary_key=contract.primary_key,
+                columns={**self._vendor_field_columns(contract.name),
+                         **contract.dlt_columns(dedup=False)},
                 max_table_nesting=0,
             ))
             resources.append(dlt.resource(
@@ -130,6 +133,13 @@ class StagedRefresh:
                 columns=QUARANTINE_COLUMNS, max_table_nesting=0,
             ))
         return self.main.run(resources, loader_file_format=self.warehouse.loader_file_format)
+
+    def _vendor_field_columns(self, table: str) -> dict[str, Any]:
+        """The staged table's columns for fields the contract does not know, with the vendor
+        field each holds, for the table's schema in the main dataset."""
+        schema = self.pipeline.schemas.get(SOURCE_NAME)
+        columns = schema.get_table_columns(table) if schema and table in schema.tables else {}
+        return {name: dict(c) for name, c in columns.items() if VENDOR_FIELD_HINT in c}
 
     def _rows(self, contract: ResourceContract) -> Iterator[pa.Table]:
         """The staged rows, and the table's rows of records the refresh quarantined and did

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import dlt
@@ -41,6 +42,9 @@ QUARANTINE_COLUMNS: dict[str, dict[str, Any]] = {
     "last_seen_at": {"data_type": "timestamp", "nullable": False},
 }
 ARROW_BATCH_SIZE = 10_000
+# A column hint, stored by dlt with the table's schema: the vendor field a column for a field the
+# contract does not know holds, so that every later load puts that field, and only it, there.
+VENDOR_FIELD_HINT = "x-vendor-field"
 # dlt's table hint: the staging data of a merge holds each primary key once.
 DEDUPLICATED = "x-stage-data-deduplicated"
 
@@ -57,6 +61,7 @@ def add_quarantine(
     report: ResourceReport,
     first_seen: Callable[[str], Mapping[str, datetime]],
     now: datetime,
+    vendor_field_columns: Callable[[str], Mapping[str, str]] = lambda table: {},
 ) -> None:
     """Route the resource's records through a `QuarantineRouter` into its table or into
     `<resource>_quarantine`, a table variant of the resource merged on `quarantine_key`.
@@ -73,7 +78,10 @@ def add_quarantine(
         write_disposition="merge",
     )
     resource.apply_hints(table_name=table, create_table_variant=True, columns=QUARANTINE_COLUMNS)
-    resource.add_step(QuarantineRouter(contract, window, report, first_seen, now))
+    resource.add_step(QuarantineRouter(
+        contract, window, report, first_seen, now,
+        recorded_columns=partial(vendor_field_columns, contract.name),
+    ))
 
 
 _NAMING = NamingConvention()
@@ -91,15 +99,31 @@ class UnknownFieldColumns:
     """Columns for the fields the contract does not know, named as dlt names columns, without
     ever landing on another column: a name whose normal form is taken (`customerId` beside the
     contract's `customer_id`, `ID`, `updated-at`, two spellings of one new field) gets a
-    `vendor_` prefix, then a number. The mapping is kept in the report."""
+    `vendor_` prefix, then a number. A field that earlier loads gave a column keeps it
+    (`recorded`, read when a run first meets a field), whatever other fields a run brings. The
+    mapping is kept in the report."""
 
-    def __init__(self, contract: ResourceContract, mapping: dict[str, str]) -> None:
+    def __init__(
+        self,
+        contract: ResourceContract,
+        mapping: dict[str, str],
+        recorded: Callable[[], Mapping[str, str]] = dict,
+    ) -> None:
         self._mapping = mapping
         self._taken = {f.name for f in contract.fields} | set(mapping.values())
+        self._read_recorded = recorded
+        self._recorded: Mapping[str, str] | None = None  # read once a run meets a new field
 
     def add(self, fields: set[str]) -> None:
+        new = fields - self._mapping.keys()
+        if new and self._recorded is None:
+            self._recorded = self._read_recorded()
+            self._taken |= set(self._recorded.values())
+        recorded = self._recorded or {}
+        for field in new & recorded.keys():
+            self._mapping[field] = recorded[field]
         # Fields already in normal form first: they keep their own name.
-        for field in sorted(fields - self._mapping.keys(), key=lambda f: (_column_name(f) != f, f)):
+        for field in sorted(new - recorded.keys(), key=lambda f: (_column_name(f) != f, f)):
             base = _column_name(field)
             name = base or "vendor_field"  # a name dlt cannot use: "" or " "
             if name in self._taken or name.startswith("_dlt"):
@@ -129,6 +153,7 @@ class QuarantineRouter(ItemTransform[Any]):
         report: ResourceReport,
         first_seen: Callable[[str], Mapping[str, datetime]],
         now: datetime,
+        recorded_columns: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         super().__init__(self.__call__)
         self.contract = contract
@@ -138,7 +163,7 @@ class QuarantineRouter(ItemTransform[Any]):
         self._first_seen: Mapping[str, datetime] | None = None  # asked for when needed
         self._now = now
         self._known = contract.field_names
-        self._unknown = UnknownFieldColumns(contract, report.unknown_fields)
+        self._unknown = UnknownFieldColumns(contract, report.unknown_fields, recorded_columns)
         self._batch: list[dict[str, Any]] = []
         self._quarantined: set[str] = set()  # keys written this run
 
@@ -205,7 +230,13 @@ class QuarantineRouter(ItemTransform[Any]):
         # inherits `True` from an earlier run's schema, and the ids are counted once per
         # window rather than at every batch (quadratic in the window's size).
         deduplicated = self.report.complete and self.report.distinct_loaded == self.report.loaded
-        hints = dlt.mark.make_hints(additional_table_hints={DEDUPLICATED: deduplicated})
+        hints = dlt.mark.make_hints(
+            additional_table_hints={DEDUPLICATED: deduplicated},
+            columns=[
+                {"name": column, "data_type": "text", "nullable": True, VENDOR_FIELD_HINT: field}
+                for field, column in self.report.unknown_fields.items()
+            ] or None,
+        )
         return dlt.mark.with_hints(table, hints)
 
     def _arrow(self, records: list[dict[str, Any]]) -> pa.Table:

@@ -74,6 +74,7 @@ def ecom_source(
     contracts: Sequence[ResourceContract] = tuple(CONTRACTS.values()),
     report: SyncReport | None = None,
     quarantine_first_seen: Callable[[str], Mapping[str, datetime]] = lambda table: {},
+    vendor_field_columns: Callable[[str], Mapping[str, str]] = lambda table: {},
     late_arrival: timedelta = timedelta(minutes=DEFAULTS.late_arrival_minutes),
 ) -> DltSource:
     """The REST API source for `contracts`, restricted to `window` on `updated_at`: one for
@@ -82,9 +83,11 @@ def ecom_source(
     End the window in the past, as the assets and the CLI do (when the run starts): a record
     updated while the window is read then leaves it, which the vendor's `total` shows. Every
     request goes through `session` (its key, retry policy and concurrency); close it after the
-    run. Pass a `SyncReport` to learn what each resource received, and how to read the first-seen
+    run. Pass a `SyncReport` to learn what each resource received, how to read the first-seen
     times of a quarantine table's rows (`Warehouse.quarantine_first_seen`), asked for when a
-    resource first quarantines a record.
+    resource first quarantines a record, and how to read which vendor field each column of a
+    table holds beyond the contract's (`Warehouse.vendor_field_columns`), asked for when a
+    resource first meets a field the contract does not know.
 
     Tables are merged on `id`: what the reader releases is what the vendor listed in each part
     of the window at one instant, and a record listed twice (it moved into a later part while
@@ -129,5 +132,6 @@ def ecom_source(
             report[contract.name],
             quarantine_first_seen,
             now,
+            vendor_field_columns,
         )
     return source

@@ -7,6 +7,7 @@ Credentials of other destinations come from dlt's own providers (environment var
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import shutil
 import time
@@ -22,7 +23,8 @@ import duckdb
 from dlt.common.destination import Destination
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 
-from ecom_assets.ingest.quarantine import QUARANTINE_KEY
+from ecom_assets.ingest.quarantine import QUARANTINE_KEY, VENDOR_FIELD_HINT
+from ecom_assets.ingest.source import SOURCE_NAME
 from ecom_assets.settings import DEFAULTS
 
 logger = logging.getLogger(__name__)
@@ -194,6 +196,19 @@ class Warehouse:
                 )
                 next_log = now + BUSY_LOG_SECONDS
             time.sleep(min(LOCK_POLL_SECONDS / 4, max(deadline - now, 0)))
+
+    def vendor_field_columns(self, pipeline: dlt.Pipeline, table: str) -> dict[str, str]:
+        """Which vendor field each of `table`'s columns for fields the contract does not know
+        holds, as the loads so far recorded it in the schema dlt stores with the data."""
+        with pipeline.destination_client() as client:
+            stored = client.get_stored_schema(SOURCE_NAME)
+        if stored is None:
+            return {}
+        columns = json.loads(stored.schema).get("tables", {}).get(table, {}).get("columns", {})
+        return {
+            column[VENDOR_FIELD_HINT]: name for name, column in columns.items()
+            if VENDOR_FIELD_HINT in column
+        }
 
     def quarantine_first_seen(self, pipeline: dlt.Pipeline, table: str) -> dict[str, datetime]:
         """When each record in quarantine `table` was first seen (quarantine is small)."""
