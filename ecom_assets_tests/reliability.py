@@ -2,8 +2,9 @@
 gets. Writes docs/reliability.md (generated: never edit it by hand).
 
 Each case starts a fresh sandbox vendor, makes it misbehave, materializes one partition of
-`ecom/order_payments` in process, then compares the table with what the vendor lists in that
-day, and searches every log line, Dagster event and file the run produced for the API key.
+`ecom/order_payments` (or of the case's resource) in process, then compares the table with
+what the vendor lists in that day, and searches every log line, Dagster event and file the run
+produced for the API key.
 Exits non-zero if any case did not behave as expected.
 """
 
@@ -28,7 +29,7 @@ from ecom_assets_tests.support import SMALL_SPEC, Sync, day, failure_message, pa
 
 KEY = "reliability-key-9b7c3e"
 PARTITION = 1
-# The live shop the sync is tested against: records changing every second, all day.
+# A live shop: records changing every second, all day.
 CHANGES_PER_SECOND = 10
 
 
@@ -41,6 +42,7 @@ class Case:
     quarantined: int = 0  # records the run must quarantine
     changes_per_second: float = 0
     loaded_before: bool = False  # the partition was materialized once before the misbehaviour
+    resource: str = "order_payments"
 
     @property
     def expected(self) -> str:
@@ -58,20 +60,28 @@ def _faults(*faults: Fault, times: int = 1) -> Callable[[SandboxServer], None]:
     return add
 
 
-def _window(sandbox: SandboxServer) -> list[dict]:
-    return sandbox.dataset.records("order_payments", day(PARTITION), day(PARTITION + 1))
+def _window(sandbox: SandboxServer, resource: str = "order_payments") -> list[dict]:
+    return sandbox.dataset.records(resource, day(PARTITION), day(PARTITION + 1))
 
 
-def _update_a_record_while_paging(sandbox: SandboxServer) -> None:
-    moved = _window(sandbox)[1]
-    sandbox.faults.add("order_payments", Fault.stall(0))
-    sandbox.faults.add(
-        "order_payments", Fault.act(lambda: sandbox.update_now("order_payments", moved["id"]))
-    )
+def _while_paging(change: Callable[[SandboxServer], None]) -> Callable[[SandboxServer], None]:
+    """`change` made to the vendor's data as it answers the window's second request."""
+    def misbehave(sandbox: SandboxServer) -> None:
+        sandbox.faults.add("order_payments", Fault.stall(0))
+        sandbox.faults.add("order_payments", Fault.act(lambda: change(sandbox)))
+
+    return misbehave
 
 
-def _corrupt(**fields: object) -> Callable[[SandboxServer], None]:
-    return lambda sandbox: sandbox.corrupt("order_payments", _window(sandbox)[7]["id"], **fields)
+def _arriving_late(sandbox: SandboxServer) -> None:
+    """A new record filed in the middle of the window's day, long past (replication lag)."""
+    middle = day(PARTITION) + timedelta(hours=12)
+    sandbox.live.create("order_payments", updated_ms=int(middle.timestamp() * 1000))
+
+
+def _corrupt(*, resource: str = "order_payments", **fields: object
+             ) -> Callable[[SandboxServer], None]:
+    return lambda sandbox: sandbox.corrupt(resource, _window(sandbox, resource)[7]["id"], **fields)
 
 
 def _duplicate(position: int, **copy: object) -> Callable[[SandboxServer], None]:
@@ -111,7 +121,12 @@ CASES = [
     Case("a page ignoring limit (all of the window)", _faults(Fault.ignore_limit(1000)), "all"),
     Case("a redirect to the same URL", _faults(Fault.redirect()), "all"),
     Case("a connection closed in the middle of a page", _faults(Fault.cut()), "all"),
-    Case("a record updated while paging", _update_a_record_while_paging, "all"),
+    Case("a record updated while paging", _while_paging(
+        lambda sb: sb.update_now("order_payments", _window(sb)[1]["id"])), "all"),
+    Case("a record filed in the window while paging (a late arrival, here hours late)",
+         _while_paging(_arriving_late), "all"),
+    Case("a record deleted while paging", _while_paging(
+        lambda sb: sb.delete("order_payments", _window(sb)[1]["id"])), "all"),
     Case(f"{CHANGES_PER_SECOND} records changing every second", lambda sb: None, "all",
          changes_per_second=CHANGES_PER_SECOND),
     Case("error bodies echoing the key, retried",
@@ -129,6 +144,8 @@ CASES = [
          loaded_before=True),
     Case("a required field null", _corrupt(customer_id=None), "all but the defective",
          "Blocking checks failed", quarantined=1),
+    Case("a required field of the wrong type (a number for a string)", _corrupt(customer_id=42),
+         "all but the defective", "Blocking checks failed", quarantined=1),
     Case("money as NaN", _corrupt(amount=float("nan")), "all but the defective",
          "Blocking checks failed", quarantined=1),
     Case("money as a string off the contract's form (1_000.50)", _corrupt(amount="1_000.50"),
@@ -142,6 +159,17 @@ CASES = [
     Case("a field named \"\"", _corrupt(**{"": "x"}), "all"),
     Case("a far-future updated_at", _corrupt(updated_at="9999-12-31T23:59:59.999Z"),
          "all but the defective", "Blocking checks failed", quarantined=1),
+    Case("a null updated_at", _corrupt(updated_at=None), "all but the defective",
+         "Blocking checks failed", quarantined=1),
+    Case("a malformed updated_at (an ISO 8601 week date)",
+         _corrupt(updated_at="2026-W01-5T10:00:00.000Z"), "all but the defective",
+         "Blocking checks failed", quarantined=1),
+    Case("products: active as a string", _corrupt(resource="products", active="true"),
+         "all but the defective", "Blocking checks failed", quarantined=1, resource="products"),
+    Case("products: tags not a list of strings", _corrupt(resource="products", tags=[1, 2]),
+         "all but the defective", "Blocking checks failed", quarantined=1, resource="products"),
+    Case("products: price as NaN", _corrupt(resource="products", price=float("nan")),
+         "all but the defective", "Blocking checks failed", quarantined=1, resource="products"),
     Case("one id twice with different content", _duplicate(99), "all but the defective",
          "Blocking checks failed", quarantined=2),
     Case("one id twice, the copy filed hours later",
@@ -218,19 +246,19 @@ def run_case(case: Case, workdir: Path) -> Outcome:
             os.environ.update(ECOM_API_BASE_URL=sandbox.base_url, ECOM_API_KEY=KEY)
             sync = Sync(instance, database, request_timeout=1.0)
             if case.loaded_before:
-                sync(partition_key(PARTITION), resources=("order_payments",))
+                sync(partition_key(PARTITION), resources=(case.resource,))
             case.misbehave(sandbox)
-            result = sync(partition_key(PARTITION), resources=("order_payments",))
+            result = sync(partition_key(PARTITION), resources=(case.resource,))
             error = None if result.success else failure_message(result)
             events = "\n".join(str(entry) for entry in instance.all_logs(result.run_id))
             with sandbox.live.paused():
-                sandbox.serve_empty("order_payments", False)
+                sandbox.serve_empty(case.resource, False)
                 listed = {r["id"] for r in sandbox.window(
-                    "order_payments", day(PARTITION), day(PARTITION + 1))}
+                    case.resource, day(PARTITION), day(PARTITION + 1))}
     finally:
         root.removeHandler(capture)
-    ids = [r[0] for r in _count(database, "select id from ecom.order_payments")]
-    quarantined = _count(database, "select count(*) from ecom.order_payments_quarantine")
+    ids = [r[0] for r in _count(database, f"select id from ecom.{case.resource}")]
+    quarantined = _count(database, f"select count(*) from ecom.{case.resource}_quarantine")
     expected = {"all": len(listed), "all but the defective": len(listed) - 1,
                 "nothing": 0}[case.loads]
     key = KEY.encode()
@@ -250,14 +278,15 @@ def report(outcomes: list[Outcome]) -> str:
         "Generated by `make reliability` (`ecom_assets_tests/reliability.py`); do not edit.",
         f"Generated on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
         "",
-        f"Each case serves {SMALL_SPEC.size:,} order payments over {SMALL_SPEC.days} days from "
-        "the sandbox vendor, makes it misbehave as the contract "
+        f"Each case serves {SMALL_SPEC.size:,} records of each resource over {SMALL_SPEC.days} "
+        "days from the sandbox vendor, makes it misbehave as the contract "
         "(`../shared/vendor-api/openapi.yaml`) says real vendors do, runs the sync of one of "
-        "those days, and compares the table with what the vendor lists in that day afterwards. "
+        "those days (of order payments, of products where the case says so), and compares the "
+        "table with what the vendor lists in that day afterwards. "
         "Rows: expected / loaded. Key hits: how often the API key appears in "
         "the logs, the Dagster events, the error and every file the run wrote (it must be 0). "
-        f"The live shop of the sync's own tests changes {CHANGES_PER_SECOND} records every "
-        "second while they run (`ecom_assets_tests/test_live_shop.py`).",
+        "The sync's own tests also run against a live shop changing up to 100 records every "
+        "second (`ecom_assets_tests/test_live_shop.py`).",
         "",
         "| case | expected | observed | rows | duplicates | key hits | ok |",
         "| --- | --- | --- | --- | ---: | ---: | --- |",
