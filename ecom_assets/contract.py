@@ -84,6 +84,9 @@ class Field:
     description: str
     # The values the vendor's schema allows (an OpenAPI `enum`); None: any value of the type.
     allowed: frozenset[str] | None = None
+    # A nullable field whose schema type has no null (OpenAPI: optional, not `[type, "null"]`)
+    # may be absent, and then its column is null, but an explicit null is a defect.
+    null_allowed: bool = True
 
     @property
     def constraint(self) -> str | None:
@@ -297,6 +300,9 @@ def conform(
             if not nullable:
                 reason = "missing" if name not in record else "null"
                 violations.append({"field": name, "reason": f"required field is {reason}"})
+            elif not field.null_allowed and name in record:
+                reason = "null: the field may be absent, but its type has no null"
+                violations.append({"field": name, "reason": reason})
             continue
         if parse is _text and type(value) is str and value.isascii() and "\x00" not in value:
             pass  # as `_text` would find, without the call: most fields are such text
@@ -348,7 +354,8 @@ PRODUCTS = ResourceContract(
         Field("description", FieldType.TEXT, True, "Free-text description."),
         Field("category", FieldType.TEXT, True, "Catalogue category."),
         Field("active", FieldType.BOOLEAN, False, "Whether the product is on sale."),
-        Field("tags", FieldType.TEXT_LIST, True, "Tags, a JSON list of strings."),
+        Field("tags", FieldType.TEXT_LIST, True, "Tags, a JSON list of strings (or absent).",
+              null_allowed=False),
         Field("created_at", FieldType.TIMESTAMP, False, "When the product was created (UTC)."),
         Field("updated_at", FieldType.TIMESTAMP, False, "Last change at the vendor (UTC)."),
     ),

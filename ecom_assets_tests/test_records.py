@@ -82,6 +82,23 @@ def test_each_contract_rule(field: str, value: object, reason: str | None) -> No
     ), violations
 
 
+def test_an_optional_field_whose_type_has_no_null_may_be_absent_but_not_null() -> None:
+    # The contract's `tags: {type: array, ...}`, outside `required`, beside `description:
+    # {type: [string, "null"]}`.
+    products = CONTRACTS["products"]
+    product = {
+        "id": "prd_0000001", "product_id": "SKU-1", "name": "Tea", "price": "3.50",
+        "currency": "EUR", "description": None, "active": True,
+        "created_at": "2026-01-01T00:00:00.000Z", "updated_at": "2026-01-02T10:00:00.000Z",
+    }
+
+    assert conform(products, product)[1] == []
+    assert conform(products, {**product, "tags": []})[1] == []
+    assert conform(products, {**product, "tags": None})[1] == [{
+        "field": "tags", "reason": "null: the field may be absent, but its type has no null",
+    }]
+
+
 def test_a_missing_required_field_is_missing_not_null() -> None:
     record = {k: v for k, v in VALID.items() if k != "order_id"}
 

@@ -227,9 +227,10 @@ class SandboxResource:
     - `unknown_field`: (name, draw -> value), a field the contract does not list, sent only
       with `SandboxSpec.unknown_fields`.
     - `tags`: the pool of TEXT_LIST values (a record holds 0..3 distinct ones).
-    - `null_share`: how often a nullable field is null; `true_share`: how often a BOOLEAN is
-      true; `created_share`: how often a record was never modified (`created_at` equal to
-      `updated_at`, else up to `created_days` days earlier).
+    - `null_share`: how often a nullable field is null (absent, for one whose type has no
+      null); `true_share`: how often a BOOLEAN is true; `created_share`: how often a record
+      was never modified (`created_at` equal to `updated_at`, else up to `created_days` days
+      earlier).
 
     TEXT fields without a pool or code, and not enumerated by the contract, get
     `<field name>_<6 digits>`.
@@ -378,6 +379,10 @@ class RecordBuilder:
             (f.name, self._maker(spec, f)) for f in contract.fields
         ]
         self._blocks = -(-self._slots // 16)
+        # Optional fields whose type has no null (`tags`) are left out where others are null.
+        self._absent_when_null = tuple(
+            f.name for f in contract.fields if f.nullable and not f.null_allowed
+        )
         self._unknown: tuple[str, Callable[[Draws], Any]] | None = None
         if spec.unknown_fields and resource.unknown_field is not None:
             self._unknown = resource.unknown_field
@@ -392,6 +397,9 @@ class RecordBuilder:
         record = {
             name: make(words, number, updated_ms, created_now) for name, make in self._makers
         }
+        for name in self._absent_when_null:
+            if record[name] is None:
+                del record[name]
         if self._unknown is not None:
             name, generate = self._unknown
             record[name] = generate(Draws(self._hasher, number, first_block=self._blocks))
