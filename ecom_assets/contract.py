@@ -9,6 +9,7 @@ imports: the dlt source uses it too.
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -227,20 +228,18 @@ _RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d
 MICROSECOND_DIGITS = 6
 
 
-def _in_contract_form(value: str) -> bool:
-    """Laid out as `2026-01-02T10:00:00.123Z`, the contract's form, which `fromisoformat` then
-    reads digit by digit as RFC 3339 does: the common case, without the pattern's cost."""
-    return (
-        len(value) == 24 and value[4] == value[7] == "-" and value[10] == "T"
-        and value[13] == value[16] == ":" and value[19] == "." and value[23] == "Z"
-    )
+# The separators of `2026-01-02T10:00:00.123Z`, the contract's form, and where they stand: a
+# value laid out so is read by `fromisoformat` digit by digit as RFC 3339 reads it, so the
+# common case skips the pattern's cost.
+_CONTRACT_FORM_SEPARATORS = ("-", "-", "T", ":", ":", ".", "Z")
+_separators = operator.itemgetter(4, 7, 10, 13, 16, 19, 23)
 
 
 def parse_timestamp(value: Any) -> datetime:
     """An RFC 3339 timestamp with an offset (`Z` or `+hh:mm`) as an aware UTC datetime."""
     if not isinstance(value, str):
         raise ValueError(f"expected an RFC 3339 timestamp string, got {json_type(value)}")
-    if not _in_contract_form(value):
+    if len(value) != 24 or _separators(value) != _CONTRACT_FORM_SEPARATORS:
         form = _RFC3339.fullmatch(value)
         if form is None:
             raise ValueError(f"not an RFC 3339 timestamp: {value[:40]!r}")
@@ -251,8 +250,9 @@ def parse_timestamp(value: Any) -> datetime:
             raise ValueError(
                 f"more precise than the microseconds a timestamp column holds: {value[:40]!r}"
             )
+        value = value.upper()  # RFC 3339 allows `t` and `z`, `fromisoformat` does not
     try:  # the ranges, and the digits: month 13, 30 February, hour 24
-        parsed = datetime.fromisoformat(value.upper())
+        parsed = datetime.fromisoformat(value)
     except ValueError:
         raise ValueError(f"not an RFC 3339 timestamp: {value[:40]!r}") from None
     try:
