@@ -224,7 +224,9 @@ def _money(value: Any) -> Decimal:
 # the offset (checked apart, to say that it is missing). Python's `fromisoformat` alone also
 # reads ISO 8601's other forms (`20260102T100000Z`, week dates, `10Z`, decimal commas) and
 # cuts a longer fraction to microseconds.
-_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)?")
+_RFC3339 = re.compile(
+    r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-](?:[01]\d|2[0-3]):[0-5]\d)?"
+)
 MICROSECOND_DIGITS = 6
 
 
@@ -250,6 +252,8 @@ def parse_timestamp(value: Any) -> datetime:
             raise ValueError(
                 f"more precise than the microseconds a timestamp column holds: {value[:40]!r}"
             )
+        if value[17:19] == "60":
+            raise ValueError(f"a leap second, which a timestamp column cannot hold: {value!r}")
         value = value.upper()  # RFC 3339 allows `t` and `z`, `fromisoformat` does not
     try:  # the ranges, and the digits: month 13, 30 February, hour 24
         parsed = datetime.fromisoformat(value)

@@ -68,6 +68,9 @@ def test_a_valid_record_is_converted_to_the_contract_types() -> None:
         ("updated_at", "2026-01-02T10:00:00,5+01:00", "not an RFC 3339 timestamp"),
         ("updated_at", "2026-02-30T10:00:00.000Z", "not an RFC 3339 timestamp"),
         ("updated_at", "2026-01-02T10:00:00.9999999Z", "more precise than the microseconds"),
+        ("updated_at", "2026-01-02T10:00:00+01:99", "not an RFC 3339 timestamp"),
+        ("updated_at", "2026-01-02T10:00:00+24:00", "not an RFC 3339 timestamp"),
+        ("updated_at", "2016-12-31T23:59:60Z", "a leap second"),
         ("updated_at", "2026-01-02t10:00:00.5z", None),  # RFC 3339 allows lower case
         ("updated_at", "2026-01-02T10:00:00.123456Z", None),
         ("updated_at", "9999-12-31T23:59:59.999-01:00", "out of range"),
@@ -136,12 +139,23 @@ def test_unknown_fields_get_column_names_that_never_collide(
     assert mapping == columns
 
 
-def test_an_unknown_field_keeps_the_column_earlier_loads_gave_it() -> None:
+def test_an_unknown_field_keeps_the_column_earlier_loads_gave_it_and_no_other() -> None:
+    # The table's columns as stored, with the vendor field each holds where one is recorded:
+    # a column the contract has since adopted, and one older than the record, without.
+    stored = {"id": None, "payment_method": "paymentMethod", "fraud_score": "fraudScore",
+              "risk_level": "riskLevel", "legacy_note": None}
     mapping: dict[str, str] = {}
-    recorded = {"fraudScore": "fraud_score", "riskLevel": "risk_level"}
-    UnknownFieldColumns(PAYMENTS, mapping, lambda: recorded).add({"fraud_score", "fraudScore"})
+    columns = UnknownFieldColumns(PAYMENTS, mapping, lambda: stored)
 
-    assert mapping == {"fraudScore": "fraud_score", "fraud_score": "vendor_fraud_score"}
+    columns.add({"fraud_score", "fraudScore", "paymentMethod", "legacy_note", "legacyNote"})
+
+    assert mapping == {
+        "fraudScore": "fraud_score",
+        "fraud_score": "vendor_fraud_score",
+        "paymentMethod": "vendor_payment_method",
+        "legacy_note": "vendor_legacy_note",
+        "legacyNote": "vendor_legacy_note_2",
+    }
 
 
 def test_a_column_name_once_given_stays_with_its_field() -> None:

@@ -161,7 +161,7 @@ def _sync(
             source = ecom_source(
                 vendor_api.base_url, session, window, contracts=contracts, report=report,
                 quarantine_first_seen=partial(target.quarantine_first_seen, pipeline),
-                vendor_field_columns=partial(target.vendor_field_columns, pipeline),
+                stored_columns=partial(target.stored_columns, pipeline),
                 late_arrival=late_arrival,
             )
             try:

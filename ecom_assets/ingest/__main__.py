@@ -84,7 +84,7 @@ def main() -> None:
             contracts=contracts,
             report=report,
             quarantine_first_seen=partial(warehouse.quarantine_first_seen, pipeline),
-            vendor_field_columns=partial(warehouse.vendor_field_columns, pipeline),
+            stored_columns=partial(warehouse.stored_columns, pipeline),
             late_arrival=timedelta(minutes=settings.late_arrival_minutes),
         )
         try:

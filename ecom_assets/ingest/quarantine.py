@@ -61,7 +61,7 @@ def add_quarantine(
     report: ResourceReport,
     first_seen: Callable[[str], Mapping[str, datetime]],
     now: datetime,
-    vendor_field_columns: Callable[[str], Mapping[str, str]] = lambda table: {},
+    stored_columns: Callable[[str], Mapping[str, str | None]] = lambda table: {},
 ) -> None:
     """Route the resource's records through a `QuarantineRouter` into its table or into
     `<resource>_quarantine`, a table variant of the resource merged on `quarantine_key`.
@@ -80,7 +80,7 @@ def add_quarantine(
     resource.apply_hints(table_name=table, create_table_variant=True, columns=QUARANTINE_COLUMNS)
     resource.add_step(QuarantineRouter(
         contract, window, report, first_seen, now,
-        recorded_columns=partial(vendor_field_columns, contract.name),
+        stored_columns=partial(stored_columns, contract.name),
     ))
 
 
@@ -98,32 +98,40 @@ def _column_name(name: str) -> str | None:
 class UnknownFieldColumns:
     """Columns for the fields the contract does not know, named as dlt names columns, without
     ever landing on another column: a name whose normal form is taken (`customerId` beside the
-    contract's `customer_id`, `ID`, `updated-at`, two spellings of one new field) gets a
-    `vendor_` prefix, then a number. A field that earlier loads gave a column keeps it
-    (`recorded`, read when a run first meets a field), whatever other fields a run brings. The
-    mapping is kept in the report."""
+    contract's `customer_id`, `ID`, `updated-at`, two spellings of one new field, a column the
+    table already has) gets a `vendor_` prefix, then a number. A field that earlier loads gave
+    a column keeps it, whatever other fields a run brings: `stored_columns` gives the table's
+    columns with the vendor field each holds (`VENDOR_FIELD_HINT`, None where none is
+    recorded), read when a run first meets a new field. The mapping is kept in the report."""
 
     def __init__(
         self,
         contract: ResourceContract,
         mapping: dict[str, str],
-        recorded: Callable[[], Mapping[str, str]] = dict,
+        stored_columns: Callable[[], Mapping[str, str | None]] = dict,
     ) -> None:
         self._mapping = mapping
-        self._taken = {f.name for f in contract.fields} | set(mapping.values())
-        self._read_recorded = recorded
-        self._recorded: Mapping[str, str] | None = None  # read once a run meets a new field
+        self._contract_fields = contract.field_names
+        self._taken = set(self._contract_fields) | set(mapping.values())
+        self._read_stored_columns = stored_columns
+        self._recorded: dict[str, str] | None = None  # field -> column, once a run needs it
 
     def add(self, fields: set[str]) -> None:
         new = fields - self._mapping.keys()
-        if new and self._recorded is None:
-            self._recorded = self._read_recorded()
-            self._taken |= set(self._recorded.values())
-        recorded = self._recorded or {}
-        for field in new & recorded.keys():
-            self._mapping[field] = recorded[field]
+        if not new:
+            return
+        if self._recorded is None:
+            stored = self._read_stored_columns()
+            self._taken |= stored.keys()
+            # A column the contract has since adopted is the contract's, not the field's.
+            self._recorded = {
+                field: column for column, field in stored.items()
+                if field is not None and column not in self._contract_fields
+            }
+        for field in new & self._recorded.keys():
+            self._mapping[field] = self._recorded[field]
         # Fields already in normal form first: they keep their own name.
-        for field in sorted(new - recorded.keys(), key=lambda f: (_column_name(f) != f, f)):
+        for field in sorted(new - self._recorded.keys(), key=lambda f: (_column_name(f) != f, f)):
             base = _column_name(field)
             name = base or "vendor_field"  # a name dlt cannot use: "" or " "
             if name in self._taken or name.startswith("_dlt"):
@@ -153,7 +161,7 @@ class QuarantineRouter(ItemTransform[Any]):
         report: ResourceReport,
         first_seen: Callable[[str], Mapping[str, datetime]],
         now: datetime,
-        recorded_columns: Callable[[], Mapping[str, str]] = dict,
+        stored_columns: Callable[[], Mapping[str, str | None]] = dict,
     ) -> None:
         super().__init__(self.__call__)
         self.contract = contract
@@ -163,7 +171,7 @@ class QuarantineRouter(ItemTransform[Any]):
         self._first_seen: Mapping[str, datetime] | None = None  # asked for when needed
         self._now = now
         self._known = contract.field_names
-        self._unknown = UnknownFieldColumns(contract, report.unknown_fields, recorded_columns)
+        self._unknown = UnknownFieldColumns(contract, report.unknown_fields, stored_columns)
         self._batch: list[dict[str, Any]] = []
         self._quarantined: set[str] = set()  # keys written this run
 

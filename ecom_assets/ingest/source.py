@@ -74,7 +74,7 @@ def ecom_source(
     contracts: Sequence[ResourceContract] = tuple(CONTRACTS.values()),
     report: SyncReport | None = None,
     quarantine_first_seen: Callable[[str], Mapping[str, datetime]] = lambda table: {},
-    vendor_field_columns: Callable[[str], Mapping[str, str]] = lambda table: {},
+    stored_columns: Callable[[str], Mapping[str, str | None]] = lambda table: {},
     late_arrival: timedelta = timedelta(minutes=DEFAULTS.late_arrival_minutes),
 ) -> DltSource:
     """The REST API source for `contracts`, restricted to `window` on `updated_at`: one for
@@ -85,8 +85,8 @@ def ecom_source(
     request goes through `session` (its key, retry policy and concurrency); close it after the
     run. Pass a `SyncReport` to learn what each resource received, how to read the first-seen
     times of a quarantine table's rows (`Warehouse.quarantine_first_seen`), asked for when a
-    resource first quarantines a record, and how to read which vendor field each column of a
-    table holds beyond the contract's (`Warehouse.vendor_field_columns`), asked for when a
+    resource first quarantines a record, and how to read a table's columns with the vendor
+    field each holds beyond the contract's (`Warehouse.stored_columns`), asked for when a
     resource first meets a field the contract does not know.
 
     Tables are merged on `id`: what the reader releases is what the vendor listed in each part
@@ -132,6 +132,6 @@ def ecom_source(
             report[contract.name],
             quarantine_first_seen,
             now,
-            vendor_field_columns,
+            stored_columns,
         )
     return source

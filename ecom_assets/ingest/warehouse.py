@@ -197,18 +197,16 @@ class Warehouse:
                 next_log = now + BUSY_LOG_SECONDS
             time.sleep(min(LOCK_POLL_SECONDS / 4, max(deadline - now, 0)))
 
-    def vendor_field_columns(self, pipeline: dlt.Pipeline, table: str) -> dict[str, str]:
-        """Which vendor field each of `table`'s columns for fields the contract does not know
-        holds, as the loads so far recorded it in the schema dlt stores with the data."""
+    def stored_columns(self, pipeline: dlt.Pipeline, table: str) -> dict[str, str | None]:
+        """`table`'s columns as the loads so far stored them in the schema dlt keeps with the
+        data, each with the vendor field it holds for a field the contract does not know (None
+        where none is recorded: the contract's, dlt's, and columns older than the hint)."""
         with pipeline.destination_client() as client:
             stored = client.get_stored_schema(SOURCE_NAME)
         if stored is None:
             return {}
         columns = json.loads(stored.schema).get("tables", {}).get(table, {}).get("columns", {})
-        return {
-            column[VENDOR_FIELD_HINT]: name for name, column in columns.items()
-            if VENDOR_FIELD_HINT in column
-        }
+        return {name: column.get(VENDOR_FIELD_HINT) for name, column in columns.items()}
 
     def quarantine_first_seen(self, pipeline: dlt.Pipeline, table: str) -> dict[str, datetime]:
         """When each record in quarantine `table` was first seen (quarantine is small)."""
