@@ -1,6 +1,7 @@
 """The schema contract: typed tables, quarantined defects, blocking checks, schema evolution."""
 
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -205,6 +206,34 @@ def test_a_full_refresh_keeps_the_column_of_each_unknown_field_for_the_loads_aft
     }
     assert loaded[first["id"]] == ["cus-b", "cus-a"]
     assert loaded[second["id"]] == [None, "cus-c"], "customerId in its own column"
+
+
+def test_an_older_copy_of_a_record_read_by_a_later_run_never_overwrites_the_newer_row(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+) -> None:
+    record = sandbox.dataset.records("order_payments", day(2), day(3))[3]
+    assert sync(partition_key(2), resources=("order_payments",)).success
+    # The vendor now also files a copy of it a day earlier, with another amount: a twin that
+    # the run reading that day cannot compare within its window.
+    earlier = sandbox.dataset.records("order_payments", day(1), day(2))[5]["updated_at"]
+    sandbox.duplicate("order_payments", record["id"], amount="1.00", updated_at=earlier)
+
+    result = sync(partition_key(1), resources=("order_payments",))
+
+    assert not result.success
+    [(amount, updated_at)] = rows(
+        duckdb_path, "select amount, updated_at from ecom.order_payments where id = ?",
+        record["id"],
+    )
+    assert amount != Decimal("1.00") and updated_at >= day(2), "the newer row stays"
+    [(violations,)] = rows(
+        duckdb_path, "select violations from ecom.order_payments_quarantine where record_id = ?",
+        record["id"],
+    )
+    assert "the table holds a later version of this id" in json.loads(violations)[0]["reason"]
+    results = evaluations(result)
+    assert not results[("order_payments", "no_quarantined_records")].passed
+    assert results[("order_payments", "reconciled_with_vendor")].passed
 
 
 def test_the_reconciliation_counts_only_the_runs_window(

@@ -145,6 +145,28 @@ def test_defective_records_are_quarantined_and_the_checks_fail(
     ) == [("a\\u0000b",)], "an unknown field keeps the NUL as its escape"
 
 
+def test_an_older_copy_read_by_a_later_run_is_quarantined_and_the_newer_row_stays(
+    sync: Sync, sandbox: SandboxServer, postgres_server: PostgresServer, warehouse_db: str
+) -> None:
+    record = sandbox.dataset.records("order_payments", day(2), day(3))[3]
+    assert sync(partition_key(2), resources=("order_payments",)).success
+    earlier = sandbox.dataset.records("order_payments", day(1), day(2))[5]["updated_at"]
+    sandbox.duplicate("order_payments", record["id"], amount="1.00", updated_at=earlier)
+
+    result = sync(partition_key(1), resources=("order_payments",))
+
+    assert not check_results(result)[("order_payments", "no_quarantined_records")]
+    [(amount,)] = postgres_server.execute(
+        warehouse_db, "select amount from ecom.order_payments where id = %s", record["id"]
+    )
+    assert str(amount) != "1.00", "the newer row stays"
+    [(violations,)] = postgres_server.execute(
+        warehouse_db, "select violations from ecom.order_payments_quarantine where record_id = %s",
+        record["id"],
+    )
+    assert "the table holds a later version" in _as_list(violations)[0]["reason"]
+
+
 def _as_list(violations: object) -> list[dict]:
     return json.loads(violations) if isinstance(violations, str) else list(violations)
 

@@ -162,6 +162,7 @@ def _sync(
                 vendor_api.base_url, session, window, contracts=contracts, report=report,
                 quarantine_first_seen=partial(target.quarantine_first_seen, pipeline),
                 stored_columns=partial(target.stored_columns, pipeline),
+                held_newer=partial(target.held_newer, pipeline),
                 late_arrival=late_arrival,
             )
             try:

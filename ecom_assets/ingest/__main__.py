@@ -85,6 +85,7 @@ def main() -> None:
             report=report,
             quarantine_first_seen=partial(warehouse.quarantine_first_seen, pipeline),
             stored_columns=partial(warehouse.stored_columns, pipeline),
+            held_newer=partial(warehouse.held_newer, pipeline),
             late_arrival=timedelta(minutes=settings.late_arrival_minutes),
         )
         try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,7 @@ from ecom_assets.contract import ResourceContract, conform, json_type, storable
 from ecom_assets.ingest.pages import DefectiveRecord, record_id
 from ecom_assets.ingest.report import ResourceReport
 from ecom_assets.ingest.vendor_json import dump_vendor_json, is_non_finite
-from ecom_assets.ingest.window import Window, rfc3339
+from ecom_assets.ingest.window import CLOCK_SKEW, Window, rfc3339
 
 if TYPE_CHECKING:  # Arrow is imported by a run's first loaded records (contract.py)
     import pyarrow as pa
@@ -47,6 +47,8 @@ ARROW_BATCH_SIZE = 10_000
 VENDOR_FIELD_HINT = "x-vendor-field"
 # dlt's table hint: the staging data of a merge holds each primary key once.
 DEDUPLICATED = "x-stage-data-deduplicated"
+# (table, ids, their `updated_at`) -> the ids the table holds a later version of, with its time.
+HeldNewer = Callable[[str, list[str], list[datetime]], Mapping[str, datetime]]
 
 
 def quarantine_key(resource: str, raw_record: str) -> str:
@@ -62,6 +64,8 @@ def add_quarantine(
     first_seen: Callable[[str], Mapping[str, datetime]],
     now: datetime,
     stored_columns: Callable[[str], Mapping[str, str | None]] = lambda table: {},
+    held_newer: HeldNewer = lambda table, ids, stamps: {},
+    late_arrival: timedelta = timedelta(0),
 ) -> None:
     """Route the resource's records through a `QuarantineRouter` into its table or into
     `<resource>_quarantine`, a table variant of the resource merged on `quarantine_key`.
@@ -81,6 +85,8 @@ def add_quarantine(
     resource.add_step(QuarantineRouter(
         contract, window, report, first_seen, now,
         stored_columns=partial(stored_columns, contract.name),
+        held_newer=partial(held_newer, contract.name),
+        overtaken_by_more_than=late_arrival + CLOCK_SKEW,
     ))
 
 
@@ -162,6 +168,10 @@ class QuarantineRouter(ItemTransform[Any]):
         first_seen: Callable[[str], Mapping[str, datetime]],
         now: datetime,
         stored_columns: Callable[[], Mapping[str, str | None]] = dict,
+        held_newer: Callable[[list[str], list[datetime]], Mapping[str, datetime]] = (
+            lambda ids, stamps: {}
+        ),
+        overtaken_by_more_than: timedelta = CLOCK_SKEW,
     ) -> None:
         super().__init__(self.__call__)
         self.contract = contract
@@ -173,6 +183,9 @@ class QuarantineRouter(ItemTransform[Any]):
         self._known = contract.field_names
         self._unknown = UnknownFieldColumns(contract, report.unknown_fields, stored_columns)
         self._batch: list[dict[str, Any]] = []
+        self._raw: list[dict[str, Any]] = []  # the batch's records as the vendor sent them
+        self._held_newer = held_newer
+        self._overtaken_by_more_than = overtaken_by_more_than
         self._quarantined: set[str] = set()  # keys written this run
 
     def __call__(self, page: Any, meta: Any = None) -> Iterator[Any]:
@@ -182,25 +195,55 @@ class QuarantineRouter(ItemTransform[Any]):
 
     def _route(self, page: list[Any]) -> list[Any]:
         """The page's valid records, batched into Arrow tables, and its quarantine rows."""
-        quarantined = []
+        quarantined: list[dict[str, Any]] = []
         for record in page:
             typed, violations = self._conform(record)
             if not violations:
                 self._batch.append(typed)
+                self._raw.append(record)
                 continue
-            self.report.defective += 1
             raw = record.record if isinstance(record, DefectiveRecord) else record
-            row = self._quarantine_row(raw, violations)
-            if row[QUARANTINE_KEY] not in self._quarantined:
-                self._quarantined.add(row[QUARANTINE_KEY])
-                quarantined.append(row)
+            self._quarantine(raw, violations, quarantined)
         routed: list[Any] = []
         # dlt does per-item schema work for Arrow tables, so pages are batched.
         if self._batch and (self.report.complete or len(self._batch) >= ARROW_BATCH_SIZE):
-            routed.append(self._flush())
+            routed.append(self._flush(quarantined))
         if quarantined:
             routed.append(dlt.mark.with_table_name(quarantined, self.contract.quarantine_table))
         return routed
+
+    def _quarantine(
+        self, raw: Any, violations: list[dict[str, str]], quarantined: list[dict[str, Any]]
+    ) -> None:
+        self.report.defective += 1
+        row = self._quarantine_row(raw, violations)
+        if row[QUARANTINE_KEY] not in self._quarantined:
+            self._quarantined.add(row[QUARANTINE_KEY])
+            quarantined.append(row)
+
+    def _overtaken(
+        self, batch: list[dict[str, Any]], raw: list[Any], quarantined: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The batch without the records whose id the table holds in a version filed later,
+        by more than a late arrival or the vendor's clocks explain: the vendor served an older
+        copy (a twin read by another run, or a step back in time), which a merge would write
+        over the newer row. They go to quarantine; the row stays."""
+        key, cursor = self.contract.primary_key, self.contract.cursor
+        held = self._held_newer([r[key] for r in batch], [r[cursor] for r in batch])
+        if not held:
+            return batch
+        kept = []
+        for typed, record in zip(batch, raw, strict=True):
+            later = held.get(typed[key])
+            if later is None or later - typed[cursor] <= self._overtaken_by_more_than:
+                kept.append(typed)
+                continue
+            self._quarantine(record, [{
+                "field": cursor,
+                "reason": f"the table holds a later version of this id ({rfc3339(later)}): "
+                "the vendor served an older copy, a twin or a step back in time",
+            }], quarantined)
+        return kept
 
     def _conform(self, record: Any) -> tuple[dict[str, Any], list[dict[str, str]]]:
         if isinstance(record, DefectiveRecord):
@@ -227,9 +270,10 @@ class QuarantineRouter(ItemTransform[Any]):
                     self.report.non_finite_unknown[field] += 1
         return typed, violations
 
-    def _flush(self) -> pa.Table:
+    def _flush(self, quarantined: list[dict[str, Any]]) -> pa.Table:
         batch, self._batch = self._batch, []
-        table = self._arrow(batch)
+        raw, self._raw = self._raw, []
+        table = self._arrow(self._overtaken(batch, raw, quarantined))
         self.report.loaded += table.num_rows
         self.report.add_loaded_ids(table.column(self.contract.primary_key))
         # A load whose records are each listed once lets dlt's merge skip its deduplication,

@@ -22,7 +22,7 @@ from jsonpath_ng import Fields
 
 from ecom_assets.contract import CONTRACTS, ResourceContract
 from ecom_assets.ingest.pagination import ReconciledPagesPaginator
-from ecom_assets.ingest.quarantine import add_quarantine
+from ecom_assets.ingest.quarantine import HeldNewer, add_quarantine
 from ecom_assets.ingest.reader import PAGE_SIZE, ReleasedPage, WindowReader
 from ecom_assets.ingest.report import SyncReport
 from ecom_assets.ingest.vendor_session import VendorSession
@@ -75,6 +75,7 @@ def ecom_source(
     report: SyncReport | None = None,
     quarantine_first_seen: Callable[[str], Mapping[str, datetime]] = lambda table: {},
     stored_columns: Callable[[str], Mapping[str, str | None]] = lambda table: {},
+    held_newer: HeldNewer = lambda table, ids, stamps: {},
     late_arrival: timedelta = timedelta(minutes=DEFAULTS.late_arrival_minutes),
 ) -> DltSource:
     """The REST API source for `contracts`, restricted to `window` on `updated_at`: one for
@@ -85,9 +86,10 @@ def ecom_source(
     request goes through `session` (its key, retry policy and concurrency); close it after the
     run. Pass a `SyncReport` to learn what each resource received, how to read the first-seen
     times of a quarantine table's rows (`Warehouse.quarantine_first_seen`), asked for when a
-    resource first quarantines a record, and how to read a table's columns with the vendor
-    field each holds beyond the contract's (`Warehouse.stored_columns`), asked for when a
-    resource first meets a field the contract does not know.
+    resource first quarantines a record, how to read a table's columns with the vendor field
+    each holds beyond the contract's (`Warehouse.stored_columns`), asked for when a resource
+    first meets a field the contract does not know, and which of a batch's ids a table holds
+    in a later version (`Warehouse.held_newer`), asked for each batch of records.
 
     Tables are merged on `id`: what the reader releases is what the vendor listed in each part
     of the window at one instant, and a record listed twice (it moved into a later part while
@@ -133,5 +135,7 @@ def ecom_source(
             quarantine_first_seen,
             now,
             stored_columns,
+            held_newer,
+            late_arrival,
         )
     return source

@@ -208,6 +208,41 @@ class Warehouse:
         columns = json.loads(stored.schema).get("tables", {}).get(table, {}).get("columns", {})
         return {name: column.get(VENDOR_FIELD_HINT) for name, column in columns.items()}
 
+    def held_newer(
+        self, pipeline: dlt.Pipeline, table: str, ids: list[str], stamps: list[datetime]
+    ) -> dict[str, datetime]:
+        """Of `ids`, those whose row in `table` has a later `updated_at` than `stamps` gives
+        them, with that time: one join in the destination per batch of records (DuckDB and
+        PostgreSQL; none elsewhere)."""
+        if not self.is_duckdb and self.destination != "postgres":
+            return {}
+        with pipeline.sql_client() as client:
+            qualified = client.make_qualified_table_name(table)
+            try:
+                client.execute_sql(f"select 1 from {qualified} limit 0")
+            except DatabaseUndefinedRelation:  # the first load
+                return {}
+            later = (
+                f"select t.id, t.updated_at from {{incoming}} join {qualified} t "
+                "on t.id = b.id where t.updated_at > b.updated_at"
+            )
+            native = client.native_connection
+            if self.is_duckdb:
+                import pyarrow as pa
+
+                native.register("incoming_records", pa.table({
+                    "id": pa.array(ids, pa.string()),
+                    "updated_at": pa.array(stamps, pa.timestamp("us", tz="UTC")),
+                }))
+                try:
+                    rows = native.execute(later.format(incoming="incoming_records b")).fetchall()
+                finally:
+                    native.unregister("incoming_records")
+            else:
+                incoming = "unnest(%s::text[], %s::timestamptz[]) b(id, updated_at)"
+                rows = client.execute_sql(later.format(incoming=incoming), ids, stamps)
+        return dict(rows or [])
+
     def quarantine_first_seen(self, pipeline: dlt.Pipeline, table: str) -> dict[str, datetime]:
         """When each record in quarantine `table` was first seen (quarantine is small)."""
         with pipeline.sql_client() as client:
