@@ -236,6 +236,29 @@ def test_an_older_copy_of_a_record_read_by_a_later_run_never_overwrites_the_newe
     assert results[("order_payments", "reconciled_with_vendor")].passed
 
 
+def test_a_full_refresh_decides_a_twin_by_its_window_whatever_the_table_holds(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+) -> None:
+    record = sandbox.dataset.records("order_payments", day(1), day(2))[3]
+    later = sandbox.dataset.records("order_payments", day(2), day(3))[5]["updated_at"]
+    sandbox.duplicate("order_payments", record["id"], amount="1.00", updated_at=later)
+    # Read alone, the later copy looks like any record of its day.
+    assert sync(partition_key(2), resources=("order_payments",)).success
+
+    sync(partition_key(1), resources=("order_payments",), config={"full_refresh": True})
+
+    # Both copies lie in the refresh's window: the copy filed first loads, as in any window.
+    [(amount,)] = rows(
+        duckdb_path, "select amount from ecom.order_payments where id = ?", record["id"]
+    )
+    assert amount != Decimal("1.00")
+    [(violations,)] = rows(
+        duckdb_path, "select violations from ecom.order_payments_quarantine where record_id = ?",
+        record["id"],
+    )
+    assert "duplicate id" in json.loads(violations)[0]["reason"]
+
+
 def test_the_reconciliation_counts_only_the_runs_window(
     sync: Sync, sandbox: SandboxServer
 ) -> None:

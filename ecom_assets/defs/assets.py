@@ -162,7 +162,9 @@ def _sync(
                 vendor_api.base_url, session, window, contracts=contracts, report=report,
                 quarantine_first_seen=partial(target.quarantine_first_seen, pipeline),
                 stored_columns=partial(target.stored_columns, pipeline),
-                held_newer=partial(target.held_newer, pipeline),
+                # Compared with the table `into` writes: a full refresh's own dataset is empty
+                # when it starts, so the refresh decides every twin by its window's rule.
+                held_newer=partial(target.held_newer, into),
                 late_arrival=late_arrival,
             )
             try:

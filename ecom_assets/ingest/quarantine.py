@@ -47,8 +47,9 @@ ARROW_BATCH_SIZE = 10_000
 VENDOR_FIELD_HINT = "x-vendor-field"
 # dlt's table hint: the staging data of a merge holds each primary key once.
 DEDUPLICATED = "x-stage-data-deduplicated"
-# (table, ids, their `updated_at`) -> the ids the table holds a later version of, with its time.
-HeldNewer = Callable[[str, list[str], list[datetime]], Mapping[str, datetime]]
+# (table, key column, cursor column, ids, their cursor values) -> the ids the table holds a
+# later version of, with its time.
+HeldNewer = Callable[[str, str, str, list[str], list[datetime]], Mapping[str, datetime]]
 
 
 def quarantine_key(resource: str, raw_record: str) -> str:
@@ -64,7 +65,7 @@ def add_quarantine(
     first_seen: Callable[[str], Mapping[str, datetime]],
     now: datetime,
     stored_columns: Callable[[str], Mapping[str, str | None]] = lambda table: {},
-    held_newer: HeldNewer = lambda table, ids, stamps: {},
+    held_newer: HeldNewer = lambda table, key, cursor, ids, stamps: {},
     late_arrival: timedelta = timedelta(0),
 ) -> None:
     """Route the resource's records through a `QuarantineRouter` into its table or into
@@ -85,7 +86,7 @@ def add_quarantine(
     resource.add_step(QuarantineRouter(
         contract, window, report, first_seen, now,
         stored_columns=partial(stored_columns, contract.name),
-        held_newer=partial(held_newer, contract.name),
+        held_newer=partial(held_newer, contract.name, contract.primary_key, contract.cursor),
         overtaken_by_more_than=late_arrival + CLOCK_SKEW,
     ))
 

@@ -209,11 +209,12 @@ class Warehouse:
         return {name: column.get(VENDOR_FIELD_HINT) for name, column in columns.items()}
 
     def held_newer(
-        self, pipeline: dlt.Pipeline, table: str, ids: list[str], stamps: list[datetime]
+        self, pipeline: dlt.Pipeline, table: str, key: str, cursor: str, ids: list[str],
+        stamps: list[datetime],
     ) -> dict[str, datetime]:
-        """Of `ids`, those whose row in `table` has a later `updated_at` than `stamps` gives
-        them, with that time: one join in the destination per batch of records (DuckDB and
-        PostgreSQL; none elsewhere)."""
+        """Of `ids` (column `key`), those whose row in `table` has a later `cursor` than
+        `stamps` gives them, with that time: one join in the destination per batch of records
+        (DuckDB and PostgreSQL; none elsewhere)."""
         if not self.is_duckdb and self.destination != "postgres":
             return {}
         with pipeline.sql_client() as client:
@@ -222,9 +223,10 @@ class Warehouse:
                 client.execute_sql(f"select 1 from {qualified} limit 0")
             except DatabaseUndefinedRelation:  # the first load
                 return {}
+            key, cursor = client.escape_column_name(key), client.escape_column_name(cursor)
             later = (
-                f"select t.id, t.updated_at from {{incoming}} join {qualified} t "
-                "on t.id = b.id where t.updated_at > b.updated_at"
+                f"select t.{key}, t.{cursor} from {{incoming}} join {qualified} t "
+                f"on t.{key} = b.id where t.{cursor} > b.updated_at"
             )
             native = client.native_connection
             if self.is_duckdb:
