@@ -216,10 +216,14 @@ def sandbox_mode(spec: SandboxSpec) -> str:
     return "cached records" if spec.cache_records else "every response built afresh"
 
 
+def _pages(spec: SandboxSpec) -> int:
+    return -(-spec.size // PAGE_SIZE)
+
+
 def _latency_seconds(spec: SandboxSpec) -> float:
     """The requests' latency alone: the first page gives `total`, the window's other pages then
     go out `PAGE_CONCURRENCY` at a time."""
-    pages = -(-spec.size // PAGE_SIZE)
+    pages = _pages(spec)
     return (1 + -(-(pages - 1) // PAGE_CONCURRENCY)) * spec.latency_ms / 1000
 
 
@@ -260,11 +264,11 @@ def table(spec: SandboxSpec, variants: list[Variant]) -> str:
             f"| {ratio('b', seconds)} |"
         )
     if "a" in medians and "e" in medians:
-        pages = -(-spec.size // PAGE_SIZE)
         lines += [
             "",
-            f"Ceiling for (c) with a client that costs nothing: (a) / ((e) + {pages} requests "
-            f"at {spec.latency_ms:g} ms, {PAGE_CONCURRENCY} in flight) = {medians['a']:.2f} s "
+            "Ceiling for (c) with a client that costs nothing: (a) / ((e) + "
+            f"{_pages(spec)} requests at {spec.latency_ms:g} ms, {PAGE_CONCURRENCY} in flight) "
+            f"= {medians['a']:.2f} s "
             f"/ ({medians['e']:.2f} s + {_latency_seconds(spec):.2f} s) = "
             f"**{_ceiling(spec, medians):.2f}x**.",
         ]

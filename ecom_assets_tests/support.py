@@ -194,6 +194,19 @@ class Sync:
         )
 
 
+def sync_reading_an_older_copy(
+    sync: Sync, sandbox: SandboxServer
+) -> tuple[dict[str, Any], ExecuteInProcessResult]:
+    """A record of day 2 loaded; then the vendor also files a copy of it a day earlier, with
+    the amount 1.00 (a twin that the run reading that day cannot compare within its window),
+    and day 1 is synced: the record, and that sync's result."""
+    record = sandbox.dataset.records("order_payments", day(2), day(3))[3]
+    assert sync(partition_key(2), resources=("order_payments",)).success
+    earlier = sandbox.dataset.records("order_payments", day(1), day(2))[5]["updated_at"]
+    sandbox.duplicate("order_payments", record["id"], amount="1.00", updated_at=earlier)
+    return record, sync(partition_key(1), resources=("order_payments",))
+
+
 def rows(database: Path, sql: str, *params: Any) -> list[tuple]:
     with duckdb.connect(str(database), read_only=True) as connection:
         return connection.execute(sql, list(params)).fetchall()

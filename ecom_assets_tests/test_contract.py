@@ -12,7 +12,13 @@ from ecom_assets.contract import CONTRACTS
 from ecom_assets.defs.assets import RETRY_ON_FAILURE_TAG
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import OMIT, SandboxServer
-from ecom_assets_tests.support import Sync, day, partition_key, rows
+from ecom_assets_tests.support import (
+    Sync,
+    day,
+    partition_key,
+    rows,
+    sync_reading_an_older_copy,
+)
 
 PAYMENTS = AssetKey(["ecom", "order_payments"])
 PRODUCTS = AssetKey(["ecom", "products"])
@@ -211,14 +217,7 @@ def test_a_full_refresh_keeps_the_column_of_each_unknown_field_for_the_loads_aft
 def test_an_older_copy_of_a_record_read_by_a_later_run_never_overwrites_the_newer_row(
     sync: Sync, sandbox: SandboxServer, duckdb_path: Path
 ) -> None:
-    record = sandbox.dataset.records("order_payments", day(2), day(3))[3]
-    assert sync(partition_key(2), resources=("order_payments",)).success
-    # The vendor now also files a copy of it a day earlier, with another amount: a twin that
-    # the run reading that day cannot compare within its window.
-    earlier = sandbox.dataset.records("order_payments", day(1), day(2))[5]["updated_at"]
-    sandbox.duplicate("order_payments", record["id"], amount="1.00", updated_at=earlier)
-
-    result = sync(partition_key(1), resources=("order_payments",))
+    record, result = sync_reading_an_older_copy(sync, sandbox)
 
     assert not result.success
     [(amount, updated_at)] = rows(

@@ -15,7 +15,14 @@ from ecom_assets.ingest import Warehouse
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
 from ecom_assets_tests.postgres import PostgresServer
-from ecom_assets_tests.support import PROJECT_DIR, Sync, day, partition_key, vendor_ids
+from ecom_assets_tests.support import (
+    PROJECT_DIR,
+    Sync,
+    day,
+    partition_key,
+    sync_reading_an_older_copy,
+    vendor_ids,
+)
 
 CLEAN_SPEC = SandboxSpec(size=1000, days=5, unknown_fields=False)
 
@@ -148,12 +155,7 @@ def test_defective_records_are_quarantined_and_the_checks_fail(
 def test_an_older_copy_read_by_a_later_run_is_quarantined_and_the_newer_row_stays(
     sync: Sync, sandbox: SandboxServer, postgres_server: PostgresServer, warehouse_db: str
 ) -> None:
-    record = sandbox.dataset.records("order_payments", day(2), day(3))[3]
-    assert sync(partition_key(2), resources=("order_payments",)).success
-    earlier = sandbox.dataset.records("order_payments", day(1), day(2))[5]["updated_at"]
-    sandbox.duplicate("order_payments", record["id"], amount="1.00", updated_at=earlier)
-
-    result = sync(partition_key(1), resources=("order_payments",))
+    record, result = sync_reading_an_older_copy(sync, sandbox)
 
     assert not check_results(result)[("order_payments", "no_quarantined_records")]
     [(amount,)] = postgres_server.execute(
