@@ -1,14 +1,17 @@
 """Every setting of ecom_assets, read from the environment once and validated in one place.
 
-Nothing else in the project reads the environment (a test checks it): code takes a `Settings`
-from `get_settings()`, and the two secrets reach runs through `dagster.EnvVar` (the Dagster
-resources) or dlt's config providers (the dlt-only CLI). A bad value fails with a message that
-names the variable, the value and the expected form; a secret's value is never shown.
+No other module reads a setting from the environment (a test checks it): code takes a
+`Settings` from `get_settings()`, and the two secrets reach runs through `dagster.EnvVar` (the
+Dagster resources) or dlt's config providers (the dlt-only CLI). A bad value fails with a
+message that names the variable, the value and the expected form; a secret's value is never
+shown.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import date
@@ -22,52 +25,77 @@ class SettingsError(ValueError):
     """A setting has a value the project cannot use. The message never holds a secret."""
 
 
+class _ValueNotShown(ValueError):
+    """A bad value that may hold a secret: its message does not quote it."""
+
+
 def _http_url(text: str) -> str:
     parts = urlsplit(text)
+    form = "an http:// or https:// URL with a host, e.g. https://api.example.com"
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("an http:// or https:// URL with a host, e.g. https://api.example.com")
+        raise ValueError(form)
+    if parts.username is not None or parts.password is not None:
+        # The key goes in ECOM_API_KEY, which no message shows; a URL is shown in messages.
+        raise _ValueNotShown(f"{form}, without a user or password (the key: ECOM_API_KEY)")
+    try:
+        port = parts.port  # raises on one that is not a number from 0 to 65535
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"{form}, its port (if any) a number from 1 to 65535")
     return text.rstrip("/")
 
 
 def _day(text: str) -> date:
+    # `date.fromisoformat` also reads other ISO 8601 forms (20260101, 2026-W01-1).
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        raise ValueError("a day as YYYY-MM-DD, e.g. 2026-01-01")
     try:
         return date.fromisoformat(text)
     except ValueError:
         raise ValueError("a day as YYYY-MM-DD, e.g. 2026-01-01") from None
 
 
-def _whole_number(minimum: int) -> Callable[[str], int]:
+def _whole_number(minimum: int, maximum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        if not text.isdigit() or int(text) < minimum:
-            raise ValueError(f"a whole number, at least {minimum}")
+        if not (text.isascii() and text.isdigit()) or not minimum <= int(text) <= maximum:
+            raise ValueError(f"a whole number from {minimum} to {maximum}")
         return int(text)
 
     return parse
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:  # also rejects nan
-        raise ValueError("a number of seconds, 0 or more")
-    return value
+def _number(form: str, maximum: float = math.inf, zero: bool = True) -> Callable[[str], float]:
+    """A finite number from 0 (if `zero`, else above it) to `maximum`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(form) from None
+        if not (math.isfinite(value) and (value >= 0 if zero else value > 0) and value <= maximum):
+            raise ValueError(form)  # also nan and inf
+        return value
+
+    return parse
 
 
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 1:
-        raise ValueError("a share between 0 and 1, e.g. 0.5")
-    return value
+_seconds = _number("a number of seconds, 0 or more")
+_share = _number("a share between 0 and 1, e.g. 0.5", maximum=1)
+# A request given no time to answer cannot succeed.
+_timeout_seconds = _number("a number of seconds, more than 0", zero=False)
 
 
 def _destination(text: str) -> str:
-    if not text.replace("_", "").isalnum():
-        raise ValueError("a dlt destination name, e.g. duckdb or postgres")
+    form = "a dlt destination name in lower case, e.g. duckdb or postgres"
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", text):
+        raise ValueError(form)
+    if text not in ("duckdb", "postgres"):
+        # Another of dlt's destinations: known to dlt, or the run would fail with dlt's error.
+        from importlib.util import find_spec
+
+        if find_spec(f"dlt.destinations.impl.{text}") is None:
+            raise ValueError(f"{form}, one dlt has (dlt.destinations)")
     return text
 
 
@@ -78,6 +106,11 @@ def _duckdb_path(text: str) -> Path:
         # `ecom` makes every `ecom.<table>` reference ambiguous, and DuckDB refuses them all.
         raise ValueError("a file not named ecom.duckdb (its catalog would clash with the schema)")
     return path
+
+
+SECONDS_A_DAY, MINUTES_A_DAY = 24 * 3600, 24 * 60
+# Each page in flight is a thread and a connection; vendors throttle far below this.
+MAX_PAGE_CONCURRENCY = 64
 
 
 @dataclass(frozen=True)
@@ -106,14 +139,15 @@ SETTINGS: tuple[Setting, ...] = (
             "`dlt pipeline ... trace`."),
     Setting("ECOM_PARTITIONS_START", "2026-01-01", _day,
             "The first daily partition (UTC)."),
-    Setting("ECOM_SENSOR_INTERVAL_SECONDS", "60", _whole_number(1),
+    Setting("ECOM_SENSOR_INTERVAL_SECONDS", "60", _whole_number(1, SECONDS_A_DAY),
             "How often the daemon asks the vendor what changed."),
-    Setting("ECOM_LATE_ARRIVAL_MINUTES", "10", _whole_number(0),
+    Setting("ECOM_LATE_ARRIVAL_MINUTES", "10", _whole_number(0, MINUTES_A_DAY),
             "How far in the past the vendor may file a record late: the sensor looks back this "
             "far, and a window ending this close to now is paged until two passes agree."),
-    Setting("ECOM_PAGE_CONCURRENCY", "8", _whole_number(1),
+    Setting("ECOM_PAGE_CONCURRENCY", "8", _whole_number(1, MAX_PAGE_CONCURRENCY),
             "Pages fetched at once (halved while the vendor answers 429)."),
-    Setting("ECOM_REQUEST_TIMEOUT_SECONDS", "30", _seconds, "Timeout of one vendor request."),
+    Setting("ECOM_REQUEST_TIMEOUT_SECONDS", "30", _timeout_seconds,
+            "Timeout of one vendor request."),
     Setting("ECOM_MAX_RETRY_AFTER_SECONDS", "120", _seconds,
             "A 429 asking to wait longer than this fails the run at once."),
     Setting("ECOM_DUCKDB_LOCK_WAIT_SECONDS", "180", _seconds,
@@ -157,8 +191,8 @@ def read_settings(environ: dict[str, str] | None = None) -> Settings:
             try:
                 parsed = setting.parse(text)
             except ValueError as exc:
-                secret = setting.variable == "ECOM_API_KEY"
-                shown = "(not shown: a secret)" if secret else repr(text)
+                secret = setting.variable == "ECOM_API_KEY" or isinstance(exc, _ValueNotShown)
+                shown = "(not shown: it may hold a secret)" if secret else repr(text)
                 raise SettingsError(f"{setting.variable} must be {exc}; got {shown}") from None
         else:
             parsed = None

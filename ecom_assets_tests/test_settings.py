@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from ecom_assets.defs.ecom import build_definitions
+from ecom_assets.defs.resources import build_resources
 from ecom_assets.settings import SETTINGS, SettingsError, read_settings
 
 pytestmark = pytest.mark.unit
@@ -33,7 +34,7 @@ def test_every_setting_has_a_default_or_is_required_and_parses_its_default() -> 
         ("ECOM_PARTITIONS_START", "2026-13-01",
          "ECOM_PARTITIONS_START must be a day as YYYY-MM-DD, e.g. 2026-01-01; got '2026-13-01'"),
         ("ECOM_SENSOR_INTERVAL_SECONDS", "30s",
-         "ECOM_SENSOR_INTERVAL_SECONDS must be a whole number, at least 1; got '30s'"),
+         "ECOM_SENSOR_INTERVAL_SECONDS must be a whole number from 1 to 86400; got '30s'"),
         ("ECOM_API_BASE_URL", "ftp://vendor.example.com",
          "ECOM_API_BASE_URL must be an http:// or https:// URL with a host, e.g. "
          "https://api.example.com; got 'ftp://vendor.example.com'"),
@@ -44,6 +45,29 @@ def test_every_setting_has_a_default_or_is_required_and_parses_its_default() -> 
          "got '50%'"),
         ("ECOM_DUCKDB_LOCK_WAIT_SECONDS", "nan",
          "ECOM_DUCKDB_LOCK_WAIT_SECONDS must be a number of seconds, 0 or more; got 'nan'"),
+        ("ECOM_MAX_RETRY_AFTER_SECONDS", "inf",
+         "ECOM_MAX_RETRY_AFTER_SECONDS must be a number of seconds, 0 or more; got 'inf'"),
+        # A request given no time fails with a message that would not name the setting.
+        ("ECOM_REQUEST_TIMEOUT_SECONDS", "0",
+         "ECOM_REQUEST_TIMEOUT_SECONDS must be a number of seconds, more than 0; got '0'"),
+        ("ECOM_PAGE_CONCURRENCY", "\u00b2",  # a digit to str.isdigit, not to int()
+         "ECOM_PAGE_CONCURRENCY must be a whole number from 1 to 64; got '\u00b2'"),
+        ("ECOM_PAGE_CONCURRENCY", "100000",
+         "ECOM_PAGE_CONCURRENCY must be a whole number from 1 to 64; got '100000'"),
+        # ISO 8601's basic form, which date.fromisoformat also reads.
+        ("ECOM_PARTITIONS_START", "20260101",
+         "ECOM_PARTITIONS_START must be a day as YYYY-MM-DD, e.g. 2026-01-01; got '20260101'"),
+        ("ECOM_API_BASE_URL", "http://vendor.example.com:99999",
+         "ECOM_API_BASE_URL must be an http:// or https:// URL with a host, e.g. "
+         "https://api.example.com, its port (if any) a number from 1 to 65535; "
+         "got 'http://vendor.example.com:99999'"),
+        # dlt would fail at the first run, naming its own module rather than the setting.
+        ("ECOM_DESTINATION", "Postgres",
+         "ECOM_DESTINATION must be a dlt destination name in lower case, e.g. duckdb or "
+         "postgres; got 'Postgres'"),
+        ("ECOM_DESTINATION", "postgress",
+         "ECOM_DESTINATION must be a dlt destination name in lower case, e.g. duckdb or "
+         "postgres, one dlt has (dlt.destinations); got 'postgress'"),
     ],
 )
 def test_a_bad_value_names_the_variable_the_value_and_the_expected_form(
@@ -53,6 +77,21 @@ def test_a_bad_value_names_the_variable_the_value_and_the_expected_form(
         read_settings({variable: value})
 
     assert str(error.value).startswith(message)
+
+
+def test_a_base_url_holding_a_password_is_refused_without_showing_it() -> None:
+    with pytest.raises(SettingsError) as error:
+        read_settings({"ECOM_API_BASE_URL": "https://shop:s3cret-77@api.example.com"})
+
+    assert str(error.value).startswith("ECOM_API_BASE_URL must be an http:// or https:// URL")
+    assert "without a user or password (the key: ECOM_API_KEY)" in str(error.value)
+    assert "s3cret-77" not in str(error.value)
+
+
+def test_runs_use_the_validated_base_url() -> None:
+    settings = read_settings({"ECOM_API_BASE_URL": " https://api.example.com/v2/ "})
+
+    assert build_resources(settings)["vendor_api"].base_url == "https://api.example.com/v2"
 
 
 def test_a_database_url_with_an_unescaped_at_is_refused_without_showing_the_password() -> None:

@@ -86,7 +86,8 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
     """The resources of the code location: values from the settings, secrets through EnvVar."""
     return {
         "vendor_api": VendorApiResource(
-            base_url=EnvVar("ECOM_API_BASE_URL"),
+            # Unset, the code location still loads and a run fails naming the variable.
+            base_url=settings.api_base_url or EnvVar("ECOM_API_BASE_URL"),
             api_key=EnvVar("ECOM_API_KEY"),
             max_retry_after_seconds=settings.max_retry_after_seconds,
             request_timeout_seconds=settings.request_timeout_seconds,
