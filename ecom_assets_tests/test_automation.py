@@ -32,7 +32,7 @@ from ecom_assets_tests.support import Sync, day, partition_key, rows, utc_today,
 PAYMENTS, PRODUCTS = AssetKey(["ecom", "order_payments"]), AssetKey(["ecom", "products"])
 RESOURCES = ("order_payments", "products")
 DEFINITIONS = build_definitions(settings=read_settings({"ECOM_PARTITIONS_START": "2026-01-01"}))
-SENSOR = DEFINITIONS.get_sensor_def("ecom_vendor_changes")
+SENSOR = DEFINITIONS.resolve_sensor_def("ecom_vendor_changes")
 
 
 @pytest.fixture
@@ -232,7 +232,7 @@ def test_the_daily_schedule_reloads_yesterday_and_skips_a_day_before_the_first_p
 ):
     schedule = build_definitions(
         settings=read_settings({"ECOM_PARTITIONS_START": "2026-01-06"})
-    ).get_schedule_def("ecom_daily_refresh")
+    ).resolve_schedule_def("ecom_daily_refresh")
 
     with instance_for_test() as instance:
         [request] = schedule(build_schedule_context(
@@ -357,5 +357,5 @@ def payment_ids(database: Path) -> set[str]:
 
 
 def daily_run_requests(sync: Sync, tick: datetime) -> list[RunRequest]:
-    schedule = DEFINITIONS.get_schedule_def("ecom_daily_refresh")
+    schedule = DEFINITIONS.resolve_schedule_def("ecom_daily_refresh")
     return schedule(build_schedule_context(instance=sync.instance, scheduled_execution_time=tick))

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import subprocess
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -63,6 +64,16 @@ def test_a_bad_setting_fails_the_code_location_naming_the_setting(tmp_path: Path
 def test_the_code_location_is_built_once_per_process() -> None:
     # Dagster loads a run's definitions four more times to check, plan and execute it.
     assert defs() is defs()
+
+
+@pytest.mark.unit
+def test_the_definitions_use_no_deprecated_dagster_api() -> None:
+    # The suite ignores DeprecationWarning (libraries emit them on import): here it counts.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_definitions(settings=SETTINGS_FOR_TESTS)
+
+    assert [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)] == []
 
 
 @pytest.mark.unit

@@ -29,13 +29,13 @@ def build_definitions(
     # The runs of this code location log through dlt and urllib3: never the key or password.
     SECRETS.add(*settings.secrets)
     partitions = daily_partitions(settings.partitions_start)
-    job = build_refresh_job(partitions)
+    job = build_refresh_job()
     return dg.Definitions(
         assets=[build_sync_assets(contracts, partitions, settings.destination)],
         jobs=[job],
-        schedules=[build_daily_schedule(contracts, job, partitions)],
+        schedules=[build_daily_schedule(contracts, job.name, partitions)],
         sensors=[
-            build_change_sensor(contracts, job, partitions, settings.sensor_interval_seconds)
+            build_change_sensor(contracts, job.name, partitions, settings.sensor_interval_seconds)
         ],
         # Each run is one step (one dlt run): a step subprocess would only add start-up time.
         executor=dg.in_process_executor,

@@ -1,9 +1,6 @@
 """The job the schedule and the sensor launch: a refresh of some partitions of some assets."""
 
-from dagster import AssetSelection, PartitionsDefinition, define_asset_job
-from dagster._core.definitions.unresolved_asset_job_definition import (
-    UnresolvedAssetJobDefinition,
-)
+from dagster import AssetSelection, define_asset_job
 
 from ecom_assets.defs.translator import ASSET_GROUP
 
@@ -15,11 +12,11 @@ PARTITION_RANGE_START = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END = "dagster/asset_partition_range_end"
 
 
-def build_refresh_job(partitions_def: PartitionsDefinition) -> UnresolvedAssetJobDefinition:
+def build_refresh_job():  # Dagster's type for it is not public
+    """Its partitions are the assets' (Dagster infers them from the selection)."""
     return define_asset_job(
         name="ecom_refresh",
         selection=AssetSelection.groups(ASSET_GROUP),
-        partitions_def=partitions_def,
         description="Refreshes daily partitions of the ecom assets: the schedule's whole-day "
         "reconciliation and the sensor's refreshes of what changed.",
     )

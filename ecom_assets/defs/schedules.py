@@ -12,16 +12,12 @@ from dagster import (
     DagsterRunStatus,
     DailyPartitionsDefinition,
     DefaultScheduleStatus,
-    JobDefinition,
     RunRequest,
     RunsFilter,
     ScheduleDefinition,
     ScheduleEvaluationContext,
     SkipReason,
     schedule,
-)
-from dagster._core.definitions.unresolved_asset_job_definition import (
-    UnresolvedAssetJobDefinition,
 )
 
 from ecom_assets.contract import ResourceContract
@@ -42,12 +38,12 @@ _UNFINISHED = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED,
 
 def build_daily_schedule(
     contracts: Sequence[ResourceContract],
-    job: JobDefinition | UnresolvedAssetJobDefinition,
+    job_name: str,
     partitions_def: DailyPartitionsDefinition,
 ) -> ScheduleDefinition:
     @schedule(
         name="ecom_daily_refresh",
-        job=job,
+        job_name=job_name,
         cron_schedule="15 0 * * *",
         execution_timezone="UTC",
         # On: it reconciles the whole of yesterday once it is over, which the sensor's

@@ -32,9 +32,6 @@ from dagster import (
     SkipReason,
     sensor,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import (
-    UnresolvedAssetJobDefinition,
-)
 
 from ecom_assets.contract import ResourceContract, parse_timestamp
 from ecom_assets.defs.jobs import PARTITION_RANGE_END, PARTITION_RANGE_START, TRIGGER_TAG
@@ -49,13 +46,13 @@ SENSOR_TRIGGER = "vendor_changes"
 
 def build_change_sensor(
     contracts: Sequence[ResourceContract],
-    job: UnresolvedAssetJobDefinition,
+    job_name: str,
     partitions_def: DailyPartitionsDefinition,
     interval_seconds: int,
 ) -> SensorDefinition:
     @sensor(
         name="ecom_vendor_changes",
-        job=job,
+        job_name=job_name,
         minimum_interval_seconds=interval_seconds,
         default_status=DefaultSensorStatus.RUNNING,
         description="Refreshes the daily partitions in which the vendor reports changes.",
