@@ -293,7 +293,7 @@ CHECKS = (
     Check(schema_types, "Every contract column has its declared type and nullability; no dlt "
           "variant columns."),
     Check(not_null, "No nulls in required columns, within the run's window."),
-    Check(unique_id, "The primary key `id` is unique and never null across the table."),
+    Check(unique_id, "The primary key is unique and never null across the table."),
     Check(no_quarantined_records, "No record of this run broke the contract and was quarantined."),
     Check(reconciled_with_vendor, "Every record the vendor listed in the run's window, by its "
           "own `total`, is in the table or in quarantine."),

@@ -102,7 +102,6 @@ def ecom_source(
     config: dict[str, Any] = {
         "client": {"base_url": base_url, "auth": auth, "session": session},
         "resource_defaults": {
-            "primary_key": "id",
             "write_disposition": "merge",
             # Unknown nested vendor fields and `tags` stay JSON columns, not child tables.
             "max_table_nesting": 0,
@@ -110,6 +109,7 @@ def ecom_source(
         "resources": [
             {
                 "name": contract.name,
+                "primary_key": contract.primary_key,
                 "columns": contract.dlt_columns(),
                 "endpoint": {
                     "path": contract.path,
