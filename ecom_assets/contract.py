@@ -237,11 +237,17 @@ _CONTRACT_FORM_SEPARATORS = ("-", "-", "T", ":", ":", ".", "Z")
 _separators = operator.itemgetter(4, 7, 10, 13, 16, 19, 23)
 
 
+def in_contract_form(value: str) -> bool:
+    """Whether `value` is laid out as `2026-01-02T10:00:00.123Z`: such values, when valid,
+    sort as the times they stand for."""
+    return len(value) == 24 and _separators(value) == _CONTRACT_FORM_SEPARATORS
+
+
 def parse_timestamp(value: Any) -> datetime:
     """An RFC 3339 timestamp with an offset (`Z` or `+hh:mm`) as an aware UTC datetime."""
     if not isinstance(value, str):
         raise ValueError(f"expected an RFC 3339 timestamp string, got {json_type(value)}")
-    if len(value) != 24 or _separators(value) != _CONTRACT_FORM_SEPARATORS:
+    if not in_contract_form(value):
         form = _RFC3339.fullmatch(value)
         if form is None:
             raise ValueError(f"not an RFC 3339 timestamp: {value[:40]!r}")

@@ -143,7 +143,8 @@ SETTINGS: tuple[Setting, ...] = (
             "How often the daemon asks the vendor what changed."),
     Setting("ECOM_LATE_ARRIVAL_MINUTES", "10", _whole_number(0, MINUTES_A_DAY),
             "How far in the past the vendor may file a record late: the sensor looks back this "
-            "far, and a window ending this close to now is paged until two passes agree."),
+            "far, and a window ending this close to now (and 5 minutes more, for the vendor's "
+            "clocks) is paged until two passes agree."),
     Setting("ECOM_PAGE_CONCURRENCY", "8", _whole_number(1, MAX_PAGE_CONCURRENCY),
             "Pages fetched at once (halved while the vendor answers 429)."),
     Setting("ECOM_REQUEST_TIMEOUT_SECONDS", "30", _timeout_seconds,

@@ -10,6 +10,7 @@ from dagster import AssetCheckKey, AssetCheckSeverity, AssetKey, DagsterInstance
 
 from ecom_assets.contract import CONTRACTS
 from ecom_assets.defs.assets import RETRY_ON_FAILURE_TAG
+from ecom_assets.ingest import reader
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import OMIT, SandboxServer
 from ecom_assets_tests.support import (
@@ -236,8 +237,12 @@ def test_an_older_copy_of_a_record_read_by_a_later_run_never_overwrites_the_newe
 
 
 def test_a_full_refresh_decides_a_twin_by_its_window_whatever_the_table_holds(
-    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The refresh reads its window in parts of a few days, as it reads a large shop: the two
+    # copies lie in two parts (within one, both would go to quarantine).
+    monkeypatch.setattr(reader, "MAX_UNIT_RECORDS", 200)
+    monkeypatch.setattr(reader, "SPLIT_TARGET_RECORDS", 150)
     record = sandbox.dataset.records("order_payments", day(1), day(2))[3]
     later = sandbox.dataset.records("order_payments", day(2), day(3))[5]["updated_at"]
     sandbox.duplicate("order_payments", record["id"], amount="1.00", updated_at=later)

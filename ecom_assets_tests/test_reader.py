@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from ecom_assets.contract import parse_timestamp
 from ecom_assets.ingest import reader
 from ecom_assets.ingest.errors import (
     UnreconciledWindowError,
@@ -23,7 +24,7 @@ from ecom_assets.ingest.errors import (
 from ecom_assets.ingest.pages import DefectiveRecord
 from ecom_assets.ingest.reader import EMPTY_PASSES, MAX_UNIT_RECORDS, Fetch, WindowReader
 from ecom_assets.ingest.report import ResourceReport
-from ecom_assets.ingest.window import EPOCH, Window, rfc3339
+from ecom_assets.ingest.window import CLOCK_SKEW, EPOCH, Window, rfc3339
 
 pytestmark = pytest.mark.unit
 
@@ -398,6 +399,26 @@ def test_a_third_copy_on_another_day_joins_the_two_quarantined_together() -> Non
     assert len(copies) == 3 and all(isinstance(r, DefectiveRecord) for r in copies)
 
 
+# RFC 3339 allows a space or a lower-case `t` between date and time: such a stamp does not
+# sort as the time it stands for.
+@pytest.mark.parametrize("separator", [" ", "t"])
+def test_a_twin_stamped_with_another_separator_is_caught(separator: str) -> None:
+    vendor, first, twin = two_days_with_a_twin(lambda v: v.records[10])
+    twin["updated_at"] = twin["updated_at"].replace("T", separator)
+    in_time_order = sorted(vendor.records, key=lambda r: parse_timestamp(r["updated_at"]))
+
+    def fetch(window: Window, offset: int, limit: int) -> tuple[str, Response]:
+        listed = [r for r in in_time_order if window.contains(parse_timestamp(r["updated_at"]))]
+        return "u", Response({"data": listed[offset:offset + limit], "total": len(listed)})
+
+    records, report = read(vendor, window=TWO_DAYS, concurrency=8, fetch=fetch)
+
+    assert report.units >= 4, "each day read in more than one part"
+    defective = [r for r in records if isinstance(r, DefectiveRecord)]
+    loaded = [r for r in records if isinstance(r, dict) and r["id"] == first["id"]]
+    assert [d.record for d in defective] == [twin] and loaded == [first]
+
+
 # With no room for the ids of days already read, those of the days still to be read are kept.
 @pytest.mark.parametrize("twin_ids_kept", [reader.TWIN_IDS_KEPT, 0])
 def test_twins_in_two_parts_of_a_windows_second_day_are_caught(
@@ -440,39 +461,35 @@ def test_a_twin_appearing_as_a_record_is_deleted_while_paged_hides_no_record() -
 
 def _at_the_open_parts_second_pass(window: Window, offset: int, open_part: datetime,
                                    open_passes: Iterator[int]) -> bool:
-    # One worker pages the closed part, which came first, before the open part's second pass.
+    # One worker pages the closed parts, which came first, before the open part's second pass.
     return window.start == open_part and offset == 0 and next(open_passes) == 2
 
 
-def _once_the_last_closed_part_is_past_its_first_page(
-    window: Window, offset: int, open_part: datetime, open_passes: Iterator[int]
-) -> bool:
-    # One worker pages older parts first: by then every page of the record's part was served.
-    return bool(offset) and window.end == open_part
-
-
 @pytest.mark.parametrize(
-    ("size", "filed", "when", "min_units"),
+    ("size", "filed", "min_units"),
     [
-        (4_000, timedelta(minutes=30), _at_the_open_parts_second_pass, 1),
-        # A late arrival filed a minute further back than the horizon: a vendor clock behind.
-        (12_000, -timedelta(minutes=1), _once_the_last_closed_part_is_past_its_first_page, 4),
+        (4_000, timedelta(minutes=30), 1),
+        # Filed further back than late arrivals may be, by a vendor clock behind ours.
+        (12_000, CLOCK_SKEW - timedelta(minutes=1), 4),
     ],
-    ids=["into-the-open-part", "a-minute-before-it"],
+    ids=["into-the-open-part", "by-a-clock-behind-ours"],
 )
 def test_a_record_updated_near_the_open_part_while_read_is_no_twin(
-    size: int, filed: timedelta, when: Callable[..., bool], min_units: int
+    size: int, filed: timedelta, min_units: int
 ) -> None:
     vendor = MemoryVendor(size)
     vendor.now = DAY.end
-    open_part = DAY.end - timedelta(hours=1)
+    late = timedelta(hours=1)
+    open_part = DAY.end - late - CLOCK_SKEW  # where late arrivals can land
     moved = vendor.records[10]
     served = vendor.fetch
     open_passes = itertools.count(1)
 
     def update_once(window: Window, offset: int, limit: int):
         # Read at its old place first, then updated to near the open part.
-        if "version" not in moved and when(window, offset, open_part, open_passes):
+        if "version" not in moved and _at_the_open_parts_second_pass(
+            window, offset, open_part, open_passes
+        ):
             vendor.update(moved)
             moved["updated_at"] = rfc3339(open_part + filed)
             vendor.sort()
@@ -480,7 +497,7 @@ def test_a_record_updated_near_the_open_part_while_read_is_no_twin(
 
     vendor.fetch = update_once  # type: ignore[method-assign]
 
-    records, report = read(vendor, late=timedelta(hours=1), concurrency=1)
+    records, report = read(vendor, late=late, concurrency=1)
 
     assert report.units >= min_units and not any(isinstance(r, DefectiveRecord) for r in records)
     versions = [r.get("version", 0) for r in records if r["id"] == moved["id"]]
@@ -521,6 +538,70 @@ def test_a_window_ending_near_now_is_paged_twice_and_keeps_a_late_arrival() -> N
 
     assert "pay_late" in ids(records)
     assert ids(records) == {r["id"] for r in vendor.records}
+
+
+def _between(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """A time between two records' `updated_at`: a late arrival filed there lands between."""
+    first, second = (datetime.fromisoformat(r["updated_at"]) for r in (a, b))
+    return rfc3339(first + (second - first) / 2)
+
+
+def test_a_record_skipped_by_both_passes_of_the_open_part_is_paged_again_until_read() -> None:
+    # In each pass, a record leaves (updated) and a late arrival lands behind the record at
+    # the page boundary: `total` holds, the offsets shift, and each pass skips that record.
+    window = Window(NOW - timedelta(minutes=5), NOW)
+    vendor = MemoryVendor(250, window=window)
+    records = vendor.records
+    leaving = [records[5], records[6]]
+    arrivals = {  # before which request (from 1), a late arrival between which two records
+        2: (records[150], records[151]), 4: (records[50], records[51]),
+        5: (records[160], records[161]),
+    }
+
+    def changes(v: MemoryVendor) -> None:
+        if v.requests in arrivals:
+            v.records.append({"id": f"pay_late_{v.requests}",
+                              "updated_at": _between(*arrivals[v.requests])})
+            if v.requests != 4:  # between the passes: an arrival only
+                v.update(leaving.pop(0))
+            v.sort()
+
+    vendor.before_request = changes
+
+    read_records, report = read(vendor, window=window, late=timedelta(minutes=10),
+                                concurrency=1)
+
+    in_window = {r["id"] for r in vendor.records if window.contains(
+        datetime.fromisoformat(r["updated_at"]))}
+    assert in_window - ids(read_records) == set()
+    assert report.repaged >= 1
+
+
+def test_a_late_arrival_filed_by_a_clock_behind_ours_cannot_hide_a_record() -> None:
+    # Filed 12 minutes back with late arrivals allowed 10: a clock 2 minutes behind, within
+    # CLOCK_SKEW. While the part before the open one is paged, a record leaves and the late
+    # arrival lands behind the record at the page boundary.
+    window = Window(NOW - timedelta(hours=1), NOW)
+    vendor = MemoryVendor(250, window=Window(window.start, NOW - timedelta(minutes=20)))
+    leaving = vendor.records[5]
+    arrival = {"id": "pay_late", "updated_at": rfc3339(NOW - timedelta(minutes=12))}
+    served = vendor.fetch
+
+    def change_after_the_first_page(part: Window, offset: int, limit: int):
+        if offset and part.start == window.start and arrival not in vendor.records:
+            vendor.update(leaving)
+            vendor.records.append(arrival)
+            vendor.sort()
+        return served(part, offset, limit)
+
+    vendor.fetch = change_after_the_first_page  # type: ignore[method-assign]
+
+    read_records, _ = read(vendor, window=window, late=timedelta(minutes=10), concurrency=1)
+
+    in_window = {r["id"] for r in vendor.records if window.contains(
+        datetime.fromisoformat(r["updated_at"]))}
+    assert "pay_late" in in_window
+    assert in_window - ids(read_records) == set()
 
 
 def test_a_vendor_whose_pages_never_add_up_fails_after_three_passes() -> None:

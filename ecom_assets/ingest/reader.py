@@ -37,7 +37,7 @@ from typing import Any
 
 import requests
 
-from ecom_assets.contract import json_type, parse_timestamp
+from ecom_assets.contract import in_contract_form, json_type, parse_timestamp
 from ecom_assets.ingest.errors import UnreconciledWindowError, VendorAPIError, VendorResponseError
 from ecom_assets.ingest.pages import (
     DefectiveRecord,
@@ -161,11 +161,11 @@ class WindowReader:
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix=f"vendor-{resource}")
         # Requests queued beyond the running ones, so that workers never wait for this thread.
         self._ahead = 2 * concurrency
-        # Late arrivals can land after this moment: units ending later are open.
-        self._open_after = now - late_arrival
-        # Units ending before this can no longer gain a record, even with the vendor's clocks
-        # a little behind: two copies of an id there are twins, not a record and its update.
-        self._settled_before = self._open_after - CLOCK_SKEW
+        # Late arrivals (filed up to `late_arrival` late, by a clock up to CLOCK_SKEW behind
+        # ours) can land in units ending after this moment: those are open, read until two
+        # passes agree. Units ending before it are settled: they can no longer gain a record,
+        # and two copies of an id there are twins, not a record and its update.
+        self._open_after = now - late_arrival - CLOCK_SKEW
         self._now = now
         self._waiting: deque[_Unit] = deque(
             self._unit(part) for part in window.split_at([self._open_after])
@@ -347,13 +347,22 @@ class WindowReader:
             unit.empty_passes += 1
             self._restart(unit)
             return
-        if unit.open and listing and unit.earlier is None:
+        if unit.open and listing:
             # A late arrival can take the place of a record that left, keeping `total` while
-            # shifting the offsets: a record skipped by one pass is in the other.
-            unit.earlier = list(zip(identities, listing, strict=True))
-            unit.empty_passes = 0
-            self._restart(unit)
-            return
+            # shifting the offsets past a record: two passes that list the same records show
+            # that none was skipped (a pass of one page is one instant of the vendor).
+            agreed = unit.earlier is not None and (
+                len(unit.pages) == 1 or [i for i, _ in unit.earlier] == identities
+            )
+            if not agreed:
+                compared = unit.earlier is not None
+                unit.earlier = list(zip(identities, listing, strict=True))  # for the next pass
+                unit.empty_passes = 0
+                if compared:
+                    self._page_again(unit, "two passes listed different records")
+                else:
+                    self._restart(unit)
+                return
         self._accept(unit, listing, identities, copies)
 
     def _listing(self, unit: _Unit) -> list[Any] | str:
@@ -397,7 +406,7 @@ class WindowReader:
         return True
 
     def _settled(self, unit: _Unit) -> bool:
-        return unit.window.end <= self._settled_before
+        return not unit.open
 
     def _accept(
         self, unit: _Unit, listing: list[Any], identities: list[str], copies: int
@@ -489,7 +498,7 @@ class WindowReader:
         if not isinstance(record, dict):
             return None
         stamp = record.get(self._cursor)
-        if isinstance(stamp, str) and len(stamp) == len(since) and stamp.endswith("Z"):
+        if isinstance(stamp, str) and in_contract_form(stamp):
             return stamp if since <= stamp < until else None  # the format sorts as time does
         moment = self._timestamp(record)
         return rfc3339(moment) if moment and unit.window.contains(moment) else None
