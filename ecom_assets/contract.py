@@ -209,7 +209,9 @@ def _money(value: Any) -> Decimal:
     if not amount.is_finite():
         raise ValueError(f"not a finite number: {amount}")
     if abs(amount) >= _MONEY_LIMIT:
-        raise ValueError(f"out of range for DECIMAL({MONEY_PRECISION},{MONEY_SCALE}): {amount}")
+        text = str(amount)  # a defective amount may have thousands of digits
+        shown = text if len(text) <= 40 else f"{text[:20]}... ({amount:.2E})"
+        raise ValueError(f"out of range for DECIMAL({MONEY_PRECISION},{MONEY_SCALE}): {shown}")
     if amount.as_tuple().exponent < -MONEY_SCALE:
         # 12.500 is 12.50; stored with more digits it would not fit the column.
         if amount != amount.quantize(_CENT):
