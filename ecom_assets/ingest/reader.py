@@ -111,7 +111,7 @@ class _Unit:
     moved_passes: int = 0
     empty_passes: int = 0  # consistent passes in a row that listed nothing
     paged_again_at_the_end: bool = False  # listed nothing, then paged after the rest
-    # A first consistent pass that listed records, kept while an open unit is paged again.
+    # The last consistent pass that listed records, kept while the unit is paged again.
     earlier: list[tuple[str, Any]] | None = None
     # The current pass:
     total: int | None = None
