@@ -167,6 +167,11 @@ def test_an_older_copy_read_by_a_later_run_is_quarantined_and_the_newer_row_stay
         record["id"],
     )
     assert "the table holds a later version" in _as_list(violations)[0]["reason"]
+    # The comparison, and dlt's merge, look ids up in an index rather than scan the table.
+    assert postgres_server.execute(
+        warehouse_db, "select indexdef from pg_indexes where schemaname = 'ecom' "
+        "and tablename = 'order_payments'"
+    ) == [("CREATE INDEX order_payments__id ON ecom.order_payments USING btree (id)",)]
 
 
 def _as_list(violations: object) -> list[dict]:
