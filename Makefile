@@ -15,7 +15,7 @@ export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 UI_PORT ?= 3000
 
 .PHONY: install demo ui full-refresh prune bench bench-scale bench-daemon bench-sandbox \
-	reliability test test-fast lint system-packages clean
+	reliability docs test test-fast lint system-packages clean
 
 install: $(STAMP)
 
@@ -66,6 +66,10 @@ bench-daemon: install
 ## Pages per second the sandbox vendor serves from 1,000,000 records.
 bench-sandbox: install
 	$(BIN)/python -m benchmarks.sandbox
+
+## The tables of README.md and docs/how-it-works.md that restate the settings and the checks.
+docs: install
+	$(BIN)/python -m ecom_assets_tests.docs_tables
 
 ## The contract's vendor faults and defects, one case each; writes docs/reliability.md.
 reliability: install

@@ -125,26 +125,22 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("ECOM_API_BASE_URL", None, _http_url,
-            "The vendor API's base URL. Required for runs and the sensor."),
+            "The vendor API's base URL (http or https). Required for runs and the sensor."),
     Setting("ECOM_API_KEY", None, str,
-            "The vendor API key (a secret), sent as the `api_key` query parameter. Required for "
-            "runs and the sensor; reaches them through `dagster.EnvVar`."),
+            "The API key, a secret sent as the `api_key` query parameter; reaches runs through "
+            "`dagster.EnvVar`. Required for runs and the sensor."),
     Setting("ECOM_DESTINATION", "duckdb", _destination,
-            "The dlt destination: `duckdb` or `postgres` (credentials the way dlt reads them, "
-            "e.g. `DESTINATION__POSTGRES__CREDENTIALS`)."),
+            "The dlt destination: `duckdb` or `postgres` (the two tested)."),
     Setting("ECOM_DUCKDB_PATH", "data/warehouse.duckdb", _duckdb_path,
             "The DuckDB warehouse file."),
     Setting("ECOM_DLT_PIPELINES_DIR", "data/dlt_pipelines", Path,
-            "dlt's working directories; the last run of each resource is kept for "
-            "`dlt pipeline ... trace`."),
-    Setting("ECOM_PARTITIONS_START", "2026-01-01", _day,
-            "The first daily partition (UTC)."),
+            "dlt's working directories; each resource's last is kept (`dlt pipeline ... trace`)."),
+    Setting("ECOM_PARTITIONS_START", "2026-01-01", _day, "The first daily partition (UTC)."),
     Setting("ECOM_SENSOR_INTERVAL_SECONDS", "60", _whole_number(1, SECONDS_A_DAY),
-            "How often the daemon asks the vendor what changed."),
+            "How often the sensor asks the vendor what changed."),
     Setting("ECOM_LATE_ARRIVAL_MINUTES", "10", _whole_number(0, MINUTES_A_DAY),
-            "How far in the past the vendor may file a record late: the sensor looks back this "
-            "far, and a window ending this close to now (and 5 minutes more, for the vendor's "
-            "clocks) is paged until two passes agree."),
+            "How late the vendor may file a record: the sensor looks back this far, and a window "
+            "ending this close to now (5 minutes more for clocks) is read until two passes agree."),
     Setting("ECOM_PAGE_CONCURRENCY", "8", _whole_number(1, MAX_PAGE_CONCURRENCY),
             "Pages fetched at once (halved while the vendor answers 429)."),
     Setting("ECOM_REQUEST_TIMEOUT_SECONDS", "30", _timeout_seconds,
@@ -152,11 +148,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ECOM_MAX_RETRY_AFTER_SECONDS", "120", _seconds,
             "A 429 asking to wait longer than this fails the run at once."),
     Setting("ECOM_DUCKDB_LOCK_WAIT_SECONDS", "180", _seconds,
-            "How long a run waits for another process (a `duckdb` shell, a BI tool) to let go "
-            "of the DuckDB file before it fails."),
+            "How long a run waits for another program holding the DuckDB file."),
     Setting("ECOM_FULL_REFRESH_MAX_REMOVED_SHARE", "0.5", _share,
-            "A full refresh that would remove more than this share of a table's rows is "
-            "refused (run config `allow_removing_rows: true` overrides)."),
+            "Share of a table a full refresh may remove (more: `allow_removing_rows: true`)."),
 )
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, BackfillPolicy, DagsterInstance, DailyPartitionsDefinition
 
+from benchmarks.page import read_section
 from ecom_assets.contract import CONTRACTS, Field, FieldType, ResourceContract
 from ecom_assets.definitions import defs
 from ecom_assets.defs.assets import build_sync_assets
@@ -20,7 +21,8 @@ from ecom_assets.defs.partitions import daily_partitions
 from ecom_assets.launch import PROJECT_DIR, dg
 from ecom_assets.sandbox.data import Code, SandboxResource, SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
-from ecom_assets.settings import SETTINGS, read_settings
+from ecom_assets.settings import read_settings
+from ecom_assets_tests.docs_tables import COMMAND, TABLES
 from ecom_assets_tests.support import Sync, money, rows
 
 ASSET_KEYS = {AssetKey(["ecom", name]) for name in CONTRACTS}
@@ -159,13 +161,10 @@ def test_a_third_resource_is_one_declaration_and_loads_end_to_end_with_its_check
 
 
 @pytest.mark.unit
-def test_the_readme_configuration_table_lists_every_setting_with_its_default() -> None:
-    readme = (PROJECT_DIR / "README.md").read_text()
-    table = {
-        match[0]: match[1]
-        for match in re.findall(r"^\| `(ECOM_\w+)` \| (.*?) \|", readme, re.MULTILINE)
-    }
-    assert table == {
-        s.variable: f"`{s.default}`" if s.default is not None else "(required)"
-        for s in SETTINGS
-    }
+@pytest.mark.parametrize(
+    ("page", "name"), [(page, name) for page, tables in TABLES.items() for name in tables]
+)
+def test_the_tables_restating_code_are_generated_from_it(page: Path, name: str) -> None:
+    assert read_section(name, page, command=COMMAND) == TABLES[page][name](), (
+        f"{page.name}: the table `{name}` is stale; run `make docs`"
+    )

@@ -296,7 +296,8 @@ CHECKS = (
     Check(unique_id, "The primary key is unique and never null across the table."),
     Check(no_quarantined_records, "No record of this run broke the contract and was quarantined."),
     Check(reconciled_with_vendor, "Every record the vendor listed in the run's window, by its "
-          "own `total`, is in the table or in quarantine."),
+          "own `total` for each part of it, is a row this run wrote or in quarantine; a vendor "
+          "claiming to hold no records at all is not believed over the table's rows."),
     Check(
         known_fields_only,
         "The vendor sent no fields the contract does not know; new fields are kept as columns.",
