@@ -6,7 +6,6 @@ several resources, is a single dlt run (`BackfillPolicy.single_run()`): one extr
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
-from functools import partial
 from typing import Any
 
 from dagster import (
@@ -158,14 +157,12 @@ def _sync(
             with `into`."""
             reading = _reading(contracts, window)
             context.log.info(f"Reading {reading}")
-            source = ecom_source(
-                vendor_api.base_url, session, window, contracts=contracts, report=report,
-                quarantine_first_seen=partial(target.quarantine_first_seen, pipeline),
-                stored_columns=partial(target.stored_columns, pipeline),
+            source = target.source(
+                pipeline, vendor_api.base_url, session, window, contracts=contracts,
+                report=report, late_arrival=late_arrival,
                 # Compared with the table `into` writes: a full refresh's own dataset is empty
                 # when it starts, so the refresh decides every twin by its window's rule.
-                held_newer=partial(target.held_newer, into),
-                late_arrival=late_arrival,
+                into=into,
             )
             try:
                 return into.run(source, loader_file_format=target.loader_file_format)

@@ -9,7 +9,6 @@ import argparse
 import logging
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
-from functools import partial
 
 from dlt.pipeline.exceptions import PipelineStepFailed
 
@@ -20,7 +19,6 @@ from ecom_assets.ingest import (
     VendorSession,
     Warehouse,
     Window,
-    ecom_source,
     vendor_error_behind,
 )
 from ecom_assets.ingest.scrubbing import SECRETS
@@ -77,15 +75,9 @@ def main() -> None:
         since, before = args.since or EPOCH, min(args.before or started, started)
         if before <= since:
             parser.error("empty window: --since must be before --before, and in the past")
-        source = ecom_source(
-            settings.api_base_url,
-            session,
-            Window.between(since, before),
-            contracts=contracts,
-            report=report,
-            quarantine_first_seen=partial(warehouse.quarantine_first_seen, pipeline),
-            stored_columns=partial(warehouse.stored_columns, pipeline),
-            held_newer=partial(warehouse.held_newer, pipeline),
+        source = warehouse.source(
+            pipeline, settings.api_base_url, session, Window.between(since, before),
+            contracts=contracts, report=report,
             late_arrival=timedelta(minutes=settings.late_arrival_minutes),
         )
         try:

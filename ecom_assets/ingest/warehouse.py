@@ -12,19 +12,25 @@ import logging
 import shutil
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import dlt
 import duckdb
 from dlt.common.destination import Destination
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
+from dlt.sources import DltSource
 
+from ecom_assets.contract import ResourceContract
 from ecom_assets.ingest.quarantine import QUARANTINE_KEY, VENDOR_FIELD_HINT
-from ecom_assets.ingest.source import SOURCE_NAME
+from ecom_assets.ingest.report import SyncReport
+from ecom_assets.ingest.source import SOURCE_NAME, ecom_source
+from ecom_assets.ingest.vendor_session import VendorSession
+from ecom_assets.ingest.window import Window
 from ecom_assets.settings import DEFAULTS
 
 logger = logging.getLogger(__name__)
@@ -196,6 +202,29 @@ class Warehouse:
                 )
                 next_log = now + BUSY_LOG_SECONDS
             time.sleep(min(LOCK_POLL_SECONDS / 4, max(deadline - now, 0)))
+
+    def source(
+        self,
+        pipeline: dlt.Pipeline,
+        base_url: str,
+        session: VendorSession,
+        window: Window | Mapping[str, Window],
+        *,
+        contracts: Sequence[ResourceContract],
+        report: SyncReport,
+        late_arrival: timedelta,
+        into: dlt.Pipeline | None = None,
+    ) -> DltSource:
+        """`ecom_source`, asking this warehouse what it needs: first-seen times of quarantined
+        records and the columns loads gave unknown fields, through `pipeline`; later versions
+        of ids, in the tables that `into` (default `pipeline`) writes."""
+        return ecom_source(
+            base_url, session, window, contracts=contracts, report=report,
+            quarantine_first_seen=partial(self.quarantine_first_seen, pipeline),
+            stored_columns=partial(self.stored_columns, pipeline),
+            held_newer=partial(self.held_newer, into or pipeline),
+            late_arrival=late_arrival,
+        )
 
     def stored_columns(self, pipeline: dlt.Pipeline, table: str) -> dict[str, str | None]:
         """`table`'s columns as the loads so far stored them in the schema dlt keeps with the
