@@ -413,7 +413,9 @@ def test_command_line_serves_recent_data_until_a_signal_without_printing_the_key
         process.send_signal(signum)
         started = time.monotonic()
         stdout, stderr = process.communicate(timeout=10)
-        assert time.monotonic() - started < 2, "it exits within 2 s of the signal"
+        # Promptly, not at a timeout (its serving threads stop within a second; a margin for
+        # a loaded machine).
+        assert time.monotonic() - started < 5, "it exits within seconds of the signal"
     finally:
         process.kill()
     assert process.returncode == 0, stderr
