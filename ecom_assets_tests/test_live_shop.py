@@ -340,11 +340,29 @@ def test_a_sensor_refresh_reads_only_what_changed_since_the_day_was_reconciled(
     assert result.success and all(checks_passed(result).values())
     metadata = result.asset_materializations_for_node("ecom_vendor_sync")[0].metadata
     assert not metadata["window"].value.startswith(f"[{utc_today()}T00:00:00.000Z, ")
-    assert metadata["pages_fetched"].value < whole_window["pages_fetched"].value / 10
+    # The changes and the look-back's records (its empty part paged until passes agree).
+    assert metadata["records_received"].value < whole_window["records_received"].value / 10
     [(today_rows,)] = rows(duckdb_path, "select count(*) from ecom.order_payments")
     assert metadata["dagster/partition_row_count"].value == today_rows, "the day's, not the read's"
     with live_shop.live.paused():
         assert table_rows(duckdb_path) == vendor_rows(live_shop)
+
+
+@pytest.mark.parametrize("live_shop", [(SandboxSpec.recent(days=1, size=2_000), 0)],
+                         indirect=True)
+def test_a_sensor_refresh_reads_a_record_filed_late_by_a_clock_behind_ours(
+    sync: Sync, live_shop: SandboxServer, duckdb_path: Path
+) -> None:
+    assert sync(utc_today(), resources=RESOURCE).success
+    # Filed 12 minutes back: 10 minutes late (ECOM_LATE_ARRIVAL_MINUTES), by a clock 2 minutes
+    # behind ours, before the day's mark of where it was reconciled.
+    midnight = datetime.combine(datetime.now(UTC).date(), datetime.min.time(), UTC)
+    filed = max(datetime.now(UTC) - timedelta(minutes=12), midnight + timedelta(seconds=1))
+    late = live_shop.live.create("order_payments", int(filed.timestamp() * 1000))
+
+    assert sync(utc_today(), resources=RESOURCE, config=CHANGES_ONLY).success
+
+    assert rows(duckdb_path, "select id from ecom.order_payments where id = ?", late) == [(late,)]
 
 
 @pytest.mark.parametrize("live_shop", [(SandboxSpec.recent(days=2, size=4_000), 0)],

@@ -50,7 +50,7 @@ from ecom_assets.ingest.full_refresh import StagedRefresh
 from ecom_assets.ingest.scrubbing import SECRETS, scrub
 from ecom_assets.ingest.vendor_session import VendorSession
 from ecom_assets.ingest.warehouse import WarehouseBusyError, busy_holder
-from ecom_assets.ingest.window import EPOCH, MILLISECOND
+from ecom_assets.ingest.window import EPOCH, MILLISECOND, look_back
 
 # Runs that write the warehouse must not overlap: DuckDB allows one writer process, and two
 # merges into one table through one staging dataset would corrupt each other on any database.
@@ -220,7 +220,7 @@ def _windows_to_read(
         # A mark past the partition's end (left by a run that also read later days) leaves
         # only its late arrivals to read.
         since = (
-            max(whole.start, min(mark, whole.end) - late_arrival)
+            max(whole.start, min(mark, whole.end) - look_back(late_arrival))
             if mark is not None and whole.start <= mark <= started else whole.start
         )
         windows[contract.name] = Window.between(since, whole.end) if since < whole.end else whole
@@ -272,7 +272,7 @@ def _full_refresh(
         unaccounted = sum(c.rows_removed for c in changes)
         if not unaccounted:
             break
-        following = Window.between(window.end - late_arrival, datetime.now(UTC))
+        following = Window.between(window.end - look_back(late_arrival), datetime.now(UTC))
         load_ids += read(following, refresh.pipeline).loads_ids
         window = following
         changes = refresh.changes(contracts)

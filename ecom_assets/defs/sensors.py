@@ -39,7 +39,7 @@ from ecom_assets.defs.resources import VendorApiResource
 from ecom_assets.defs.translator import asset_key
 from ecom_assets.ingest import VendorAPIError
 from ecom_assets.ingest.probe import count_since, probe_changes
-from ecom_assets.ingest.window import rfc3339
+from ecom_assets.ingest.window import look_back, rfc3339
 
 SENSOR_TRIGGER = "vendor_changes"
 
@@ -61,7 +61,7 @@ def build_change_sensor(
         context: SensorEvaluationContext, vendor_api: VendorApiResource
     ) -> SensorResult:
         now = datetime.now(UTC)
-        lookback = timedelta(minutes=vendor_api.late_arrival_minutes)
+        lookback = look_back(timedelta(minutes=vendor_api.late_arrival_minutes))
         cursor = _read_cursor(context, contracts)
         changed: list[tuple[str, dict[str, Any]]] = []  # (resource, what the vendor said)
         days: set[str] = set()

@@ -25,7 +25,7 @@ from ecom_assets.contract import ResourceContract, conform, json_type, storable
 from ecom_assets.ingest.pages import DefectiveRecord, record_id
 from ecom_assets.ingest.report import ResourceReport
 from ecom_assets.ingest.vendor_json import dump_vendor_json, is_non_finite
-from ecom_assets.ingest.window import CLOCK_SKEW, Window, rfc3339
+from ecom_assets.ingest.window import CLOCK_SKEW, Window, look_back, rfc3339
 
 if TYPE_CHECKING:  # Arrow is imported by a run's first loaded records (contract.py)
     import pyarrow as pa
@@ -87,7 +87,7 @@ def add_quarantine(
         contract, window, report, first_seen, now,
         stored_columns=partial(stored_columns, contract.name),
         held_newer=partial(held_newer, contract.name, contract.primary_key, contract.cursor),
-        overtaken_by_more_than=late_arrival + CLOCK_SKEW,
+        overtaken_by_more_than=look_back(late_arrival),
     ))
 
 

@@ -13,6 +13,12 @@ MILLISECOND = timedelta(milliseconds=1)
 CLOCK_SKEW = timedelta(minutes=5)
 
 
+def look_back(late_arrival: timedelta) -> timedelta:
+    """How far before now a record can still land: filed up to `late_arrival` late, stamped
+    by a clock up to CLOCK_SKEW behind ours."""
+    return late_arrival + CLOCK_SKEW
+
+
 def rfc3339(moment: datetime) -> str:
     """UTC, millisecond precision, `Z` suffix: the vendor's timestamp format."""
     utc = moment.astimezone(UTC)
