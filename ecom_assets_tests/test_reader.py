@@ -577,6 +577,30 @@ def test_a_record_skipped_by_both_passes_of_the_open_part_is_paged_again_until_r
     assert report.repaged >= 1
 
 
+def test_passes_answered_empty_by_an_outage_do_not_confirm_an_open_parts_listing() -> None:
+    # The first pass skips a record (one leaves, a late arrival lands behind the page
+    # boundary); then an outage answers the next four passes with nothing.
+    window = Window(NOW - timedelta(minutes=5), NOW)
+    vendor = MemoryVendor(250, window=window)
+    records = vendor.records
+    leaving, late = records[5], {"id": "pay_late", "updated_at": _between(*records[150:152])}
+
+    def changes(v: MemoryVendor) -> None:
+        if v.requests == 2:  # before the first pass's second page
+            v.update(leaving)
+            v.records.append(late)
+            v.sort()
+
+    vendor.before_request = changes
+
+    read_records, _ = read(vendor, window=window, late=timedelta(minutes=10), concurrency=1,
+                           fetch=vendor.answering_nothing_to(4, 5, 6, 7))
+
+    in_window = {r["id"] for r in vendor.records if window.contains(
+        datetime.fromisoformat(r["updated_at"]))}
+    assert in_window - ids(read_records) == set()
+
+
 def test_a_late_arrival_filed_by_a_clock_behind_ours_cannot_hide_a_record() -> None:
     # Filed 12 minutes back with late arrivals allowed 10: a clock 2 minutes behind, within
     # CLOCK_SKEW. While the part before the open one is paged, a record leaves and the late

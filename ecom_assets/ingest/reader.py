@@ -7,8 +7,9 @@ Records only move forward in time when they change, so in a past window a change
 smaller `total`. A pass that saw one is discarded and its unit split, at the `updated_at` of the
 records it did receive, into smaller units that are paged again; a unit that fits in one page is
 a single response, one instant of the vendor, and cannot drift. A unit ending within the
-late-arrival horizon may also gain records, which can keep `total` while shifting offsets: it is
-paged twice, and what either consistent pass listed is released. A unit the vendor answered
+late-arrival look-back (`look_back`: late arrivals, and the vendor's clocks) may also gain
+records, which can keep `total` while shifting offsets: it is open, paged until two passes in a
+row list the same records, and what either listed is released. A unit the vendor answered
 with nothing is believed empty only when `EMPTY_PASSES` passes in a row agree, and once more when
 the rest of the window is read: an outage now and then answers a window that has records so, a
 few times in a row as often as once.
@@ -17,11 +18,10 @@ Only accepted passes are released, unit by unit: what a released unit holds is w
 listed in it at one instant, so nothing of the window can be skipped by records moving under
 the offsets. A unit that keeps changing after it cannot be split further fails, naming it.
 
-A settled unit (ending before the late-arrival horizon, with room for the vendor's clocks)
-cannot list a record twice, since a change moves the record past the window's end: two copies of
-an id there, in one pass or in two settled units of the window, are the vendor's twins, and are
-quarantined (across units, while the earlier copy's day is among those remembered; see
-`TWIN_IDS_KEPT`).
+A settled unit (one that is not open) cannot list a record twice, since a change moves the
+record past the window's end: two copies of an id there, in one pass or in two settled units of
+the window, are the vendor's twins, and are quarantined (across units, while the earlier copy's
+day is among those remembered; see `TWIN_IDS_KEPT`).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from ecom_assets.ingest.pages import (
 )
 from ecom_assets.ingest.report import ResourceReport
 from ecom_assets.ingest.vendor_json import dump_vendor_json
-from ecom_assets.ingest.window import CLOCK_SKEW, EPOCH, Window, rfc3339
+from ecom_assets.ingest.window import EPOCH, Window, look_back, rfc3339
 
 logger = logging.getLogger(__name__)
 
@@ -161,11 +161,10 @@ class WindowReader:
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix=f"vendor-{resource}")
         # Requests queued beyond the running ones, so that workers never wait for this thread.
         self._ahead = 2 * concurrency
-        # Late arrivals (filed up to `late_arrival` late, by a clock up to CLOCK_SKEW behind
-        # ours) can land in units ending after this moment: those are open, read until two
-        # passes agree. Units ending before it are settled: they can no longer gain a record,
-        # and two copies of an id there are twins, not a record and its update.
-        self._open_after = now - late_arrival - CLOCK_SKEW
+        # Late arrivals can land in units ending after this moment: those are open, read until
+        # two passes agree. Units ending before it are settled: they can no longer gain a
+        # record, and two copies of an id there are twins, not a record and its update.
+        self._open_after = now - look_back(late_arrival)
         self._now = now
         self._waiting: deque[_Unit] = deque(
             self._unit(part) for part in window.split_at([self._open_after])
@@ -347,19 +346,22 @@ class WindowReader:
             unit.empty_passes += 1
             self._restart(unit)
             return
-        if unit.open and listing:
+        if unit.open and (listing or unit.earlier):
             # A late arrival can take the place of a record that left, keeping `total` while
             # shifting the offsets past a record: two passes that list the same records show
-            # that none was skipped (a pass of one page is one instant of the vendor).
-            agreed = unit.earlier is not None and (
+            # that none was skipped (a pass of one page is one instant of the vendor). Passes
+            # an outage answered empty confirm no listing.
+            agreed = bool(listing) and unit.earlier is not None and (
                 len(unit.pages) == 1 or [i for i, _ in unit.earlier] == identities
             )
             if not agreed:
                 compared = unit.earlier is not None
-                unit.earlier = list(zip(identities, listing, strict=True))  # for the next pass
+                if listing:
+                    unit.earlier = list(zip(identities, listing, strict=True))  # for the next
                 unit.empty_passes = 0
                 if compared:
-                    self._page_again(unit, "two passes listed different records")
+                    self._page_again(unit, "two passes listed different records" if listing
+                                     else "passes listed nothing after one that listed records")
                 else:
                     self._restart(unit)
                 return
