@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -172,6 +173,34 @@ def test_an_older_copy_read_by_a_later_run_is_quarantined_and_the_newer_row_stay
         warehouse_db, "select indexdef from pg_indexes where schemaname = 'ecom' "
         "and tablename = 'order_payments'"
     ) == [("CREATE INDEX order_payments__id ON ecom.order_payments USING btree (id)",)]
+
+
+def test_a_loader_that_does_not_own_the_table_compares_without_an_index(
+    postgres_server: PostgresServer, postgres_database: str, tmp_path: Path, monkeypatch, caplog
+) -> None:
+    # A role granted reading and writing, not ownership, as warehouses often give loaders.
+    role = f"loader_{postgres_database}"
+    for sql in (
+        f"create role {role} login password 'loader-pw'",
+        "create schema ecom",
+        "create table ecom.order_payments (id text, updated_at timestamptz)",
+        "insert into ecom.order_payments values ('pay_1', '2026-01-02T00:00:00Z')",
+        f"grant usage on schema ecom to {role}",
+        f"grant select, insert, update, delete on ecom.order_payments to {role}",
+    ):
+        postgres_server.execute(postgres_database, sql)
+    monkeypatch.setenv(
+        "DESTINATION__POSTGRES__CREDENTIALS",
+        f"postgresql://{role}:loader-pw@127.0.0.1:{postgres_server.port}/{postgres_database}",
+    )
+    warehouse = Warehouse("postgres", pipelines_dir=tmp_path / "pipelines")
+    older = datetime(2026, 1, 1, tzinfo=UTC)
+
+    held = warehouse.held_newer(warehouse.pipeline("run"), "order_payments", "id", "updated_at",
+                                ["pay_1"], [older])
+
+    assert held == {"pay_1": datetime(2026, 1, 2, tzinfo=UTC)}
+    assert "No index on id (InsufficientPrivilege)" in caplog.text
 
 
 def _as_list(violations: object) -> list[dict]:

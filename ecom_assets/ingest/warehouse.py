@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import dlt
 import duckdb
 from dlt.common.destination import Destination
-from dlt.destinations.exceptions import DatabaseUndefinedRelation
+from dlt.destinations.exceptions import DatabaseTerminalException, DatabaseUndefinedRelation
 from dlt.sources import DltSource
 
 from ecom_assets.contract import ResourceContract
@@ -254,10 +255,10 @@ class Warehouse:
                 client.execute_sql(f"select 1 from {qualified} limit 0")
             except DatabaseUndefinedRelation:  # the first load
                 return {}
-            index = client.escape_column_name(f"{table}__{key}")
+            if not self.is_duckdb and pipeline.dataset_name == DATASET_NAME:
+                # DuckDB hashes the batch in the join; a full refresh's own dataset is new.
+                self._index_key(client, table, key)
             key, cursor = client.escape_column_name(key), client.escape_column_name(cursor)
-            if not self.is_duckdb:  # DuckDB's joins hash the batch; its indexes slow loads
-                client.execute_sql(f"create index if not exists {index} on {qualified} ({key})")
             later = (
                 f"select t.{key}, t.{cursor} from {{incoming}} join {qualified} t "
                 f"on t.{key} = b.id where t.{cursor} > b.updated_at"
@@ -278,6 +279,23 @@ class Warehouse:
                 incoming = "unnest(%s::text[], %s::timestamptz[]) b(id, updated_at)"
                 rows = client.execute_sql(later.format(incoming=incoming), ids, stamps)
         return dict(rows or [])
+
+    @staticmethod
+    def _index_key(client: Any, table: str, key: str) -> None:
+        """PostgreSQL: an index on `table`'s `key`, created if missing. Looked up in the
+        catalog first: `create index if not exists` would lock the table against writers, and
+        needs the table's owner, on every batch."""
+        index = client.make_qualified_table_name(f"{table}__{key}")
+        if client.execute_sql("select to_regclass(%s)", index)[0][0] is not None:
+            return
+        try:
+            client.execute_sql(
+                f"create index if not exists {client.escape_column_name(f'{table}__{key}')} "
+                f"on {client.make_qualified_table_name(table)} ({client.escape_column_name(key)})"
+            )
+        except DatabaseTerminalException as exc:  # not the table's owner: slower, not wrong
+            logger.warning("No index on %s (%s): comparing and merging scan the table",
+                           key, type(exc.__cause__ or exc).__name__)
 
     def quarantine_first_seen(self, pipeline: dlt.Pipeline, table: str) -> dict[str, datetime]:
         """When each record in quarantine `table` was first seen (quarantine is small)."""
