@@ -2,6 +2,7 @@
 scrubbed text. Pure functions, no vendor."""
 
 import logging
+import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -117,17 +118,27 @@ def test_vendor_json_keeps_numbers_exact_and_non_finite_tokens_as_sent() -> None
     assert dump_vendor_json(body) == '{"amount": 12.50, "fraud_score": NaN, "limit": -Infinity}'
 
 
-def test_an_integer_longer_than_python_reads_quarantines_its_record_not_its_page() -> None:
-    digits = "9" * 5000  # Python's int() refuses more than 4,300
-    body = parse_vendor_json(
-        f'{{"data": [{{"amount": {digits}, "fraud_score": {digits}}}], "total": 1}}'.encode()
-    )
+# Python's int() refuses more than 4,300 digits, or the limit the process sets.
+@pytest.mark.parametrize(("limit", "length"), [(None, 5000), (640, 1000)],
+                         ids=["default-limit", "limit-set"])
+def test_an_integer_longer_than_python_reads_quarantines_its_record_not_its_page(
+    limit: int | None, length: int
+) -> None:
+    digits = "9" * length
+    default = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(limit or default)
+    try:
+        body = parse_vendor_json(
+            f'{{"data": [{{"amount": {digits}, "fraud_score": {digits}}}], "total": 1}}'.encode()
+        )
+    finally:
+        sys.set_int_max_str_digits(default)
 
     [record] = body["data"]
     assert body["total"] == 1
     _, violations = conform(PAYMENTS, {**VALID, **record})
     assert [(v["field"], v["reason"]) for v in violations] == [
-        ("amount", "out of range for DECIMAL(18,2): 99999999999999999999... (1.00E+5000)")
+        ("amount", f"out of range for DECIMAL(18,2): 99999999999999999999... (1.00E+{length})")
     ]
     assert dump_vendor_json(record) == f'{{"amount": {digits}, "fraud_score": {digits}}}'
 

@@ -9,7 +9,6 @@ defective record is quarantined instead of failing its whole page. Written back 
 from __future__ import annotations
 
 import json
-import sys
 from decimal import Decimal
 from typing import Any
 
@@ -23,15 +22,18 @@ def parse_vendor_json(content: bytes | str) -> Any:
     try:
         return json.loads(content, parse_float=Decimal, parse_constant=Decimal)
     except ValueError:
-        # Python refuses to read an integer of more than 4,300 digits (sys.int_info): it is
-        # valid JSON, and its record, not its page, is defective. Read again, such integers as
-        # Decimals; text that is not JSON fails again.
+        # Python refuses to read an integer longer than its limit (4,300 digits by default,
+        # sys.set_int_max_str_digits): valid JSON, whose record, not its page, is defective.
+        # Read again, such integers as Decimals; text that is not JSON fails again.
         return json.loads(content, parse_float=Decimal, parse_constant=Decimal,
                           parse_int=_integer)
 
 
 def _integer(digits: str) -> int | Decimal:
-    return int(digits) if len(digits) <= sys.int_info.default_max_str_digits else Decimal(digits)
+    try:
+        return int(digits)
+    except ValueError:
+        return Decimal(digits)
 
 
 def dump_vendor_json(value: Any) -> str:
