@@ -65,9 +65,13 @@ def test_every_setting_has_a_default_or_is_required_and_parses_its_default() -> 
         ("ECOM_DESTINATION", "Postgres",
          "ECOM_DESTINATION must be a dlt destination name in lower case, e.g. duckdb or "
          "postgres; got 'Postgres'"),
-        ("ECOM_DESTINATION", "postgress",
-         "ECOM_DESTINATION must be a dlt destination name in lower case, e.g. duckdb or "
-         "postgres, one dlt has (dlt.destinations); got 'postgress'"),
+        ("ECOM_API_BASE_URL", "http://[::1",
+         "ECOM_API_BASE_URL must be an http:// or https:// URL with a host, e.g. "
+         "https://api.example.com; got 'http://[::1'"),
+        ("ECOM_API_BASE_URL", "https://api.example.com/?shop=7",
+         "ECOM_API_BASE_URL must be an http:// or https:// URL with a host, e.g. "
+         "https://api.example.com, without a query or fragment; got "
+         "'https://api.example.com/?shop=7'"),
     ],
 )
 def test_a_bad_value_names_the_variable_the_value_and_the_expected_form(
