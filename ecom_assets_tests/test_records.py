@@ -9,7 +9,9 @@ from decimal import Decimal
 import pytest
 
 from ecom_assets.contract import CONTRACTS, conform
+from ecom_assets.ingest import quarantine
 from ecom_assets.ingest.quarantine import UnknownFieldColumns, quarantine_key
+from ecom_assets.ingest.report import ResourceReport
 from ecom_assets.ingest.scrubbing import SecretScrubbingFilter, scrub
 from ecom_assets.ingest.vendor_json import dump_vendor_json, parse_vendor_json
 from ecom_assets.ingest.window import Window
@@ -190,6 +192,25 @@ def test_a_column_name_once_given_stays_with_its_field() -> None:
     UnknownFieldColumns(PAYMENTS, mapping).add({"fraud_score", "fraudScore"})
 
     assert mapping == {"fraudScore": "fraud_score", "fraud_score": "vendor_fraud_score"}
+
+
+def test_a_first_load_asks_once_whether_the_table_holds_later_versions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each asking opens a connection to the warehouse; no table appears while a run reads.
+    monkeypatch.setattr(quarantine, "ARROW_BATCH_SIZE", 2)
+    asked: list[list[str]] = []
+    day, next_day = datetime(2026, 1, 2, tzinfo=UTC), datetime(2026, 1, 3, tzinfo=UTC)
+    router = quarantine.QuarantineRouter(
+        PAYMENTS, Window.between(day, next_day), ResourceReport(PAYMENTS.name),
+        lambda table: {}, next_day,
+        held_newer=lambda ids, stamps: asked.append(ids),  # None: there is no table yet
+    )
+
+    batches = [router([{**VALID, "id": f"pay_{n}{i}"} for i in range(2)]) for n in range(3)]
+
+    assert [sum(1 for _ in batch) for batch in batches] == [1, 1, 1]
+    assert asked == [["pay_00", "pay_01"]]
 
 
 def test_one_quarantine_key_per_distinct_defective_record() -> None:

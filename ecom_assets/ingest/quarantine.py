@@ -48,8 +48,11 @@ VENDOR_FIELD_HINT = "x-vendor-field"
 # dlt's table hint: the staging data of a merge holds each primary key once.
 DEDUPLICATED = "x-stage-data-deduplicated"
 # (table, key column, cursor column, ids, their cursor values) -> the ids the table holds a
-# later version of, with its time.
-HeldNewer = Callable[[str, str, str, list[str], list[datetime]], Mapping[str, datetime]]
+# later version of, with its time; None if there is no table yet (a first load), which no
+# table appears in while the run reads.
+HeldNewer = Callable[
+    [str, str, str, list[str], list[datetime]], Mapping[str, datetime] | None
+]
 
 
 def quarantine_key(resource: str, raw_record: str) -> str:
@@ -65,7 +68,7 @@ def add_quarantine(
     first_seen: Callable[[str], Mapping[str, datetime]],
     now: datetime,
     stored_columns: Callable[[str], Mapping[str, str | None]] = lambda table: {},
-    held_newer: HeldNewer = lambda table, key, cursor, ids, stamps: {},
+    held_newer: HeldNewer = lambda table, key, cursor, ids, stamps: None,
     late_arrival: timedelta = timedelta(0),
 ) -> None:
     """Route the resource's records through a `QuarantineRouter` into its table or into
@@ -169,8 +172,8 @@ class QuarantineRouter(ItemTransform[Any]):
         first_seen: Callable[[str], Mapping[str, datetime]],
         now: datetime,
         stored_columns: Callable[[], Mapping[str, str | None]] = dict,
-        held_newer: Callable[[list[str], list[datetime]], Mapping[str, datetime]] = (
-            lambda ids, stamps: {}
+        held_newer: Callable[[list[str], list[datetime]], Mapping[str, datetime] | None] = (
+            lambda ids, stamps: None
         ),
         overtaken_by_more_than: timedelta = CLOCK_SKEW,
     ) -> None:
@@ -185,7 +188,7 @@ class QuarantineRouter(ItemTransform[Any]):
         self._unknown = UnknownFieldColumns(contract, report.unknown_fields, stored_columns)
         self._batch: list[dict[str, Any]] = []
         self._raw: list[dict[str, Any]] = []  # the batch's records as the vendor sent them
-        self._held_newer = held_newer
+        self._held_newer: Callable[..., Mapping[str, datetime] | None] | None = held_newer
         self._overtaken_by_more_than = overtaken_by_more_than
         self._quarantined: set[str] = set()  # keys written this run
 
@@ -229,8 +232,12 @@ class QuarantineRouter(ItemTransform[Any]):
         by more than a late arrival or the vendor's clocks explain: the vendor served an older
         copy (a twin read by another run, or a step back in time), which a merge would write
         over the newer row. They go to quarantine; the row stays."""
+        if self._held_newer is None:
+            return batch
         key, cursor = self.contract.primary_key, self.contract.cursor
         held = self._held_newer([r[key] for r in batch], [r[cursor] for r in batch])
+        if held is None:  # a first load: not asked again (each asking opens a connection)
+            self._held_newer = None
         if not held:
             return batch
         kept = []

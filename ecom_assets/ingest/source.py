@@ -75,7 +75,7 @@ def ecom_source(
     report: SyncReport | None = None,
     quarantine_first_seen: Callable[[str], Mapping[str, datetime]] = lambda table: {},
     stored_columns: Callable[[str], Mapping[str, str | None]] = lambda table: {},
-    held_newer: HeldNewer = lambda table, key, cursor, ids, stamps: {},
+    held_newer: HeldNewer = lambda table, key, cursor, ids, stamps: None,
     late_arrival: timedelta = timedelta(minutes=DEFAULTS.late_arrival_minutes),
 ) -> DltSource:
     """The REST API source for `contracts`, restricted to `window` on `updated_at`: one for
