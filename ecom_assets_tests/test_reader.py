@@ -601,6 +601,27 @@ def test_passes_answered_empty_by_an_outage_do_not_confirm_an_open_parts_listing
     assert in_window - ids(read_records) == set()
 
 
+@pytest.mark.parametrize("leave", ["updated", "deleted"])
+def test_an_open_part_whose_records_all_leave_while_read_reads_as_empty(leave: str) -> None:
+    window = Window(NOW - timedelta(minutes=5), NOW)
+    vendor = MemoryVendor(3, window=window)
+
+    def all_leave_after_the_first_pass(v: MemoryVendor) -> None:
+        if v.requests == 2 and all("version" not in r for r in v.records):
+            for record in list(v.records):
+                if leave == "updated":
+                    v.update(record)  # past the window's end
+                else:
+                    v.records.remove(record)
+
+    vendor.before_request = all_leave_after_the_first_pass
+
+    read_records, report = read(vendor, window=window, late=timedelta(minutes=10),
+                                concurrency=1)
+
+    assert read_records == [] and report.complete
+
+
 def test_a_late_arrival_filed_by_a_clock_behind_ours_cannot_hide_a_record() -> None:
     # Filed 12 minutes back with late arrivals allowed 10: a clock 2 minutes behind, within
     # CLOCK_SKEW. While the part before the open one is paged, a record leaves and the late

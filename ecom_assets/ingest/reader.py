@@ -346,22 +346,24 @@ class WindowReader:
             unit.empty_passes += 1
             self._restart(unit)
             return
-        if unit.open and (listing or unit.earlier):
+        if unit.open and not listing:
+            # Its records left (updated past the window's end, or deleted), or an outage
+            # answers: an earlier pass's listing, unconfirmed, is not released; the unit is
+            # paged once more when the rest of the window is read, as any part listed empty.
+            unit.earlier = None
+        if unit.open and listing:
             # A late arrival can take the place of a record that left, keeping `total` while
             # shifting the offsets past a record: two passes that list the same records show
-            # that none was skipped (a pass of one page is one instant of the vendor). Passes
-            # an outage answered empty confirm no listing.
-            agreed = bool(listing) and unit.earlier is not None and (
+            # that none was skipped (a pass of one page is one instant of the vendor).
+            agreed = unit.earlier is not None and (
                 len(unit.pages) == 1 or [i for i, _ in unit.earlier] == identities
             )
             if not agreed:
                 compared = unit.earlier is not None
-                if listing:
-                    unit.earlier = list(zip(identities, listing, strict=True))  # for the next
+                unit.earlier = list(zip(identities, listing, strict=True))  # for the next pass
                 unit.empty_passes = 0
                 if compared:
-                    self._page_again(unit, "two passes listed different records" if listing
-                                     else "passes listed nothing after one that listed records")
+                    self._page_again(unit, "two passes listed different records")
                 else:
                     self._restart(unit)
                 return
