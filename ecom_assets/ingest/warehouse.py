@@ -1,4 +1,4 @@
-"""Where the tables land: DuckDB by default, any dlt destination by name.
+"""Where the tables land: DuckDB by default, any dlt destination by its module name.
 
 Credentials of other destinations come from dlt's own providers (environment variables such as
 `DESTINATION__POSTGRES__CREDENTIALS`, or `.dlt/secrets.toml`), never from this code.
@@ -23,7 +23,7 @@ from typing import Any
 import dlt
 import duckdb
 from dlt.common.destination import Destination
-from dlt.destinations.exceptions import DatabaseTerminalException, DatabaseUndefinedRelation
+from dlt.destinations.exceptions import DatabaseException, DatabaseUndefinedRelation
 from dlt.sources import DltSource
 
 from ecom_assets.contract import ResourceContract
@@ -44,6 +44,10 @@ REPLACE_STRATEGY = "insert-from-staging"
 LOCK_POLL_SECONDS = 2.0
 BUSY_LOG_SECONDS = 5.0
 STALE_WORKING_DIR_SECONDS = 24 * 3600
+
+
+# PostgreSQL tables whose key index this process failed to create.
+_INDEX_NOT_CREATED: set[str] = set()
 
 
 class WarehouseBusyError(Exception):
@@ -285,18 +289,23 @@ class Warehouse:
     def _index_key(client: Any, table: str, key: str) -> None:
         """PostgreSQL: an index on `table`'s `key`, created if missing. Looked up in the
         catalog first: `create index if not exists` would lock the table against writers, and
-        needs the table's owner, on every batch."""
+        needs the table's owner, on every batch. A creation that fails (a loader that does not
+        own the table, a lock or statement timeout) is not tried again by this process."""
+        qualified = client.make_qualified_table_name(table)
         index = client.make_qualified_table_name(f"{table}__{key}")
-        if client.execute_sql("select to_regclass(%s)", index)[0][0] is not None:
+        if qualified in _INDEX_NOT_CREATED or client.execute_sql(
+            "select to_regclass(%s)", index
+        )[0][0] is not None:
             return
         try:
             client.execute_sql(
                 f"create index if not exists {client.escape_column_name(f'{table}__{key}')} "
-                f"on {client.make_qualified_table_name(table)} ({client.escape_column_name(key)})"
+                f"on {qualified} ({client.escape_column_name(key)})"
             )
-        except DatabaseTerminalException as exc:  # not the table's owner: slower, not wrong
-            logger.warning("No index on %s (%s): comparing and merging scan the table",
-                           key, type(exc.__cause__ or exc).__name__)
+        except DatabaseException as exc:  # slower without it, not wrong
+            _INDEX_NOT_CREATED.add(qualified)
+            logger.warning("No index on %s (%s) could be created (%s): comparing and merging "
+                           "scan the table", qualified, key, type(exc.__cause__ or exc).__name__)
 
     def quarantine_first_seen(self, pipeline: dlt.Pipeline, table: str) -> dict[str, datetime]:
         """When each record in quarantine `table` was first seen (quarantine is small)."""
