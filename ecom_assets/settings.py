@@ -37,7 +37,7 @@ def _http_url(text: str) -> str:
         raise ValueError(form) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(form)
-    if parts.query or parts.fragment:
+    if "?" in text or "#" in text:
         # Resource paths are joined to it; a query or fragment would end up in the middle.
         raise ValueError(f"{form}, without a query or fragment")
     if parts.username is not None or parts.password is not None:
@@ -64,7 +64,10 @@ def _day(text: str) -> date:
 
 def _whole_number(minimum: int, maximum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        if not (text.isascii() and text.isdigit()) or not minimum <= int(text) <= maximum:
+        digits_allowed = len(str(maximum))  # and int() is not asked to read thousands
+        if not (text.isascii() and text.isdigit() and len(text) <= digits_allowed) or not (
+            minimum <= int(text) <= maximum
+        ):
             raise ValueError(f"a whole number from {minimum} to {maximum}")
         return int(text)
 
@@ -93,10 +96,16 @@ _timeout_seconds = _number("a number of seconds, more than 0", zero=False)
 
 
 def _destination(text: str) -> str:
-    # dlt's module names, and the names of destinations configured in dlt's providers
-    # (`[destination.<name>]`, which this module cannot see), are lower case.
+    form = "one of dlt's destinations by its module name, e.g. duckdb or postgres"
     if not re.fullmatch(r"[a-z][a-z0-9_]*", text):
-        raise ValueError("a dlt destination name in lower case, e.g. duckdb or postgres")
+        raise ValueError(form)
+    # The warehouse's lock, comparison and checks go by that name: a name configured in
+    # dlt's providers (`[destination.<name>]`) would hide that it is PostgreSQL, say.
+    if text not in ("duckdb", "postgres"):
+        from importlib.util import find_spec
+
+        if find_spec(f"dlt.destinations.impl.{text}") is None:
+            raise ValueError(form)
     return text
 
 

@@ -63,8 +63,12 @@ def test_every_setting_has_a_default_or_is_required_and_parses_its_default() -> 
          "got 'http://vendor.example.com:99999'"),
         # dlt would fail at the first run, naming its own module rather than the setting.
         ("ECOM_DESTINATION", "Postgres",
-         "ECOM_DESTINATION must be a dlt destination name in lower case, e.g. duckdb or "
-         "postgres; got 'Postgres'"),
+         "ECOM_DESTINATION must be one of dlt's destinations by its module name, e.g. duckdb "
+         "or postgres; got 'Postgres'"),
+        # A name configured in dlt's providers would hide the destination's kind.
+        ("ECOM_DESTINATION", "warehouse",
+         "ECOM_DESTINATION must be one of dlt's destinations by its module name, e.g. duckdb "
+         "or postgres; got 'warehouse'"),
         ("ECOM_API_BASE_URL", "http://[::1",
          "ECOM_API_BASE_URL must be an http:// or https:// URL with a host, e.g. "
          "https://api.example.com; got 'http://[::1'"),

@@ -31,7 +31,8 @@ class VendorApiResource(ConfigurableResource):
     late_arrival_minutes: int = Field(
         default=DEFAULTS.late_arrival_minutes,
         description="How far in the past the vendor may file a record late: the sensor looks "
-        "back this far, and a window ending this close to now is paged twice",
+        "back this far (and 5 minutes more, for the vendor's clocks), and a window ending "
+        "that close to now is paged until two passes agree",
     )
 
     def session(self) -> VendorSession:
