@@ -65,6 +65,14 @@ def test_every_setting_has_a_default_or_is_required_and_parses_its_default() -> 
         ("ECOM_DESTINATION", "Postgres",
          "ECOM_DESTINATION must be one of dlt's destinations by its module name, e.g. duckdb "
          "or postgres; got 'Postgres'"),
+        # Joined to resource paths, even an empty query would end up in the middle.
+        ("ECOM_API_BASE_URL", "https://api.example.com/?",
+         "ECOM_API_BASE_URL must be an http:// or https:// URL with a host, e.g. "
+         "https://api.example.com, without a query or fragment; got "
+         "'https://api.example.com/?'"),
+        # More digits than int() reads (4,300) would fail with int()'s own message.
+        ("ECOM_SENSOR_INTERVAL_SECONDS", "9" * 5000,
+         "ECOM_SENSOR_INTERVAL_SECONDS must be a whole number from 1 to 86400; got '999"),
         # A name configured in dlt's providers would hide the destination's kind.
         ("ECOM_DESTINATION", "warehouse",
          "ECOM_DESTINATION must be one of dlt's destinations by its module name, e.g. duckdb "
