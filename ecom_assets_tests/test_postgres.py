@@ -204,6 +204,19 @@ def test_a_loader_that_does_not_own_the_table_compares_without_an_index(
     assert held == [{"pay_1": datetime(2026, 1, 2, tzinfo=UTC)}] * 2
     assert caplog.text.count('No index on "ecom"."order_payments" (id) could be created '
                              "(InsufficientPrivilege)") == 1, "tried once"
+    # The same table in another database, which the loader owns, gets its index.
+    owned = postgres_server.create_database()
+    postgres_server.execute(owned, f"alter database {owned} owner to {role}")
+    monkeypatch.setenv(
+        "DESTINATION__POSTGRES__CREDENTIALS",
+        f"postgresql://{role}:loader-pw@127.0.0.1:{postgres_server.port}/{owned}",
+    )
+    pipeline = warehouse.pipeline("another")
+    pipeline.run([{"id": "pay_1", "updated_at": older}], table_name="order_payments")
+    warehouse.held_newer(pipeline, "order_payments", "id", "updated_at", ["pay_1"], [older])
+    assert ("order_payments__id",) in postgres_server.execute(
+        owned, "select indexname from pg_indexes where tablename = 'order_payments'"
+    )
 
 
 def _as_list(violations: object) -> list[dict]:
