@@ -53,21 +53,21 @@ def _http_url(text: str) -> str:
 
 
 def _day(text: str) -> date:
+    form = "a day as YYYY-MM-DD, e.g. 2026-01-01"
     # `date.fromisoformat` also reads other ISO 8601 forms (20260101, 2026-W01-1).
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-        raise ValueError("a day as YYYY-MM-DD, e.g. 2026-01-01")
+        raise ValueError(form)
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise ValueError("a day as YYYY-MM-DD, e.g. 2026-01-01") from None
+        raise ValueError(form) from None
 
 
 def _whole_number(minimum: int, maximum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        digits_allowed = len(str(maximum))  # and int() is not asked to read thousands
-        if not (text.isascii() and text.isdigit() and len(text) <= digits_allowed) or not (
-            minimum <= int(text) <= maximum
-        ):
+        # ASCII digits (`²` is a digit to isdigit, not to int), no more than the maximum has.
+        digits = text.isascii() and text.isdigit() and len(text) <= len(str(maximum))
+        if not digits or not minimum <= int(text) <= maximum:
             raise ValueError(f"a whole number from {minimum} to {maximum}")
         return int(text)
 
