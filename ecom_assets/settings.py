@@ -149,8 +149,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ECOM_SENSOR_INTERVAL_SECONDS", "60", _whole_number(1, SECONDS_A_DAY),
             "How often the sensor asks the vendor what changed."),
     Setting("ECOM_LATE_ARRIVAL_MINUTES", "10", _whole_number(0, MINUTES_A_DAY),
-            "How late the vendor may file a record: the sensor looks back this far, and a window "
-            "ending this close to now (5 minutes more for clocks) is read until two passes agree."),
+            "How late the vendor may file a record, plus 5 minutes for clocks: the sensor's "
+            "look-back, the schedule's wait after midnight, the last part of a window read until "
+            "two passes agree."),
     Setting("ECOM_PAGE_CONCURRENCY", "8", _whole_number(1, MAX_PAGE_CONCURRENCY),
             "Pages fetched at once (halved while the vendor answers 429)."),
     Setting("ECOM_REQUEST_TIMEOUT_SECONDS", "30", _timeout_seconds,

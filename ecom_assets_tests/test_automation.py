@@ -245,6 +245,28 @@ def test_the_daily_schedule_reloads_yesterday_and_skips_a_day_before_the_first_p
     assert date.fromisoformat(request.partition_key) >= date(2026, 1, 6)
 
 
+@pytest.mark.unit
+@pytest.mark.parametrize(("late_minutes", "cron", "tick", "day_reconciled"), [
+    ("10", "15 0 * * *", datetime(2026, 1, 7, 0, 15, tzinfo=UTC), "2026-01-06"),
+    ("60", "5 1 * * *", datetime(2026, 1, 7, 1, 5, tzinfo=UTC), "2026-01-06"),
+    ("1440", "5 0 * * *", datetime(2026, 1, 8, 0, 5, tzinfo=UTC), "2026-01-06"),
+])
+def test_the_daily_schedule_reconciles_a_day_once_its_late_arrivals_are_in(
+    late_minutes: str, cron: str, tick: datetime, day_reconciled: str
+) -> None:
+    """A day's records can land until its end plus the look-back (the late-arrival minutes and
+    5 minutes for the vendor's clocks): a day reconciled earlier would miss one filed after."""
+    schedule = build_definitions(settings=read_settings({
+        "ECOM_PARTITIONS_START": "2026-01-01", "ECOM_LATE_ARRIVAL_MINUTES": late_minutes,
+    })).resolve_schedule_def("ecom_daily_refresh")
+
+    with instance_for_test() as instance:
+        [request] = schedule(build_schedule_context(instance=instance,
+                                                    scheduled_execution_time=tick))
+
+    assert (schedule.cron_schedule, request.partition_key) == (cron, day_reconciled)
+
+
 @pytest.fixture
 def sync_on_disk(vendor_env: None, tmp_path: Path) -> Iterator[Sync]:
     """A sync recording into an instance on disk, which a schedule's context can open."""

@@ -5,6 +5,7 @@ the folder hold one kind of definition each, as builders that take the contracts
 """
 
 from collections.abc import Iterable
+from datetime import timedelta
 
 import dagster as dg
 
@@ -33,7 +34,9 @@ def build_definitions(
     return dg.Definitions(
         assets=[build_sync_assets(contracts, partitions, settings.destination)],
         jobs=[job],
-        schedules=[build_daily_schedule(contracts, job.name, partitions)],
+        schedules=[build_daily_schedule(
+            contracts, job.name, partitions, timedelta(minutes=settings.late_arrival_minutes)
+        )],
         sensors=[
             build_change_sensor(contracts, job.name, partitions, settings.sensor_interval_seconds)
         ],

@@ -1,8 +1,9 @@
-"""The daily safety net: yesterday's partition of every asset, reconciled as a whole, and once
-more the days that runs read whole while the vendor listed nothing in them."""
+"""The daily safety net: the partition of the day just over, of every asset, reconciled as a
+whole once its late arrivals are in, and once more the days that runs read whole while the
+vendor listed nothing in them."""
 
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from dagster import (
     AssetKey,
@@ -29,6 +30,7 @@ from ecom_assets.defs.jobs import (
     TRIGGER_TAG,
 )
 from ecom_assets.defs.translator import asset_key
+from ecom_assets.ingest.window import look_back
 
 # The trigger of a run that reads again days read empty: a day still empty then is believed.
 EMPTY_DAY_READ_AGAIN = "empty_day_read_again"
@@ -40,37 +42,46 @@ def build_daily_schedule(
     contracts: Sequence[ResourceContract],
     job_name: str,
     partitions_def: DailyPartitionsDefinition,
+    late_arrival: timedelta,
 ) -> ScheduleDefinition:
+    # A day is reconciled once the last of its records can have landed: its end plus the
+    # look-back for late arrivals (00:15 UTC by default).
+    after_day_end = look_back(late_arrival)
+    minutes = int(after_day_end.total_seconds()) // 60
+
+    def day_over(tick: datetime) -> str:
+        return ((tick - after_day_end).date() - timedelta(days=1)).isoformat()
+
     @schedule(
         name="ecom_daily_refresh",
         job_name=job_name,
-        cron_schedule="15 0 * * *",
+        cron_schedule=f"{minutes % 60} {minutes // 60 % 24} * * *",
         execution_timezone="UTC",
-        # On: it reconciles the whole of yesterday once it is over, which the sensor's
+        # On: it reconciles the whole of each day once it is over, which the sensor's
         # refreshes of what changed do not.
         default_status=DefaultScheduleStatus.RUNNING,
-        description="Reloads yesterday's partition of every asset, reconciling the whole day, "
-        "and reads again the days that runs found empty.",
+        description="Reloads the partition of the day just over, once its late arrivals are in, "
+        "reconciling the whole day, and reads again the days that runs found empty.",
     )
     def ecom_daily_refresh(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
-        yesterday = (context.scheduled_execution_time - timedelta(days=1)).strftime("%Y-%m-%d")
+        ended = day_over(context.scheduled_execution_time)
         first = partitions_def.start.strftime("%Y-%m-%d")
-        if yesterday < first:
-            return SkipReason(f"{yesterday} is before the first partition, {first}")
-        requests = [RunRequest(partition_key=yesterday, run_key=yesterday)]
+        if ended < first:
+            return SkipReason(f"{ended} is before the first partition, {first}")
+        requests = [RunRequest(partition_key=ended, run_key=ended)]
         # An outage that outlasts the reader's passes answers a day that has records with
         # nothing, as a day without records does: a day later, it is over.
         read_empty = _partitions_read_empty(context.instance, contracts)
         being_read = _days_being_read_again(context.instance)
         days = {day: keys for day, keys in read_empty.items()
-                if first <= day < yesterday and day not in being_read}
+                if first <= day < ended and day not in being_read}
         for first_day, last_day, keys in _consecutive(days):
             tags = {TRIGGER_TAG: EMPTY_DAY_READ_AGAIN}
             if first_day != last_day:  # one run for days in a row, as a backfill's
                 tags |= {PARTITION_RANGE_START: first_day, PARTITION_RANGE_END: last_day}
             requests.append(RunRequest(
                 partition_key=first_day if first_day == last_day else None,
-                run_key=f"{yesterday}:{first_day}..{last_day}",
+                run_key=f"{ended}:{first_day}..{last_day}",
                 asset_selection=keys,
                 tags=tags,
             ))

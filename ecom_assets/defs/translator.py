@@ -22,7 +22,7 @@ from ecom_assets.ingest.warehouse import DATASET_NAME
 
 ASSET_GROUP = "ecom"
 OWNERS = ["team:data-platform"]
-# The daily schedule reconciles yesterday at 00:15 UTC and the sensor refreshes what changes:
+# The daily schedule reconciles each day once it is over and the sensor refreshes what changes:
 # a day without a successful materialization means both stopped.
 FRESHNESS = FreshnessPolicy.time_window(fail_window=timedelta(hours=25))
 
