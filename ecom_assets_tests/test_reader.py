@@ -363,6 +363,45 @@ def test_twins_in_two_settled_parts_load_the_copy_filed_first_however_they_are_a
     assert ids(records) == {r["id"] for r in vendor.records}
 
 
+# An empty id is an id: its twins are twins, in a part read once and in the open part alike.
+@pytest.mark.parametrize("late", [timedelta(0), timedelta(days=30)], ids=["closed", "open"])
+def test_twins_with_an_empty_id_are_both_quarantined(late: timedelta) -> None:
+    vendor = MemoryVendor(20)
+    moment = vendor.records[5]["updated_at"]
+    twins = [{"id": "", "updated_at": moment, "amount": amount} for amount in ("1.00", "2.00")]
+    vendor.records += twins
+    vendor.sort()
+
+    records, report = read(vendor, late=late)
+
+    assert [d.record for d in records if isinstance(d, DefectiveRecord)] == twins
+    assert ids(records) == {f"pay_{n:08d}" for n in range(20)} and report.listed == 22
+
+
+def test_a_twin_listed_in_a_part_its_stamp_lies_outside_is_caught() -> None:
+    # A vendor's filter that misfiles one copy: it is listed among the early records of a day
+    # read in several parts, the other copy where its stamp lies.
+    vendor = MemoryVendor(3 * MAX_UNIT_RECORDS)
+    listed_early = vendor.records[10]
+    evening = rfc3339(START + timedelta(hours=20))
+    misfiled = {**listed_early, "amount": "1.00", "updated_at": evening}
+    twin = {**listed_early, "amount": "2.00", "updated_at": evening}
+    vendor.records.append(twin)
+    vendor.sort()
+
+    def fetch(window: Window, offset: int, limit: int) -> tuple[str, Response]:
+        url, response = vendor.fetch(window, offset, limit)
+        response.body["data"] = [misfiled if r == listed_early else r
+                                 for r in response.body["data"]]
+        return url, response
+
+    records, report = read(vendor, concurrency=8, fetch=fetch)
+
+    assert report.units > 3
+    assert [d.record for d in records if isinstance(d, DefectiveRecord)] == [twin]
+    assert [r for r in records if isinstance(r, dict) and r["id"] == twin["id"]] == [misfiled]
+
+
 def two_days_with_a_twin(
     pick: Callable[[MemoryVendor], dict]
 ) -> tuple[MemoryVendor, dict, dict]:

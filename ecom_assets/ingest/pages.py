@@ -29,8 +29,10 @@ def record_id(record: Any, primary_key: str = "id") -> str | None:
 
 def record_identity(record: Any, primary_key: str = "id") -> str:
     """What tells records apart when a window is reconciled: the id, or, for a defective record
-    without one, its whole content (the NUL prefix keeps it from ever equalling an id)."""
-    return record_id(record, primary_key) or "\0" + dump_vendor_json(record)
+    without one, its whole content (the NUL prefix keeps it from ever equalling an id). An
+    empty id is an id: two records with it are twins."""
+    identity = record_id(record, primary_key)
+    return identity if identity is not None else "\0" + dump_vendor_json(record)
 
 
 @dataclass(frozen=True)

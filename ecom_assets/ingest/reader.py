@@ -476,18 +476,19 @@ class WindowReader:
         released turned defective: there a record cannot be listed twice (a change moves it
         past the window's end), so the vendor served twins. The copy filed first was released
         first and cannot be taken back; this one goes to quarantine."""
-        since, until = rfc3339(unit.window.start), rfc3339(unit.window.end)
         checked = []
         for record in listing:
-            # Copies this unit quarantined count too: a further copy elsewhere is a twin.
+            # Copies this unit quarantined count too: a further copy elsewhere is a twin, also
+            # of a copy the vendor listed in a part its `updated_at` does not lie in.
             raw = record.record if isinstance(record, DefectiveRecord) else record
-            stamp = self._stamp_in(unit, raw, since, until)
-            identity = record_id(raw, self._primary_key) if stamp else None
+            identity = record_id(raw, self._primary_key)
             if identity is not None:
                 key = hash(identity)
                 if key not in self._released_ids:
                     self._released_ids.add(key)
-                    self._released_by_day.setdefault(stamp[:10], []).append(key)
+                    # Remembered with the day its twins would be listed in.
+                    day = (self._stamp(raw) or rfc3339(unit.window.start))[:10]
+                    self._released_by_day.setdefault(day, []).append(key)
                 elif record is raw:
                     record = DefectiveRecord(
                         record,
@@ -497,15 +498,15 @@ class WindowReader:
             checked.append(record)
         return checked
 
-    def _stamp_in(self, unit: _Unit, record: Any, since: str, until: str) -> str | None:
-        """The record's `updated_at` in the vendor's format, if it lies in the unit."""
+    def _stamp(self, record: Any) -> str | None:
+        """The record's `updated_at` in the vendor's format, if it has a readable one."""
         if not isinstance(record, dict):
             return None
         stamp = record.get(self._cursor)
         if isinstance(stamp, str) and in_contract_form(stamp):
-            return stamp if since <= stamp < until else None  # the format sorts as time does
+            return stamp
         moment = self._timestamp(record)
-        return rfc3339(moment) if moment and unit.window.contains(moment) else None
+        return rfc3339(moment) if moment else None
 
     def _settle_repeats(
         self, unit: _Unit, listing: list[Any], identities: list[str], repeated: set[str]
