@@ -208,18 +208,17 @@ def _money(value: Any) -> Decimal:
     amount = value if isinstance(value, Decimal) else Decimal(str(value))
     if not amount.is_finite():
         raise ValueError(f"not a finite number: {amount}")
-    if abs(amount) >= _MONEY_LIMIT:
+    # `copy_abs`, not `abs`: arithmetic on 1e1000000 overflows Python's decimal context.
+    if amount.copy_abs() >= _MONEY_LIMIT:
         text = str(amount)  # a defective amount may have thousands of digits
         shown = text if len(text) <= 40 else f"{text[:20]}... ({amount:.2E})"
         raise ValueError(f"out of range for DECIMAL({MONEY_PRECISION},{MONEY_SCALE}): {shown}")
-    if amount.as_tuple().exponent < -MONEY_SCALE:
-        # 12.500 is 12.50; stored with more digits it would not fit the column.
-        if amount != amount.quantize(_CENT):
-            raise ValueError(
-                f"not a decimal with at most {MONEY_SCALE} fractional digits: {amount}"
-            )
-        return amount.quantize(_CENT)
-    return amount
+    # In cents, as the column stores it: 12.500 is 12.50, and 0E+17 is 0.00 (Arrow refuses
+    # its exponent).
+    cents = amount.quantize(_CENT)
+    if cents != amount:
+        raise ValueError(f"not a decimal with at most {MONEY_SCALE} fractional digits: {amount}")
+    return cents
 
 
 # RFC 3339's date-time: date, `T` (or the space it allows), time with optional fraction, then

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -52,9 +53,12 @@ def window_ids(sandbox: SandboxServer) -> set[str]:
         ({"id": "pay_\ud800", "note": "\ud800"}, "not valid Unicode: a lone surrogate",
          '"id": "pay_\\ud800"'),
         ({"customer_id": "cus_\x00X"}, "a NUL character", '"customer_id": "cus_\\u0000X"'),
+        # Beyond the range of Python's decimal arithmetic.
+        ({"amount": Decimal("1E+1000000")}, "out of range for DECIMAL(18,2): 1E+1000000",
+         '"amount": 1E+1000000'),
     ],
     ids=["nan", "inf", "-inf", "money-string-off-the-contract", "lone-surrogate",
-         "lone-surrogate-in-the-id", "nul"],
+         "lone-surrogate-in-the-id", "nul", "money-beyond-decimal-arithmetic"],
 )
 def test_a_defective_value_is_quarantined_and_the_window_loads(
     sync: Sync, sandbox: SandboxServer, duckdb_path: Path, fields: dict, reason: str,
@@ -75,6 +79,22 @@ def test_a_defective_value_is_quarantined_and_the_window_loads(
     assert check_evaluations(result)["reconciled_with_vendor"].passed
 
 
+@pytest.mark.parametrize(("amount", "stored"), [
+    (Decimal("0E+17"), Decimal("0.00")), (Decimal("1.25E+3"), Decimal("1250.00")),
+])
+def test_an_amount_written_with_an_exponent_loads_as_its_value(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path, amount: Decimal, stored: Decimal
+) -> None:
+    victim = sandbox.dataset.records("order_payments", day(1), day(2))[5]
+    sandbox.corrupt("order_payments", victim["id"], amount=amount)
+
+    result = sync(partition_key(1), resources=PAYMENTS)
+
+    assert result.success and loaded_ids(duckdb_path) == window_ids(sandbox)
+    assert rows(duckdb_path, "select amount from ecom.order_payments where id = ?",
+                victim["id"]) == [(stored,)]
+
+
 def test_a_non_finite_number_in_an_unknown_field_is_kept_as_text_and_reported(
     sync: Sync, sandbox: SandboxServer, duckdb_path: Path
 ) -> None:
@@ -89,6 +109,23 @@ def test_a_non_finite_number_in_an_unknown_field_is_kept_as_text_and_reported(
                 victim["id"]) == [("NaN",)]
     known = check_evaluations(result)["known_fields_only"]
     assert known.metadata["non_finite_values_kept_as_text"].value == "fraud_score: 1"
+
+
+@pytest.mark.parametrize("name", ["note\ud800", "note\x00"], ids=["lone-surrogate", "nul"])
+def test_an_unknown_field_whose_name_cannot_be_stored_gets_a_column(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path, name: str
+) -> None:
+    victim = sandbox.dataset.records("order_payments", day(1), day(2))[5]
+    sandbox.corrupt("order_payments", victim["id"], **{name: "kept"})
+
+    result = sync(partition_key(1), resources=PAYMENTS)
+    again = sync(partition_key(1), resources=PAYMENTS)  # the column recorded is found again
+
+    assert result.success and again.success and loaded_ids(duckdb_path) == window_ids(sandbox)
+    assert rows(duckdb_path, "select notex from ecom.order_payments where id = ?",
+                victim["id"]) == [("kept",)]
+    assert "notex" in check_evaluations(again)["known_fields_only"].metadata[
+        "unknown_fields_this_run"].value
 
 
 @pytest.mark.parametrize(("note", "kept"), [("a\ud800b", "a\\ud800b"), ("a\x00b", "a\\u0000b")],

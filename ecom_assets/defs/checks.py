@@ -261,7 +261,7 @@ def known_fields_only(run: CheckRun) -> Outcome:
     in_table = run.unknown_columns
     metadata: dict[str, Any] = {
         "unknown_fields_this_run": ", ".join(
-            field if column == field else f"{field} -> {column}"
+            field if column == field else f"{storable(field)} -> {column}"
             for field, column in sorted(mapping.items())
         ) or "none",
         "columns_not_in_contract": ", ".join(in_table) or "none",

@@ -97,6 +97,12 @@ def add_quarantine(
 _NAMING = NamingConvention()
 
 
+def vendor_field_hint(field: str) -> str:
+    """The vendor field a column holds, as its hint records it: dlt's schema is JSON, which
+    cannot hold a lone surrogate or a NUL, so those are written as their escapes."""
+    return storable(field)
+
+
 def _column_name(name: str) -> str | None:
     """`name` as dlt names columns (snake_case); None for a name dlt cannot use (`""`)."""
     try:
@@ -138,10 +144,12 @@ class UnknownFieldColumns:
                 field: column for column, field in stored.items()
                 if field is not None and column not in self._contract_fields
             }
-        for field in new & self._recorded.keys():
-            self._mapping[field] = self._recorded[field]
+        for field in new:
+            column = self._recorded.get(vendor_field_hint(field))
+            if column is not None:
+                self._mapping[field] = column
         # Fields already in normal form first: they keep their own name.
-        for field in sorted(new - self._recorded.keys(), key=lambda f: (_column_name(f) != f, f)):
+        for field in sorted(new - self._mapping.keys(), key=lambda f: (_column_name(f) != f, f)):
             base = _column_name(field)
             name = base or "vendor_field"  # a name dlt cannot use: "" or " "
             if name in self._taken or name.startswith("_dlt"):
@@ -293,7 +301,8 @@ class QuarantineRouter(ItemTransform[Any]):
         hints = dlt.mark.make_hints(
             additional_table_hints={DEDUPLICATED: deduplicated},
             columns=[
-                {"name": column, "data_type": "text", "nullable": True, VENDOR_FIELD_HINT: field}
+                {"name": column, "data_type": "text", "nullable": True,
+                 VENDOR_FIELD_HINT: vendor_field_hint(field)}
                 for field, column in self.report.unknown_fields.items()
             ] or None,
         )
