@@ -24,7 +24,7 @@ from dagster import (
 )
 from dlt.destinations.sql_client import SqlClientBase
 
-from ecom_assets.contract import ResourceContract
+from ecom_assets.contract import ResourceContract, storable
 from ecom_assets.defs.sql import load_filter, query_all, table_columns
 from ecom_assets.defs.translator import asset_key
 from ecom_assets.ingest import ResourceReport, Window
