@@ -245,6 +245,38 @@ def test_a_sub_millisecond_window_that_keeps_changing_fails_naming_it() -> None:
     assert "on each of 3 passes" in message and "cannot be reconciled" in message
 
 
+def test_a_total_wrong_once_by_orders_of_magnitude_costs_a_few_requests() -> None:
+    vendor = MemoryVendor(6_000)
+    first = threading.Event()
+
+    def fetch(window: Window, offset: int, limit: int) -> tuple[str, Response]:
+        url, response = vendor.fetch(window, offset, limit)
+        if not first.is_set():
+            first.set()
+            response.body["total"] = 10**12
+        return url, response
+
+    records, report = read(vendor, concurrency=8, fetch=fetch)
+
+    assert ids(records) == {r["id"] for r in vendor.records}
+    assert report.requests < 200
+
+
+def test_a_millisecond_claiming_a_trillion_records_fails_naming_its_total() -> None:
+    vendor = MemoryVendor(0)
+    moment = START + timedelta(hours=3)
+    vendor.records = [{"id": f"pay_{n:08d}", "updated_at": rfc3339(moment)} for n in range(300)]
+
+    def fetch(window: Window, offset: int, limit: int) -> tuple[str, Response]:
+        url, response = vendor.fetch(window, offset, limit)
+        response.body["total"] = 10**12
+        return url, response
+
+    with pytest.raises(UnreconciledWindowError, match="a total of 1000000000000 records"):
+        read(vendor, window=Window(moment, moment + timedelta(milliseconds=1)), fetch=fetch)
+    assert vendor.requests == 3
+
+
 def test_an_empty_answer_after_a_pass_that_listed_records_does_not_settle_the_unit() -> None:
     # Twins on two pages wait for a second pass to list the same; an open unit for a second
     # pass that may hold a late arrival. An outage's empty answer stands for neither.

@@ -57,6 +57,12 @@ PAGE_SIZE = 100
 # (a change during its pass is unlikely) and the pages held until it is accepted stay few.
 MAX_UNIT_RECORDS = 5_000
 SPLIT_TARGET_RECORDS = 3_500
+# Parts a unit too large is cut into at once (each is cut again on its first page if still
+# too large): a `total` the vendor gets wrong once cannot plan millions of parts.
+MAX_SPLIT_PARTS = 64
+# A unit that cannot be split (one millisecond) claiming more records is not paged: the
+# vendor's count is wrong, and the unit is asked again.
+MAX_UNSPLITTABLE_RECORDS = 1_000_000
 # A unit that moved is paged again as smaller ones of about this many records (2 to 8 of them).
 SPLIT_RECORDS = 4 * PAGE_SIZE
 # A unit that cannot be split (more than a page of records in one millisecond) may move on
@@ -308,7 +314,10 @@ class WindowReader:
                 return
             unit.total = total
             unit.stride = len(records) or self._page_size
-            unit.pending.extend(range(unit.stride, total, unit.stride))
+            if total > MAX_UNSPLITTABLE_RECORDS:
+                unit.moved = f"a total of {total} records, more than one millisecond can hold"
+            else:
+                unit.pending.extend(range(unit.stride, total, unit.stride))
         elif total != unit.total and not unit.moved:
             unit.moved = f"the vendor's total changed from {unit.total} to {total}"
         unit.pages[offset] = _Page(url, offset, records, response)
@@ -581,7 +590,7 @@ class WindowReader:
             (t for t in map(self._timestamp, first_page) if t and window.contains(t)),
             default=window.start,
         )
-        count = math.ceil(total / SPLIT_TARGET_RECORDS)
+        count = min(math.ceil(total / SPLIT_TARGET_RECORDS), MAX_SPLIT_PARTS)
         span = (window.end - begin) / count
         parts = window.split_at(begin + span * i for i in range(1, count))
         return parts if len(parts) > 1 else []
