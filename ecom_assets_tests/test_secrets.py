@@ -7,6 +7,7 @@ output and every file under the run's directories for the key's value.
 
 import subprocess
 from pathlib import Path
+from urllib.parse import quote, quote_plus, unquote_plus
 
 import pytest
 
@@ -17,7 +18,9 @@ from ecom_assets_tests.support import project_env
 
 pytestmark = pytest.mark.system
 
-KEY = "k3y-must-never-leak-7f1e2d"
+# With characters a URL encodes: an echo of the request spells it otherwise.
+KEY = "k3y+must/never=leak-7f1e2d"
+SPELLINGS = {KEY, quote(KEY), quote(KEY, safe=""), quote_plus(KEY), unquote_plus(KEY)}
 
 
 def test_the_key_appears_in_no_output_and_no_file_after_failing_and_passing_runs(
@@ -45,13 +48,20 @@ def test_the_key_appears_in_no_output_and_no_file_after_failing_and_passing_runs
         # Truncated JSON, through every retry, fails the run too.
         sandbox.faults.add("products", Fault.raw(200, '{"data": [' + KEY), times=4)
         assert materialize("2026-01-03") != 0
+        # A rejection echoing the key alone, as the URL spelled it.
+        sandbox.faults.add("order_payments", Fault.raw(
+            401, f'{{"error": "unauthorized", "message": "bad key {quote(KEY, safe="")}"}}'
+        ))
+        assert materialize("2026-01-04") != 0
 
     assert "rejected the request with HTTP 400" in outputs[1], outputs[1][-3000:]
     assert "not valid JSON" in outputs[2], outputs[2][-3000:]
+    assert "HTTP 401 (unauthorized: bad key ***)" in outputs[3], outputs[3][-3000:]
     for output in outputs:
-        assert KEY not in output
+        assert not [spelling for spelling in SPELLINGS if spelling in output]
     files = [path for path in tmp_path.rglob("*") if path.is_file()]
     assert any(path.suffix == ".duckdb" for path in files)
     assert any("compute_logs" in str(path) or path.name.endswith(".err") for path in files)
-    leaking = [str(path) for path in files if KEY.encode() in path.read_bytes()]
+    leaking = [str(path) for path in files
+               if any(spelling.encode() in path.read_bytes() for spelling in SPELLINGS)]
     assert leaking == []

@@ -5,15 +5,36 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from functools import lru_cache
+from urllib.parse import quote, quote_plus, unquote_plus
 
 _KEY_IN_QUERY = re.compile(r"(api_key=)[^&\s\"'#]+", re.IGNORECASE)
 
 
 def scrub(text: str, secrets: frozenset[str] | set[str] = frozenset()) -> str:
-    """`text` without any of `secrets` and without the value of any `api_key=` parameter."""
-    for secret in secrets:
-        text = text.replace(secret, "***")
+    """`text` without any of `secrets`, however a URL spells them, and without the value of
+    any `api_key=` parameter."""
+    pattern = _spellings(frozenset(secrets))
+    if pattern:
+        text = pattern.sub("***", text)
     return _KEY_IN_QUERY.sub(r"\1***", text)
+
+
+@lru_cache(maxsize=16)
+def _spellings(secrets: frozenset[str]) -> re.Pattern[str] | None:
+    """Each secret as it is, percent-encoded (in either case of hex digits, `+` or `%20` for
+    a space) and as a form decodes it (`+` read as a space): an error body may echo the
+    request's URL, a key with `+`, `/` or `=` included, in any of them."""
+    spellings = {
+        spelling
+        for secret in secrets if secret
+        for spelling in (secret, quote(secret), quote(secret, safe=""), quote_plus(secret),
+                         unquote_plus(secret))
+    }
+    if not spellings:
+        return None
+    longest_first = sorted(spellings, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, longest_first)), re.IGNORECASE)
 
 
 class SecretScrubbingFilter(logging.Filter):
