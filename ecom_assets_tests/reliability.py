@@ -121,6 +121,8 @@ CASES = [
     Case("a page ignoring limit (all of the window)", _faults(Fault.ignore_limit(1000)), "all"),
     Case("a redirect to the same URL", _faults(Fault.redirect()), "all"),
     Case("a connection closed in the middle of a page", _faults(Fault.cut()), "all"),
+    Case("a body labelled gzip that is not", _faults(
+        Fault.raw(200, "not gzip", headers=(("Content-Encoding", "gzip"),))), "all"),
     Case("a record updated while paging", _while_paging(
         lambda sb: sb.update_now("order_payments", _window(sb)[1]["id"])), "all"),
     Case("a record filed in the window while paging (a late arrival, here hours late)",

@@ -283,6 +283,24 @@ def test_a_connection_closed_in_the_middle_of_a_page_is_retried(
     assert len(offsets) == len(set(offsets)) + 1, "the page cut short was fetched again"
 
 
+def test_a_page_whose_compression_is_garbled_is_retried(
+    sandbox: SandboxServer, api_key: str, tmp_path: Path
+) -> None:
+    sandbox.faults.add("order_payments", Fault.stall(0))
+    sandbox.faults.add("order_payments", Fault.raw(
+        200, "not gzip at all", headers=(("Content-Encoding", "gzip"),)
+    ))
+    database = tmp_path / "warehouse.duckdb"
+
+    report = load(sandbox, api_key, database)
+
+    expected = sandbox.dataset.records("order_payments", day(0), day(5))
+    assert report.loaded == len(expected)
+    assert rows(database, "select count(distinct id) from ecom.order_payments") == [
+        (len(expected),)
+    ]
+
+
 def test_closing_the_session_stops_page_workers_waiting_to_retry(
     sandbox: SandboxServer, api_key: str, tmp_path: Path
 ) -> None:

@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
-from requests.exceptions import ChunkedEncodingError, TooManyRedirects
+from requests.exceptions import ChunkedEncodingError, ContentDecodingError, TooManyRedirects
 
 from ecom_assets.ingest.errors import (
     VendorAPIError,
@@ -313,8 +313,10 @@ class VendorSession(requests.Session):
             except requests.HTTPError as exc:
                 # dlt's raise-for-status response hook fires inside send(); take its response.
                 response = exc.response
-            except (requests.ConnectionError, requests.Timeout, ChunkedEncodingError) as exc:
-                # ChunkedEncodingError: the connection closed before the whole body arrived.
+            except (requests.ConnectionError, requests.Timeout, ChunkedEncodingError,
+                    ContentDecodingError) as exc:
+                # The connection closed before the whole body arrived, or its compression is
+                # garbled: as transient as a truncated body.
                 response = None
                 failure, wait = type(exc).__name__, self.policy.backoff(retry_number)
             except TooManyRedirects:

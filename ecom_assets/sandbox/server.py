@@ -117,6 +117,7 @@ class Fault:
     action: Callable[[], None] | None = None
     page_size: int | None = None
     redirect_origin: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def status(cls, code: int, retry_after: str | None = None, echo_url: bool = False) -> Fault:
@@ -130,9 +131,10 @@ class Fault:
         return cls("body", payload=_json_bytes(obj))
 
     @classmethod
-    def raw(cls, status: int, text: str) -> Fault:
-        """Answer `status` with these bytes, still labelled JSON (malformed, truncated...)."""
-        return cls("raw", http_status=status, payload=text.encode())
+    def raw(cls, status: int, text: str, headers: tuple[tuple[str, str], ...] = ()) -> Fault:
+        """Answer `status` with these bytes, still labelled JSON (malformed, truncated...),
+        and `headers` (`Content-Encoding: gzip` on a body that is not)."""
+        return cls("raw", http_status=status, payload=text.encode(), headers=headers)
 
     @classmethod
     def stall(cls, seconds: float) -> Fault:
@@ -171,7 +173,7 @@ class Fault:
                 headers = (("Retry-After", self.retry_after),) if self.retry_after else ()
                 return _error_reply(self.http_status, error, message, headers)
             case "body" | "raw":
-                return Reply(self.http_status, self.payload)
+                return Reply(self.http_status, self.payload, self.headers)
             case "redirect":
                 location = self.redirect_origin + request_target
                 return Reply(self.http_status, b"", (("Location", location),))
