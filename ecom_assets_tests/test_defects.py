@@ -95,6 +95,22 @@ def test_an_amount_written_with_an_exponent_loads_as_its_value(
                 victim["id"]) == [(stored,)]
 
 
+def test_a_record_echoing_the_key_is_stored_without_it(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path, api_key: str, tmp_path: Path
+) -> None:
+    victim = sandbox.dataset.records("order_payments", day(1), day(2))[5]
+    sandbox.corrupt("order_payments", victim["id"],
+                    source=f"GET /v1/order_payments?api_key={api_key}", note=f"key {api_key}")
+
+    result = sync(partition_key(1), resources=PAYMENTS)
+
+    assert result.success and loaded_ids(duckdb_path) == window_ids(sandbox)
+    assert rows(duckdb_path, "select source, note from ecom.order_payments where id = ?",
+                victim["id"]) == [("GET /v1/order_payments?api_key=***", "key ***")]
+    files = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert [str(path) for path in files if api_key.encode() in path.read_bytes()] == []
+
+
 def test_a_non_finite_number_in_an_unknown_field_is_kept_as_text_and_reported(
     sync: Sync, sandbox: SandboxServer, duckdb_path: Path
 ) -> None:

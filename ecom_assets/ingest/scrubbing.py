@@ -12,29 +12,29 @@ _KEY_IN_QUERY = re.compile(r"(api_key=)[^&\s\"'#]+", re.IGNORECASE)
 
 
 def scrub(text: str, secrets: frozenset[str] | set[str] = frozenset()) -> str:
-    """`text` without any of `secrets`, however a URL spells them, and without the value of
-    any `api_key=` parameter."""
+    """`text` without any of `secrets`, however a URL spells them (`spellings`), and without
+    the value of any `api_key=` parameter."""
     pattern = _spellings(frozenset(secrets))
     if pattern:
         text = pattern.sub("***", text)
     return _KEY_IN_QUERY.sub(r"\1***", text)
 
 
+def spellings(secret: str) -> set[str]:
+    """`secret` as it is, percent-encoded (either case of hex digits, `+` or `%20` for a space)
+    and as a form decodes it (`+` read as a space): a vendor may echo the request's URL, a key
+    with `+`, `/` or `=` included, in any of them."""
+    encoded = {quote(secret), quote(secret, safe=""), quote_plus(secret)}
+    lower_hex = {re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), e) for e in encoded}
+    return {secret, unquote_plus(secret), *encoded, *lower_hex}
+
+
 @lru_cache(maxsize=16)
 def _spellings(secrets: frozenset[str]) -> re.Pattern[str] | None:
-    """Each secret as it is, percent-encoded (in either case of hex digits, `+` or `%20` for
-    a space) and as a form decodes it (`+` read as a space): an error body may echo the
-    request's URL, a key with `+`, `/` or `=` included, in any of them."""
-    spellings = {
-        spelling
-        for secret in secrets if secret
-        for spelling in (secret, quote(secret), quote(secret, safe=""), quote_plus(secret),
-                         unquote_plus(secret))
-    }
-    if not spellings:
+    every = {spelling for secret in secrets if secret for spelling in spellings(secret)}
+    if not every:
         return None
-    longest_first = sorted(spellings, key=len, reverse=True)
-    return re.compile("|".join(map(re.escape, longest_first)), re.IGNORECASE)
+    return re.compile("|".join(map(re.escape, sorted(every, key=len, reverse=True))))
 
 
 class SecretScrubbingFilter(logging.Filter):

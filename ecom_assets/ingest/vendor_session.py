@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -29,7 +29,7 @@ from ecom_assets.ingest.errors import (
     VendorRateLimited,
     VendorRequestRejected,
 )
-from ecom_assets.ingest.scrubbing import SECRETS, scrub
+from ecom_assets.ingest.scrubbing import SECRETS, scrub, spellings
 from ecom_assets.ingest.vendor_json import parse_vendor_json
 from ecom_assets.settings import DEFAULTS
 
@@ -154,11 +154,19 @@ def _error_detail(response: requests.Response) -> str:
     return str(body)
 
 
-def _parse_json_once(response: requests.Response) -> bool:
+def _parse_json_once(response: requests.Response, secrets: Sequence[bytes]) -> bool:
     """Parse the body once, as the vendor's exact JSON, for every later `.json()`; False if it
-    is not valid JSON."""
+    is not valid JSON. A body that holds a secret (a record echoing the request's URL) is
+    parsed with it scrubbed: no record stores the key."""
+    content = response.content
+    if any(secret in content for secret in secrets):
+        logger.warning("%s: the vendor's answer holds the API key, stored as ***",
+                       describe_request(response.request.url or ""))
+        content = scrub(content.decode(errors="surrogateescape"), SECRETS.secrets).encode(
+            errors="surrogateescape"
+        )
     try:
-        body = parse_vendor_json(response.content)
+        body = parse_vendor_json(content)
     except ValueError:
         return False
     response.json = lambda **_: body  # type: ignore[method-assign]
@@ -181,6 +189,7 @@ class VendorSession(requests.Session):
         super().__init__()
         self.api_key = api_key
         SECRETS.add(api_key)
+        self._key_spellings = [s.encode() for s in spellings(api_key)] if api_key else []
         self.policy = policy or RetryPolicy()
         self.concurrency = max(1, concurrency)
         self.limit = AdaptiveLimit(self.concurrency)
@@ -331,7 +340,7 @@ class VendorSession(requests.Session):
                 ) from None
             if response is not None:
                 status = response.status_code
-                if status < 400 and _parse_json_once(response):
+                if status < 400 and _parse_json_once(response, self._key_spellings):
                     self.limit.succeeded()
                     return response
                 if status < 400:
