@@ -245,6 +245,24 @@ def test_a_sub_millisecond_window_that_keeps_changing_fails_naming_it() -> None:
     assert "on each of 3 passes" in message and "cannot be reconciled" in message
 
 
+def test_records_crowded_in_a_parts_first_millisecond_are_cut_off_from_the_changing_rest(
+) -> None:
+    # A bulk update stamped 120 records with one millisecond, the part's first; the few
+    # records after it keep changing. The crowd is paged apart, the rest split as usual.
+    vendor = MemoryVendor(0)
+    crowded = START + timedelta(hours=3)
+    vendor.records = [{"id": f"pay_{n:08d}", "updated_at": rfc3339(crowded)} for n in range(120)]
+    vendor.records += [{"id": f"pay_late{n}", "updated_at": rfc3339(crowded + timedelta(
+        minutes=n + 1))} for n in range(6)]
+    vendor.before_request = lambda v: 1 < v.requests <= 7 and v.update(
+        next(r for r in v.records if r["id"].startswith("pay_late") and "version" not in r)
+    )
+
+    records, _ = read(vendor, window=Window(crowded, crowded + timedelta(hours=1)))
+
+    assert ids(records) >= {f"pay_{n:08d}" for n in range(120)}
+
+
 def test_a_total_wrong_once_by_orders_of_magnitude_costs_a_few_requests() -> None:
     vendor = MemoryVendor(6_000)
     first = threading.Event()
@@ -313,8 +331,8 @@ def test_passes_answered_empty_by_an_outage_are_not_counted_as_moved() -> None:
     vendor.before_request = lambda v: v.requests > 2 and v.update(v.records[0])
 
     with pytest.raises(UnreconciledWindowError, match="on each of 3 passes"):
-        read(vendor, window=Window(START + timedelta(hours=3), START + timedelta(hours=4)),
-             fetch=outage)
+        read(vendor, window=Window(START + timedelta(hours=3),  # one millisecond: unsplittable
+                                   START + timedelta(hours=3, milliseconds=1)), fetch=outage)
 
     # Two empty answers, then three passes of three pages, each of which moved.
     assert vendor.requests == 2 + 3 * 3

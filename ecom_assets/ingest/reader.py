@@ -48,7 +48,7 @@ from ecom_assets.ingest.pages import (
 )
 from ecom_assets.ingest.report import ResourceReport
 from ecom_assets.ingest.vendor_json import dump_vendor_json
-from ecom_assets.ingest.window import EPOCH, Window, look_back, rfc3339
+from ecom_assets.ingest.window import EPOCH, MILLISECOND, Window, floor_ms, look_back, rfc3339
 
 logger = logging.getLogger(__name__)
 
@@ -604,7 +604,13 @@ class WindowReader:
         if len(times) <= self._page_size:
             return []
         count = min(max(2, math.ceil(len(times) / SPLIT_RECORDS)), 8)
-        parts = unit.window.split_at(times[len(times) * i // count] for i in range(1, count))
+        cuts = [times[len(times) * i // count] for i in range(1, count)]
+        # A cut in the unit's first millisecond would be no cut: records crowded there (a bulk
+        # update) are cut off from the rest after it, so the rest can be paged on its own.
+        first = floor_ms(unit.window.start)
+        parts = unit.window.split_at(
+            cut if floor_ms(cut) > first else first + MILLISECOND for cut in cuts
+        )
         return parts if len(parts) > 1 else []
 
     def _timestamp(self, record: Any) -> datetime | None:
