@@ -99,6 +99,45 @@ def test_a_late_arrival_behind_the_latest_change_reloads_its_day(
     assert late.asset_selection == [PRODUCTS] and late.partition_key == utc_today()
 
 
+def changes_of_a_tick_ago(sandbox: SandboxServer, api_key: str) -> tuple[SensorResult, list]:
+    """A tick that saw three new products, filed 300, 200 and 100 ms ago, and those products."""
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    for ago in (300, 200, 100):
+        filed = datetime.now(UTC) - timedelta(milliseconds=ago)
+        sandbox.live.create("products", updated_ms=int(filed.timestamp() * 1000))
+    seen = evaluate(sandbox, api_key, a_second_ago())
+    assert seen.run_requests
+    assert evaluate(sandbox, api_key, seen.cursor).run_requests == [], "nothing new"
+    return seen, sandbox.window("products", since)
+
+
+def test_a_late_update_behind_the_latest_change_reloads_its_day(
+    live_sandbox: SandboxServer, api_key: str
+) -> None:
+    seen, products = changes_of_a_tick_ago(live_sandbox, api_key)
+    # The oldest of them updated again, filed late: it stays behind the latest change, and the
+    # count stays the same.
+    filed = parse_timestamp(products[1]["updated_at"]) + timedelta(milliseconds=1)
+    live_sandbox.live.update("products", products[0]["id"], int(filed.timestamp() * 1000))
+
+    [late] = evaluate(live_sandbox, api_key, seen.cursor).run_requests
+
+    assert late.asset_selection == [PRODUCTS] and late.partition_key == utc_today()
+
+
+def test_a_deletion_and_a_late_arrival_in_one_tick_reload_their_day(
+    live_sandbox: SandboxServer, api_key: str
+) -> None:
+    seen, products = changes_of_a_tick_ago(live_sandbox, api_key)
+    live_sandbox.delete("products", products[1]["id"])
+    filed = parse_timestamp(products[0]["updated_at"]) + timedelta(milliseconds=1)
+    live_sandbox.live.create("products", updated_ms=int(filed.timestamp() * 1000))
+
+    [late] = evaluate(live_sandbox, api_key, seen.cursor).run_requests
+
+    assert late.asset_selection == [PRODUCTS] and late.partition_key == utc_today()
+
+
 def test_a_tick_that_sees_an_earlier_vendor_state_again_still_gets_a_run_of_its_own(
     live_sandbox: SandboxServer, api_key: str
 ) -> None:

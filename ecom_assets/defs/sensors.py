@@ -1,20 +1,19 @@
 """A sensor that asks the vendor what changed and refreshes only the partitions that did.
 
-Each tick probes every resource with `updated_since=<since>` and `limit=1` (two one-record
-requests: the earliest and the latest change, and the vendor's count), up to a few minutes past
-now: a record filed in the far future is defective, not a change. Records only move forward
-in time when they change, so the changed daily partitions are the days from the earliest to the
-latest change. The cursor keeps, per resource, the `since` it probes and what the vendor said
-then (latest change, count): a change shows as a new latest change, a late arrival (filed in
-the past, behind the latest change) as a new count. One run per tick refreshes the changed
-partitions of the resources that changed. Its run key names the vendor's state and how many
-runs the sensor had requested for each resource before, so a tick evaluated twice requests
-nothing twice, while a later tick that sees an earlier state again (a deletion, then a late
-arrival) still gets its run: Dagster never launches a run key twice.
+Each tick lists, per resource, the ids and `updated_at` of the records updated since the last
+tick less the look-back for late arrivals (usually one request: `ingest/probe.py`), up to a few
+minutes past now: a record filed in the far future is defective, not a change. Any change filed
+since the last tick lies in that span, a late one included, and makes the list differ from
+what the last tick saw there, kept in the cursor as a digest. The changed daily partitions are
+the days the list spans. One run per tick refreshes them, for the resources that changed. Its
+run key names the vendor's latest change and count and how many runs the sensor had requested
+for each resource before, so a tick evaluated twice requests nothing twice, while a later tick
+that sees an earlier state again (a deletion, then a late arrival) still gets its run: Dagster
+never launches a run key twice.
 
 It starts RUNNING: keeping the warehouse fresh is what the project is for, and the probe costs
-two tiny requests per resource and tick. Stop it in the UI (Automation) if the vendor's rate
-limit is tight.
+a request per resource and tick. Stop it in the UI (Automation) if the vendor's rate limit is
+tight.
 """
 
 import json
@@ -38,7 +37,7 @@ from ecom_assets.defs.jobs import PARTITION_RANGE_END, PARTITION_RANGE_START, TR
 from ecom_assets.defs.resources import VendorApiResource
 from ecom_assets.defs.translator import asset_key
 from ecom_assets.ingest import VendorAPIError
-from ecom_assets.ingest.probe import count_since, probe_changes
+from ecom_assets.ingest.probe import MAX_LOGGED, list_changes
 from ecom_assets.ingest.window import look_back, rfc3339
 
 SENSOR_TRIGGER = "vendor_changes"
@@ -72,40 +71,30 @@ def build_change_sensor(
             since = min(_moment(seen.get("since")) or now - lookback, now)
             try:
                 with vendor_api.probe_session() as session:
-                    changes = probe_changes(vendor_api.base_url, session, contract, since, now)
-                    observed = {
-                        "last": rfc3339(changes.last_updated_at or since),
-                        "total": changes.total,
-                    }
-                    _log_skipped(context, changes.skipped)
-                    if changes.first_updated_at is None or observed == {
-                        "last": seen.get("last"), "total": seen.get("total")
-                    }:
-                        continue
-                    first = changes.first_updated_at
-                    # Without a valid latest change (defective records at the end of the
-                    # listing), whatever changed may run up to now; the probe stays where it is.
-                    last = changes.last_updated_at or now
-                    # Probe from closer to the latest change next time, counting anew from there.
-                    next_since = max(since, min(changes.last_updated_at or since, now) - lookback)
-                    next_total = (
-                        changes.total if next_since == since
-                        else count_since(
-                            vendor_api.base_url, session, contract, next_since, now
-                        )
-                    )
+                    listing = list_changes(vendor_api.base_url, session, contract, since, now)
             except VendorAPIError as exc:
                 # The other resources are still looked at; this one is asked again next tick.
                 problems.append(f"{contract.name}: {exc}")
                 context.log.warning(f"Could not ask the vendor for changes to {contract.name}: "
                                     f"{exc}")
                 continue
-            changed.append((contract.name, observed))
-            days.update(_days(partitions_def, first, last, now))
+            _log_defective(context, listing.defective)
+            # Changes filed before the next tick lie after now less the look-back: listed from
+            # there, the next tick compares what this one saw there.
+            next_since = max(since, now - lookback)
             cursor[contract.name] = {
-                "since": rfc3339(next_since), "last": observed["last"], "total": next_total,
+                "since": rfc3339(next_since), "seen": listing.fingerprint(next_since),
                 "requested": seen.get("requested", 0),
             }
+            # A cursor of an older version, or none, holds no list: anything listed is new.
+            unchanged = listing.fingerprint() == seen["seen"] if "seen" in seen else (
+                not listing.entries
+            )
+            if unchanged or listing.first is None or listing.last is None:
+                continue
+            changed.append((contract.name, {"last": rfc3339(listing.last),
+                                            "total": len(listing.entries)}))
+            days.update(_days(partitions_def, listing.first, listing.last, now))
         if not changed or not days:
             reason = "; ".join(problems) or "The vendor reports no changes since the last tick."
             return SensorResult(skip_reason=SkipReason(reason),
@@ -162,9 +151,12 @@ def _moment(value: Any) -> datetime | None:
         return None
 
 
-def _log_skipped(context: SensorEvaluationContext, skipped: Sequence[str]) -> None:
-    for message in skipped:
-        context.log.warning(message)
+def _log_defective(context: SensorEvaluationContext, defective: Sequence[str]) -> None:
+    for message in defective[:MAX_LOGGED]:
+        context.log.warning(f"{message}; left out of the changes")
+    if len(defective) > MAX_LOGGED:
+        context.log.warning(f"{len(defective) - MAX_LOGGED} more records with a defective "
+                            "`updated_at` left out of the changes")
 
 
 def _days(

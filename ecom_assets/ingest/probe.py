@@ -1,10 +1,19 @@
-"""Ask the vendor cheaply what changed since a moment: two requests of one record each."""
+"""Ask the vendor what changed since a moment: its records' ids and `updated_at` from then on.
+
+A change moves a record's `updated_at` forward to about when it was filed, up to the look-back
+for late arrivals behind it. So every change filed since a sensor's last tick lies at or after
+that tick less the look-back, and the list of (id, `updated_at`) from there differs from what
+the tick saw: a new record, a moved one, one gone. Comparing counts or the latest change does
+not tell a late update that stays behind the latest change, nor a deletion and a late arrival
+that keep the count.
+"""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from dlt.sources.helpers.rest_client.client import join_url
 
@@ -14,89 +23,82 @@ from ecom_assets.ingest.pages import page_records, page_total, record_id
 from ecom_assets.ingest.vendor_session import VendorSession
 from ecom_assets.ingest.window import CLOCK_SKEW, rfc3339
 
-# Defective records skipped at either end before the probe gives up on that end.
-MAX_SKIPPED = 3
+# The contract's largest page: a tick's listing is usually one request.
+PROBE_PAGE_SIZE = 1000
+# Defective timestamps logged by a tick; the others are counted.
+MAX_LOGGED = 3
 
 
 @dataclass(frozen=True)
-class Changes:
-    """Records updated since the probe's moment: how many, the `updated_at` span of the valid
-    ones, and what was skipped as defective."""
+class Listing:
+    """The records updated since a moment, as (`updated_at`, id) of those with a valid
+    `updated_at` in [since, now + CLOCK_SKEW], and what was left out as defective."""
 
-    total: int
-    first_updated_at: datetime | None = None
-    last_updated_at: datetime | None = None
-    skipped: tuple[str, ...] = ()
+    entries: tuple[tuple[datetime, str], ...]
+    defective: tuple[str, ...] = ()
+
+    @property
+    def first(self) -> datetime | None:
+        return self.entries[0][0] if self.entries else None
+
+    @property
+    def last(self) -> datetime | None:
+        return self.entries[-1][0] if self.entries else None
+
+    def fingerprint(self, since: datetime | None = None) -> str:
+        """A digest of the entries from `since` on (all by default): equal digests, equal
+        lists."""
+        return fingerprint(e for e in self.entries if since is None or e[0] >= since)
 
 
-def probe_changes(
+def fingerprint(entries: Iterable[tuple[datetime, str]]) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for moment, identity in entries:
+        digest.update(f"{rfc3339(moment)}\0{identity}\n".encode(errors="surrogatepass"))
+    return digest.hexdigest()
+
+
+def list_changes(
     base_url: str, session: VendorSession, contract: ResourceContract, since: datetime,
     now: datetime,
-) -> Changes:
-    """`updated_since=<since>` with `limit=1`: the first record and `total`; then the record at
-    offset `total - 1`, the latest (records come in ascending `updated_at` order). Records
-    filed in the far future, which would sort last, are left out by `updated_before`; one whose
-    `updated_at` is missing, malformed, before `since` or in the future all the same is skipped
-    for the next one in, up to `MAX_SKIPPED` at each end."""
-    skipped: list[str] = []
-
-    def record_at(offset: int) -> tuple[int, Any]:
-        return _record_at(base_url, session, contract, since, now, offset)
-
-    def valid_time(record: Any, offset: int) -> datetime | None:
-        value = record.get(contract.cursor) if isinstance(record, dict) else None
-        try:
-            moment = parse_timestamp(value)
-        except (ValueError, OverflowError) as exc:
-            problem = str(exc)
-        else:
-            if since <= moment <= now + CLOCK_SKEW:
-                return moment
-            problem = f"{rfc3339(moment)} is outside [{rfc3339(since)}, now]"
-        skipped.append(
-            f"{contract.name} record {record_id(record, contract.primary_key) or '(no id)'} at "
-            f"offset {offset}: {contract.cursor} {problem}; skipped"
-        )
-        return None
-
-    total, first_record = record_at(0)
-    times: dict[int, datetime | None] = {}
-
-    def time_at(offset: int) -> datetime | None:
-        if offset not in times:
-            record = first_record if offset == 0 else record_at(offset)[1]
-            times[offset] = valid_time(record, offset) if record is not None else None
-        return times[offset]
-
-    ends = min(MAX_SKIPPED + 1, total)
-    first = next((t for o in range(ends) if (t := time_at(o))), None)
-    last = next((t for o in range(total - 1, total - 1 - ends, -1) if (t := time_at(o))), None)
-    return Changes(total, first, last, tuple(skipped))
-
-
-def count_since(
-    base_url: str, session: VendorSession, contract: ResourceContract, since: datetime,
-    now: datetime,
-) -> int:
-    """How many records the vendor has updated since `since`, as `probe_changes` counts them
-    at `now`: one request of one record."""
-    return _record_at(base_url, session, contract, since, now, 0)[0]
-
-
-def _record_at(
-    base_url: str, session: VendorSession, contract: ResourceContract, since: datetime,
-    now: datetime, offset: int,
-) -> tuple[int, Any]:
-    """`total` of the records updated since `since` (and not after `now`, give or take the
-    vendor's clock), and the record at `offset` (or None)."""
-    body = session.get(
-        join_url(base_url, contract.path),
-        params={"updated_since": rfc3339(since), "updated_before": rfc3339(now + CLOCK_SKEW),
-                "offset": offset, "limit": 1, "api_key": session.api_key},
-    ).json()
-    total, page = page_total(body), page_records(body)
-    if total is None or page is None:
-        raise VendorResponseError(
-            f"{contract.name} offset {offset}: a response without `total` or `data`"
-        )
-    return total, page[0] if page else None
+) -> Listing:
+    """The records with `updated_at` in [since, now + CLOCK_SKEW): a record filed in the far
+    future is defective, not a change. One whose `updated_at` is missing, malformed or outside
+    that span all the same is left out and named. Pages of `PROBE_PAGE_SIZE` until `total`."""
+    entries: set[tuple[datetime, str]] = set()  # a record paged twice while records move
+    defective: list[str] = []
+    offset, total = 0, 1
+    while offset < total:
+        body = session.get(
+            join_url(base_url, contract.path),
+            params={"updated_since": rfc3339(since),
+                    "updated_before": rfc3339(now + CLOCK_SKEW),
+                    "offset": offset, "limit": PROBE_PAGE_SIZE, "api_key": session.api_key},
+        ).json()
+        total, page = page_total(body), page_records(body)
+        if total is None or page is None:
+            raise VendorResponseError(
+                f"{contract.name} offset {offset}: a response without `total` or `data`"
+            )
+        if not page:
+            break
+        for record in page:
+            identity = record_id(record, contract.primary_key)
+            value = record.get(contract.cursor) if isinstance(record, dict) else None
+            try:
+                moment = parse_timestamp(value)
+            except (ValueError, OverflowError) as exc:
+                problem = str(exc)
+            else:
+                if not since <= moment <= now + CLOCK_SKEW:
+                    problem = f"{rfc3339(moment)} is outside [{rfc3339(since)}, now]"
+                elif identity is None:
+                    problem = "valid, but the record has no id"
+                else:
+                    entries.add((moment, identity))
+                    continue
+            defective.append(
+                f"{contract.name} record {identity or '(no id)'}: {contract.cursor} {problem}"
+            )
+        offset += len(page)
+    return Listing(tuple(sorted(entries)), tuple(defective))

@@ -154,15 +154,17 @@ def _error_detail(response: requests.Response) -> str:
     return str(body)
 
 
-def _parse_json_once(response: requests.Response, secrets: Sequence[bytes]) -> bool:
+def _parse_json_once(
+    response: requests.Response, key: str, key_spellings: Sequence[bytes]
+) -> bool:
     """Parse the body once, as the vendor's exact JSON, for every later `.json()`; False if it
-    is not valid JSON. A body that holds a secret (a record echoing the request's URL) is
-    parsed with it scrubbed: no record stores the key."""
+    is not valid JSON. A body that holds the key (a record echoing the request's URL) is
+    parsed with it scrubbed: no record stores it."""
     content = response.content
-    if any(secret in content for secret in secrets):
+    if any(spelling in content for spelling in key_spellings):
         logger.warning("%s: the vendor's answer holds the API key, stored as ***",
                        describe_request(response.request.url or ""))
-        content = scrub(content.decode(errors="surrogateescape"), SECRETS.secrets).encode(
+        content = scrub(content.decode(errors="surrogateescape"), {key}).encode(
             errors="surrogateescape"
         )
     try:
@@ -340,7 +342,7 @@ class VendorSession(requests.Session):
                 ) from None
             if response is not None:
                 status = response.status_code
-                if status < 400 and _parse_json_once(response, self._key_spellings):
+                if status < 400 and _parse_json_once(response, self.api_key, self._key_spellings):
                     self.limit.succeeded()
                     return response
                 if status < 400:
