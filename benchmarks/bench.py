@@ -382,8 +382,8 @@ def run_costs(repeats: int) -> tuple[str, dict[str, str]]:
         "| --- | ---: | ---: |",
         f"| (f) minimal Dagster run: one daily-partitioned asset, a step that returns at once "
         f"| {median['minimal']:.2f} s | 1.00x |",
-        "| (f) importing dlt, DuckDB, Arrow and requests, as any run of a dlt pipeline into "
-        f"DuckDB does | {median['libraries']:.2f} s | "
+        "| (f) importing dlt, DuckDB and requests, as any run of a dlt pipeline into DuckDB "
+        f"does | {median['libraries']:.2f} s | "
         f"{median['libraries'] / median['minimal']:.2f}x (f) |",
         f"| (e) on one day: this project's definitions and checks, a step that does nothing "
         f"| {median['alone']:.2f} s | {median['alone'] / median['minimal']:.2f}x (f) |",
