@@ -1,6 +1,7 @@
 """The change sensor and the daily schedule, evaluated against the sandbox vendor."""
 
 import json
+import time as time_module
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
@@ -23,6 +24,7 @@ from ecom_assets.contract import parse_timestamp
 from ecom_assets.defs.ecom import build_definitions
 from ecom_assets.defs.jobs import PARTITION_RANGE_END, PARTITION_RANGE_START
 from ecom_assets.defs.resources import VendorApiResource
+from ecom_assets.ingest import probe
 from ecom_assets.ingest.window import rfc3339
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import Fault, SandboxServer
@@ -136,6 +138,67 @@ def test_a_deletion_and_a_late_arrival_in_one_tick_reload_their_day(
     [late] = evaluate(live_sandbox, api_key, seen.cursor).run_requests
 
     assert late.asset_selection == [PRODUCTS] and late.partition_key == utc_today()
+
+
+def test_a_tick_evaluated_again_after_a_late_update_gets_a_run_of_its_own(
+    live_sandbox: SandboxServer, api_key: str
+) -> None:
+    seen, products = changes_of_a_tick_ago(live_sandbox, api_key)
+    live_sandbox.delete("products", products[1]["id"])
+    [before] = evaluate(live_sandbox, api_key, seen.cursor).run_requests
+    # The same tick evaluated again (its cursor was not kept) after a late update that keeps
+    # the latest change and the count.
+    filed = parse_timestamp(products[1]["updated_at"]) + timedelta(milliseconds=1)
+    live_sandbox.live.update("products", products[0]["id"], int(filed.timestamp() * 1000))
+
+    [after] = evaluate(live_sandbox, api_key, seen.cursor).run_requests
+
+    assert after.run_key != before.run_key, "Dagster launches a run key once"
+
+
+def test_an_unchanged_vendor_launches_nothing_whatever_lies_at_the_look_backs_start(
+    live_sandbox: SandboxServer, api_key: str
+) -> None:
+    # A record in every millisecond around where the next tick's listing starts (now less
+    # the look-back, kept to the millisecond).
+    start = datetime.now(UTC) - timedelta(minutes=15)
+    for ms in range(-100, 400):
+        live_sandbox.live.create("products", updated_ms=int(start.timestamp() * 1000) + ms)
+    cursor = evaluate(live_sandbox, api_key, a_day_ago()).cursor
+
+    for _ in range(3):
+        result = evaluate(live_sandbox, api_key, cursor)
+        assert result.run_requests == [], result.run_requests
+        cursor = result.cursor
+
+
+def test_a_busy_shops_listing_stops_at_its_first_page_and_refreshes(
+    live_sandbox: SandboxServer, api_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen, _ = changes_of_a_tick_ago(live_sandbox, api_key)  # three products
+    monkeypatch.setattr(probe, "PROBE_PAGE_SIZE", 2)
+    monkeypatch.setattr(probe, "MAX_LISTED", 2)
+    asked = len(live_sandbox.request_log)
+
+    [run] = evaluate(live_sandbox, api_key, seen.cursor).run_requests
+
+    assert run.asset_selection == [PRODUCTS] and run.partition_key == utc_today()
+    assert len(live_sandbox.request_log) - asked == 2, "one request per resource"
+
+
+def test_a_change_stamped_ahead_of_our_clock_is_refreshed_once_its_time_has_come(
+    live_sandbox: SandboxServer, api_key: str
+) -> None:
+    seen, _ = changes_of_a_tick_ago(live_sandbox, api_key)
+    ahead = datetime.now(UTC) + timedelta(seconds=1)
+    live_sandbox.live.create("products", updated_ms=int(ahead.timestamp() * 1000))
+
+    not_yet = evaluate(live_sandbox, api_key, seen.cursor)
+    time_module.sleep(max(0.0, (ahead - datetime.now(UTC)).total_seconds()) + 0.05)
+    [run] = evaluate(live_sandbox, api_key, not_yet.cursor).run_requests
+
+    assert not_yet.run_requests == []
+    assert run.asset_selection == [PRODUCTS] and run.partition_key == utc_today()
 
 
 def test_a_tick_that_sees_an_earlier_vendor_state_again_still_gets_a_run_of_its_own(

@@ -1,19 +1,20 @@
 """A sensor that asks the vendor what changed and refreshes only the partitions that did.
 
 Each tick lists, per resource, the ids and `updated_at` of the records updated since the last
-tick less the look-back for late arrivals (usually one request: `ingest/probe.py`), up to a few
-minutes past now: a record filed in the far future is defective, not a change. Any change filed
-since the last tick lies in that span, a late one included, and makes the list differ from
-what the last tick saw there, kept in the cursor as a digest. The changed daily partitions are
-the days the list spans. One run per tick refreshes them, for the resources that changed. Its
-run key names the vendor's latest change and count and how many runs the sensor had requested
-for each resource before, so a tick evaluated twice requests nothing twice, while a later tick
-that sees an earlier state again (a deletion, then a late arrival) still gets its run: Dagster
-never launches a run key twice.
+tick less the look-back for late arrivals, up to now (`ingest/probe.py`; a record stamped later,
+by a clock ahead of ours, is a change for a later tick). Any change filed since the last tick
+lies in that span, a late one included, and makes the list differ from what the last tick saw
+there, kept in the cursor as a digest. The changed daily partitions are the days the list
+spans. One run per tick refreshes them, for the resources that changed. Its run key names each
+resource's latest change, the list's digest and how many runs the sensor had requested for it
+before, so a tick evaluated twice requests nothing twice, while a later tick that sees an
+earlier state again (a deletion, then a late arrival) still gets its run: Dagster never
+launches a run key twice.
 
-It starts RUNNING: keeping the warehouse fresh is what the project is for, and the probe costs
-a request per resource and tick. Stop it in the UI (Automation) if the vendor's rate limit is
-tight.
+It starts RUNNING: keeping the warehouse fresh is what the project is for. The listing is one
+request for a quiet shop, and stops at its first page for one with more than `MAX_LISTED`
+changes in a tick's span, which changes at every tick. Stop it in the UI (Automation) if the
+vendor's rate limit is tight.
 """
 
 import json
@@ -37,10 +38,11 @@ from ecom_assets.defs.jobs import PARTITION_RANGE_END, PARTITION_RANGE_START, TR
 from ecom_assets.defs.resources import VendorApiResource
 from ecom_assets.defs.translator import asset_key
 from ecom_assets.ingest import VendorAPIError
-from ecom_assets.ingest.probe import MAX_LOGGED, list_changes
-from ecom_assets.ingest.window import look_back, rfc3339
+from ecom_assets.ingest.probe import MAX_LOGGED, fingerprint, list_changes
+from ecom_assets.ingest.window import floor_ms, look_back, rfc3339
 
 SENSOR_TRIGGER = "vendor_changes"
+EMPTY_LISTING = fingerprint(())
 
 
 def build_change_sensor(
@@ -62,7 +64,7 @@ def build_change_sensor(
         now = datetime.now(UTC)
         lookback = look_back(timedelta(minutes=vendor_api.late_arrival_minutes))
         cursor = _read_cursor(context, contracts)
-        changed: list[tuple[str, dict[str, Any]]] = []  # (resource, what the vendor said)
+        changed: list[tuple[str, str]] = []  # (resource, the vendor's state)
         days: set[str] = set()
         problems: list[str] = []
         for contract in contracts:
@@ -80,21 +82,21 @@ def build_change_sensor(
                 continue
             _log_defective(context, listing.defective)
             # Changes filed before the next tick lie after now less the look-back: listed from
-            # there, the next tick compares what this one saw there.
-            next_since = max(since, now - lookback)
-            cursor[contract.name] = {
-                "since": rfc3339(next_since), "seen": listing.fingerprint(next_since),
-                "requested": seen.get("requested", 0),
-            }
+            # there (to the millisecond, as the cursor keeps it), the next tick compares what
+            # this one saw there. A busy shop's listing is cut short: it changed.
+            next_since = floor_ms(max(since, now - lookback))
+            state = {"since": rfc3339(next_since), "requested": seen.get("requested", 0)}
+            if listing.complete:
+                state["seen"] = listing.fingerprint(next_since)
+            cursor[contract.name] = state
             # A cursor of an older version, or none, holds no list: anything listed is new.
-            unchanged = listing.fingerprint() == seen["seen"] if "seen" in seen else (
-                not listing.entries
-            )
-            if unchanged or listing.first is None or listing.last is None:
+            digest = listing.fingerprint()
+            if listing.first is None or digest == seen.get("seen", EMPTY_LISTING):
                 continue
-            changed.append((contract.name, {"last": rfc3339(listing.last),
-                                            "total": len(listing.entries)}))
-            days.update(_days(partitions_def, listing.first, listing.last, now))
+            # The digest tells apart the runs of two states a tick evaluated twice can see.
+            changed.append((contract.name, f"{rfc3339(listing.last or now)}#{digest[:12]}"))
+            days.update(_days(partitions_def, listing.first, now if not listing.complete
+                              else listing.last or now, now))
         if not changed or not days:
             reason = "; ".join(problems) or "The vendor reports no changes since the last tick."
             return SensorResult(skip_reason=SkipReason(reason),
@@ -102,8 +104,7 @@ def build_change_sensor(
         for name, _ in changed:
             cursor[name]["requested"] += 1
         names = [name for name, _ in changed]
-        states = [f"{name}@{o['last']}#{o['total']}~{cursor[name]['requested']}"
-                  for name, o in changed]
+        states = [f"{name}@{state}~{cursor[name]['requested']}" for name, state in changed]
         first_day, last_day = min(days), max(days)
         tags = {TRIGGER_TAG: SENSOR_TRIGGER, "ecom/changed": ", ".join(names)}
         if first_day != last_day:

@@ -21,21 +21,26 @@ from ecom_assets.contract import ResourceContract, parse_timestamp
 from ecom_assets.ingest.errors import VendorResponseError
 from ecom_assets.ingest.pages import page_records, page_total, record_id
 from ecom_assets.ingest.vendor_session import VendorSession
-from ecom_assets.ingest.window import CLOCK_SKEW, rfc3339
+from ecom_assets.ingest.window import rfc3339
 
-# The contract's largest page: a tick's listing is usually one request.
+# The contract's largest page: a quiet shop's listing is one request.
 PROBE_PAGE_SIZE = 1000
+# A shop with more changes than this in a tick's span changes in every tick: its listing stops
+# at the first page, and the tick refreshes without comparing (a few requests at most).
+MAX_LISTED = 5 * PROBE_PAGE_SIZE
 # Defective timestamps logged by a tick; the others are counted.
 MAX_LOGGED = 3
 
 
 @dataclass(frozen=True)
 class Listing:
-    """The records updated since a moment, as (`updated_at`, id) of those with a valid
-    `updated_at` in [since, now + CLOCK_SKEW], and what was left out as defective."""
+    """The records updated in [since, now), as (`updated_at`, id), and what was left out as
+    defective. `complete` is False when the vendor counted more than `MAX_LISTED`: `entries`
+    then holds its first page only."""
 
     entries: tuple[tuple[datetime, str], ...]
     defective: tuple[str, ...] = ()
+    complete: bool = True
 
     @property
     def first(self) -> datetime | None:
@@ -62,17 +67,17 @@ def list_changes(
     base_url: str, session: VendorSession, contract: ResourceContract, since: datetime,
     now: datetime,
 ) -> Listing:
-    """The records with `updated_at` in [since, now + CLOCK_SKEW): a record filed in the far
-    future is defective, not a change. One whose `updated_at` is missing, malformed or outside
-    that span all the same is left out and named. Pages of `PROBE_PAGE_SIZE` until `total`."""
+    """The records with `updated_at` in [since, now): one stamped later, by a vendor's clock
+    ahead of ours or in the far future, is not a change yet. One whose `updated_at` is missing,
+    malformed or outside the span all the same is left out and named. Pages of
+    `PROBE_PAGE_SIZE` until `total`, unless it is over `MAX_LISTED`."""
     entries: set[tuple[datetime, str]] = set()  # a record paged twice while records move
     defective: list[str] = []
     offset, total = 0, 1
     while offset < total:
         body = session.get(
             join_url(base_url, contract.path),
-            params={"updated_since": rfc3339(since),
-                    "updated_before": rfc3339(now + CLOCK_SKEW),
+            params={"updated_since": rfc3339(since), "updated_before": rfc3339(now),
                     "offset": offset, "limit": PROBE_PAGE_SIZE, "api_key": session.api_key},
         ).json()
         total, page = page_total(body), page_records(body)
@@ -90,8 +95,8 @@ def list_changes(
             except (ValueError, OverflowError) as exc:
                 problem = str(exc)
             else:
-                if not since <= moment <= now + CLOCK_SKEW:
-                    problem = f"{rfc3339(moment)} is outside [{rfc3339(since)}, now]"
+                if not since <= moment < now:
+                    problem = f"{rfc3339(moment)} is outside [{rfc3339(since)}, now)"
                 elif identity is None:
                     problem = "valid, but the record has no id"
                 else:
@@ -101,4 +106,6 @@ def list_changes(
                 f"{contract.name} record {identity or '(no id)'}: {contract.cursor} {problem}"
             )
         offset += len(page)
+        if total > MAX_LISTED:
+            return Listing(tuple(sorted(entries)), tuple(defective), complete=False)
     return Listing(tuple(sorted(entries)), tuple(defective))
