@@ -13,7 +13,7 @@ import operator
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Context, Decimal
 from enum import Enum
 from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
@@ -26,6 +26,9 @@ SQL_DESTINATIONS = ("duckdb", "postgres")
 MONEY_PRECISION = 18
 MONEY_SCALE = 2
 _CENT = Decimal("0.01")
+# Rounding to cents in a context of its own: a thread's current one (a library may narrow it)
+# must not decide whether a record loads.
+_CENTS = Context(prec=MONEY_PRECISION)
 # The contract's form of money sent as a string (ASCII digits only).
 _MONEY_STRING = re.compile(r"-?[0-9]+(\.[0-9]{1,2})?")
 _LONE_SURROGATE = "not valid Unicode: a lone surrogate (an escape such as \\ud800)"
@@ -215,7 +218,7 @@ def _money(value: Any) -> Decimal:
         raise ValueError(f"out of range for DECIMAL({MONEY_PRECISION},{MONEY_SCALE}): {shown}")
     # In cents, as the column stores it: 12.500 is 12.50, and 0E+17 is 0.00 (Arrow refuses
     # its exponent).
-    cents = amount.quantize(_CENT)
+    cents = amount.quantize(_CENT, context=_CENTS)
     if cents != amount:
         raise ValueError(f"not a decimal with at most {MONEY_SCALE} fractional digits: {amount}")
     return cents

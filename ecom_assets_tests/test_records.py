@@ -4,7 +4,7 @@ scrubbed text. Pure functions, no vendor."""
 import logging
 import sys
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
 
 import pytest
 
@@ -12,7 +12,7 @@ from ecom_assets.contract import CONTRACTS, conform
 from ecom_assets.ingest import quarantine
 from ecom_assets.ingest.quarantine import UnknownFieldColumns, quarantine_key
 from ecom_assets.ingest.report import ResourceReport
-from ecom_assets.ingest.scrubbing import SecretScrubbingFilter, scrub
+from ecom_assets.ingest.scrubbing import KeyInRecords, SecretScrubbingFilter, scrub
 from ecom_assets.ingest.vendor_json import dump_vendor_json, parse_vendor_json
 from ecom_assets.ingest.window import Window
 
@@ -35,6 +35,15 @@ def test_a_valid_record_is_converted_to_the_contract_types() -> None:
     typed, _ = conform(PAYMENTS, {**VALID, "amount": Decimal("12." + "0" * 41)})
     assert typed["amount"].as_tuple().exponent == -2
     assert typed["updated_at"] == datetime(2026, 1, 2, 8, 0, 0, 123000, tzinfo=UTC)
+
+
+def test_money_is_read_the_same_whatever_the_threads_decimal_context() -> None:
+    with localcontext(Context(prec=5, traps=[Inexact, InvalidOperation])):
+        typed, violations = conform(PAYMENTS, {**VALID, "amount": Decimal("12345678.90")})
+        _, too_fine = conform(PAYMENTS, {**VALID, "amount": Decimal("1E-1000000")})
+
+    assert violations == [] and typed["amount"] == Decimal("12345678.90")
+    assert too_fine[0]["reason"].startswith("not a decimal with at most 2 fractional digits")
 
 
 @pytest.mark.parametrize(
@@ -252,6 +261,36 @@ def test_scrubbing_removes_a_key_as_an_echoed_url_spells_it() -> None:
             "s3cr3t K/ey==; s3cr3t+K/ey==")
 
     assert scrub(text, {key}) == "bad key ***; ***; ***; ***; ***"
+
+
+@pytest.mark.parametrize("echo", [
+    'https://v/x?api_key=s3cr3t+K/ey==1',  # as sent
+    'bad key s3cr3t%2BK%2Fey%3D%3D1',  # percent-encoded
+    'bad key s3cr3t%2bK%2fey%3d%3d1',  # lower-case hex
+    'key: s3cr3t+K\\/ey==1',  # JSON's escaped slash, as PHP writes it
+    'key: s3cr3t\\u002BK\\u002Fey==1',  # JSON's escapes, as .NET writes a plus
+])
+def test_a_record_echoing_the_key_is_scrubbed_however_json_and_a_url_spell_it(echo: str) -> None:
+    key = KeyInRecords("s3cr3t+K/ey==1")
+    content = f'{{"data": [{{"id": "a", "source": "{echo}", "amount": 1.5}}], "total": 1}}'
+
+    body = parse_vendor_json(content.encode())
+    assert key.in_body(content.encode()) and key.scrub(body) == 1
+    assert "s3cr3t" not in dump_vendor_json(body) and body["data"][0]["amount"] == Decimal("1.5")
+
+
+@pytest.mark.parametrize(("key", "text"), [
+    ("demo", "Demo kit: a demo"),  # too short to tell from text
+    ("demonstr", "Demo kit demonstration"),  # inside a longer word
+    ("new+york12", "new york12"),  # the key as a form decodes it: text would match that
+    ("1425000000", "1425000000123"),
+])
+def test_text_that_merely_resembles_the_key_is_left_alone(key: str, text: str) -> None:
+    body = {"data": [{"name": text, "amount": Decimal("1425.00")}]}
+
+    scrubbed = KeyInRecords(key).scrub(body)
+
+    assert scrubbed == 0 and body == {"data": [{"name": text, "amount": Decimal("1425.00")}]}
 
 
 def test_the_log_filter_scrubs_urllib3_request_lines(caplog) -> None:

@@ -5,6 +5,7 @@ echoing the URL with the key in it, 5xx, 429, a 4xx that fails the run) and then
 output and every file under the run's directories for the key's value.
 """
 
+import re
 import subprocess
 from pathlib import Path
 from urllib.parse import quote, quote_plus, unquote_plus
@@ -20,7 +21,9 @@ pytestmark = pytest.mark.system
 
 # With characters a URL encodes: an echo of the request spells it otherwise.
 KEY = "k3y+must/never=leak-7f1e2d"
-SPELLINGS = {KEY, quote(KEY), quote(KEY, safe=""), quote_plus(KEY), unquote_plus(KEY)}
+ENCODED = {quote(KEY), quote(KEY, safe=""), quote_plus(KEY)}
+SPELLINGS = {KEY, unquote_plus(KEY), KEY.replace("/", "\\/"), *ENCODED,
+             *(re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), e) for e in ENCODED)}
 
 
 def test_the_key_appears_in_no_output_and_no_file_after_failing_and_passing_runs(

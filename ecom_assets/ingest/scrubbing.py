@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Iterable
 from functools import lru_cache
+from typing import Any
 from urllib.parse import quote, quote_plus, unquote_plus
 
 _KEY_IN_QUERY = re.compile(r"(api_key=)[^&\s\"'#]+", re.IGNORECASE)
@@ -35,6 +37,72 @@ def _spellings(secrets: frozenset[str]) -> re.Pattern[str] | None:
     if not every:
         return None
     return re.compile("|".join(map(re.escape, sorted(every, key=len, reverse=True))))
+
+
+# A key shorter than this is not looked for in records: it would match ordinary text there.
+MIN_KEY_LENGTH_IN_RECORDS = 8
+
+
+class KeyInRecords:
+    """The API key in a page of records (a field echoing the request's URL), however JSON and
+    a URL spell it: looked for in the raw body (byte searches; a pattern when the body holds
+    JSON escapes), then replaced in the parsed strings where it stands as a token of its own,
+    so that no record stores it and no other text changes."""
+
+    def __init__(self, key: str) -> None:
+        self.enabled = len(key) >= MIN_KEY_LENGTH_IN_RECORDS
+        # Not as a form decodes it (`+` read as a space): ordinary text would match that.
+        forms = sorted({s for s in spellings(key) if s != unquote_plus(key)} | {key},
+                       key=len, reverse=True)
+        self._plain = [form.encode() for form in forms]
+        self._escaped = re.compile(b"|".join(_json_escaped(form) for form in forms))
+        self._token = re.compile(
+            "(?<![A-Za-z0-9])(?:" + "|".join(map(re.escape, forms)) + ")(?![A-Za-z0-9])"
+        )
+
+    def in_body(self, content: bytes) -> bool:
+        if not self.enabled:
+            return False
+        if b"\\" not in content:
+            return any(form in content for form in self._plain)
+        return self._escaped.search(content) is not None
+
+    def scrub(self, value: Any) -> int:
+        """Replace the key in the strings of `value` (parsed JSON, changed in place); how many
+        strings held it."""
+        if not self.enabled:
+            return 0
+        if isinstance(value, dict):
+            items: Iterable[tuple[Any, Any]] = list(value.items())
+        elif isinstance(value, list):
+            items = enumerate(value)
+        else:
+            return 0
+        changed = 0
+        for place, item in items:
+            if isinstance(item, str):
+                scrubbed = self._token.sub("***", item)
+                if scrubbed != item:
+                    value[place] = scrubbed
+                    changed += 1
+            else:
+                changed += self.scrub(item)
+        return changed
+
+
+def _json_escaped(text: str) -> bytes:
+    """A pattern of `text` in a JSON body, each character as itself or as JSON's escape of it
+    (`\\u002B` or `\\u002b`, and `\\/` for a slash, as PHP writes it)."""
+    pattern = []
+    for char in text:
+        forms = [re.escape(char.encode())]
+        if ord(char) < 0x10000:
+            digits = "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in f"{ord(char):04x}")
+            forms.append(b"\\\\u" + digits.encode())
+        if char == "/":
+            forms.append(b"\\\\/")
+        pattern.append(b"(?:" + b"|".join(forms) + b")")
+    return b"".join(pattern)
 
 
 class SecretScrubbingFilter(logging.Filter):

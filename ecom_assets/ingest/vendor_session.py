@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -29,7 +29,7 @@ from ecom_assets.ingest.errors import (
     VendorRateLimited,
     VendorRequestRejected,
 )
-from ecom_assets.ingest.scrubbing import SECRETS, scrub, spellings
+from ecom_assets.ingest.scrubbing import SECRETS, KeyInRecords, scrub
 from ecom_assets.ingest.vendor_json import parse_vendor_json
 from ecom_assets.settings import DEFAULTS
 
@@ -154,23 +154,17 @@ def _error_detail(response: requests.Response) -> str:
     return str(body)
 
 
-def _parse_json_once(
-    response: requests.Response, key: str, key_spellings: Sequence[bytes]
-) -> bool:
+def _parse_json_once(response: requests.Response, key: KeyInRecords) -> bool:
     """Parse the body once, as the vendor's exact JSON, for every later `.json()`; False if it
-    is not valid JSON. A body that holds the key (a record echoing the request's URL) is
-    parsed with it scrubbed: no record stores it."""
-    content = response.content
-    if any(spelling in content for spelling in key_spellings):
-        logger.warning("%s: the vendor's answer holds the API key, stored as ***",
-                       describe_request(response.request.url or ""))
-        content = scrub(content.decode(errors="surrogateescape"), {key}).encode(
-            errors="surrogateescape"
-        )
+    is not valid JSON. A body whose records hold the key (a field echoing the request's URL)
+    has it scrubbed: no record stores it."""
     try:
-        body = parse_vendor_json(content)
+        body = parse_vendor_json(response.content)
     except ValueError:
         return False
+    if key.in_body(response.content) and key.scrub(body):
+        logger.warning("%s: the vendor's answer holds the API key, stored as ***",
+                       describe_request(response.request.url or ""))
     response.json = lambda **_: body  # type: ignore[method-assign]
     return True
 
@@ -191,7 +185,7 @@ class VendorSession(requests.Session):
         super().__init__()
         self.api_key = api_key
         SECRETS.add(api_key)
-        self._key_spellings = [s.encode() for s in spellings(api_key)] if api_key else []
+        self._key_in_records = KeyInRecords(api_key)
         self.policy = policy or RetryPolicy()
         self.concurrency = max(1, concurrency)
         self.limit = AdaptiveLimit(self.concurrency)
@@ -342,7 +336,7 @@ class VendorSession(requests.Session):
                 ) from None
             if response is not None:
                 status = response.status_code
-                if status < 400 and _parse_json_once(response, self.api_key, self._key_spellings):
+                if status < 400 and _parse_json_once(response, self._key_in_records):
                     self.limit.succeeded()
                     return response
                 if status < 400:
