@@ -576,8 +576,12 @@ class WindowReader:
         self._waiting.appendleft(unit)
 
     def _replace(self, unit: _Unit, parts: list[Window]) -> None:
+        """Page `parts` in place of `unit`, in window order among the units waiting: parts
+        paged ahead of earlier ones would be held until those are released (units of several
+        split parts, each split on its first page, came last split, first paged)."""
         self._active.remove(unit)
-        self._waiting.extendleft(reversed([self._unit(part) for part in parts]))
+        self._waiting = deque(sorted([*(self._unit(part) for part in parts), *self._waiting],
+                                     key=lambda waiting: waiting.window.start))
 
     # Splitting ---------------------------------------------------------------------------
 
