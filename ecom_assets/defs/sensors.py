@@ -93,10 +93,11 @@ def build_change_sensor(
             digest = listing.fingerprint()
             if listing.first is None or digest == seen.get("seen", EMPTY_LISTING):
                 continue
+            # A listing cut short holds its first page only: its changes run up to now.
+            last = (listing.last if listing.complete else None) or now
             # The digest tells apart the runs of two states a tick evaluated twice can see.
-            changed.append((contract.name, f"{rfc3339(listing.last or now)}#{digest[:12]}"))
-            days.update(_days(partitions_def, listing.first, now if not listing.complete
-                              else listing.last or now, now))
+            changed.append((contract.name, f"{rfc3339(last)}#{digest[:12]}"))
+            days.update(_days(partitions_def, listing.first, last, now))
         if not changed or not days:
             reason = "; ".join(problems) or "The vendor reports no changes since the last tick."
             return SensorResult(skip_reason=SkipReason(reason),
