@@ -296,6 +296,23 @@ def test_a_millisecond_claiming_a_trillion_records_fails_naming_its_total() -> N
     assert vendor.requests == 3
 
 
+def test_a_vendor_counting_more_than_it_serves_fails_saying_so() -> None:
+    vendor = MemoryVendor(0)
+    moment = START + timedelta(hours=3)
+    vendor.records = [{"id": f"pay_{n:08d}", "updated_at": rfc3339(moment)} for n in range(150)]
+
+    def fetch(window: Window, offset: int, limit: int) -> tuple[str, Response]:
+        url, response = vendor.fetch(window, offset, limit)
+        response.body["total"] += 100
+        return url, response
+
+    with pytest.raises(UnreconciledWindowError) as failure:
+        read(vendor, window=Window(moment, moment + timedelta(milliseconds=1)), fetch=fetch)
+
+    assert "an empty page at offset 200 of a total of 250" in str(failure.value)
+    assert "or counts records it does not serve" in str(failure.value)
+
+
 def test_an_empty_answer_after_a_pass_that_listed_records_does_not_settle_the_unit() -> None:
     # Twins on two pages wait for a second pass to list the same; an open unit for a second
     # pass that may hold a late arrival. An outage's empty answer stands for neither.

@@ -564,7 +564,7 @@ class WindowReader:
                 f"{self.resource} {unit.window}: {why}, on each of {unit.moved_passes} passes, "
                 f"and the window cannot be split further ({unit.total} records in "
                 f"{unit.window.duration.total_seconds() * 1000:.0f} ms); the vendor keeps "
-                "changing it, so it cannot be reconciled"
+                "changing it, or counts records it does not serve, so it cannot be reconciled"
             )
         logger.info("%s %s: %s; paging it again", self.resource, unit.window, why)
         self._restart(unit)
