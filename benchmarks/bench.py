@@ -50,11 +50,10 @@ API_KEY = "bench-key"
 PAGE_CONCURRENCY = DEFAULTS.page_concurrency
 CHANGES_ONLY = '{"ops": {"ecom_vendor_sync": {"config": {"changes_only": true}}}}'
 # How far back a sensor refresh reads: late arrivals, and the vendor's clocks.
-LOOK_BACK_MINUTES = look_back(timedelta(minutes=DEFAULTS.late_arrival_minutes)) // timedelta(
-    minutes=1
-)
+LOOK_BACK = look_back(timedelta(minutes=DEFAULTS.late_arrival_minutes))
+LOOK_BACK_MINUTES = LOOK_BACK // timedelta(minutes=1)
 # Today's last records are older than that look-back, with a margin.
-QUIET_BEFORE_RUNS = timedelta(minutes=LOOK_BACK_MINUTES + 5)
+QUIET_BEFORE_RUNS = LOOK_BACK + timedelta(minutes=5)
 
 
 class Sample(NamedTuple):
@@ -339,7 +338,7 @@ def run_costs(repeats: int) -> tuple[str, dict[str, str]]:
     busy = SandboxSpec.recent(days=1, size=40_000, now=_busy_day_end(started),
                               cache_records=False)
     # Read again by the sensor refreshes if they lie within the look-back for late arrivals.
-    busy_day_read_again = busy.end > started - timedelta(minutes=LOOK_BACK_MINUTES)
+    busy_day_read_again = busy.end > started - LOOK_BACK
     received: list[int] = []  # records each sensor refresh read
     samples: dict[str, list[float]] = {name: [] for name in (
         "minimal", "libraries", "alone", "empty", "changes", "whole")}

@@ -3,7 +3,7 @@
 import json
 import time as time_module
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
@@ -113,27 +113,28 @@ def changes_of_a_tick_ago(sandbox: SandboxServer, api_key: str) -> tuple[SensorR
     return seen, sandbox.window("products", since)
 
 
-def test_a_late_update_behind_the_latest_change_reloads_its_day(
-    live_sandbox: SandboxServer, api_key: str
+def just_after(record: dict) -> int:
+    """The epoch millisecond after the record's `updated_at`."""
+    return int(parse_timestamp(record["updated_at"]).timestamp() * 1000) + 1
+
+
+def a_late_update(sandbox: SandboxServer, products: list) -> None:
+    """The oldest product updated again, filed late behind the latest change."""
+    sandbox.live.update("products", products[0]["id"], just_after(products[1]))
+
+
+def a_deletion_and_a_late_arrival(sandbox: SandboxServer, products: list) -> None:
+    sandbox.delete("products", products[1]["id"])
+    sandbox.live.create("products", updated_ms=just_after(products[0]))
+
+
+# Neither moves the latest change, nor the count.
+@pytest.mark.parametrize("change", [a_late_update, a_deletion_and_a_late_arrival])
+def test_a_change_behind_the_latest_one_that_keeps_the_count_reloads_its_day(
+    live_sandbox: SandboxServer, api_key: str, change: Callable[[SandboxServer, list], None]
 ) -> None:
     seen, products = changes_of_a_tick_ago(live_sandbox, api_key)
-    # The oldest of them updated again, filed late: it stays behind the latest change, and the
-    # count stays the same.
-    filed = parse_timestamp(products[1]["updated_at"]) + timedelta(milliseconds=1)
-    live_sandbox.live.update("products", products[0]["id"], int(filed.timestamp() * 1000))
-
-    [late] = evaluate(live_sandbox, api_key, seen.cursor).run_requests
-
-    assert late.asset_selection == [PRODUCTS] and late.partition_key == utc_today()
-
-
-def test_a_deletion_and_a_late_arrival_in_one_tick_reload_their_day(
-    live_sandbox: SandboxServer, api_key: str
-) -> None:
-    seen, products = changes_of_a_tick_ago(live_sandbox, api_key)
-    live_sandbox.delete("products", products[1]["id"])
-    filed = parse_timestamp(products[0]["updated_at"]) + timedelta(milliseconds=1)
-    live_sandbox.live.create("products", updated_ms=int(filed.timestamp() * 1000))
+    change(live_sandbox, products)
 
     [late] = evaluate(live_sandbox, api_key, seen.cursor).run_requests
 
@@ -148,8 +149,7 @@ def test_a_tick_evaluated_again_after_a_late_update_gets_a_run_of_its_own(
     [before] = evaluate(live_sandbox, api_key, seen.cursor).run_requests
     # The same tick evaluated again (its cursor was not kept) after a late update that keeps
     # the latest change and the count.
-    filed = parse_timestamp(products[1]["updated_at"]) + timedelta(milliseconds=1)
-    live_sandbox.live.update("products", products[0]["id"], int(filed.timestamp() * 1000))
+    a_late_update(live_sandbox, products)
 
     [after] = evaluate(live_sandbox, api_key, seen.cursor).run_requests
 

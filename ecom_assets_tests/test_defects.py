@@ -79,22 +79,6 @@ def test_a_defective_value_is_quarantined_and_the_window_loads(
     assert check_evaluations(result)["reconciled_with_vendor"].passed
 
 
-@pytest.mark.parametrize(("amount", "stored"), [
-    (Decimal("0E+17"), Decimal("0.00")), (Decimal("1.25E+3"), Decimal("1250.00")),
-])
-def test_an_amount_written_with_an_exponent_loads_as_its_value(
-    sync: Sync, sandbox: SandboxServer, duckdb_path: Path, amount: Decimal, stored: Decimal
-) -> None:
-    victim = sandbox.dataset.records("order_payments", day(1), day(2))[5]
-    sandbox.corrupt("order_payments", victim["id"], amount=amount)
-
-    result = sync(partition_key(1), resources=PAYMENTS)
-
-    assert result.success and loaded_ids(duckdb_path) == window_ids(sandbox)
-    assert rows(duckdb_path, "select amount from ecom.order_payments where id = ?",
-                victim["id"]) == [(stored,)]
-
-
 def test_a_record_echoing_the_key_is_stored_without_it(
     sync: Sync, sandbox: SandboxServer, duckdb_path: Path, api_key: str, tmp_path: Path
 ) -> None:
@@ -144,19 +128,25 @@ def test_an_unknown_field_whose_name_cannot_be_stored_gets_a_column(
         "unknown_fields_this_run"].value
 
 
-@pytest.mark.parametrize(("note", "kept"), [("a\ud800b", "a\\ud800b"), ("a\x00b", "a\\u0000b")],
-                         ids=["lone-surrogate", "nul"])
-def test_a_lone_surrogate_or_nul_in_an_unknown_field_is_kept_as_its_escape(
-    sync: Sync, sandbox: SandboxServer, duckdb_path: Path, note: str, kept: str
+@pytest.mark.parametrize(("field", "value", "stored"), [
+    # A lone surrogate or a NUL in an unknown field: kept as its escape.
+    ("note", "a\ud800b", "a\\ud800b"), ("note", "a\x00b", "a\\u0000b"),
+    # Money written with an exponent: its value in cents.
+    ("amount", Decimal("0E+17"), Decimal("0.00")),
+    ("amount", Decimal("1.25E+3"), Decimal("1250.00")),
+], ids=["lone-surrogate", "nul", "money-0E+17", "money-1.25E+3"])
+def test_a_value_sent_in_another_form_loads_as_what_it_stands_for(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path, field: str, value: object,
+    stored: object,
 ) -> None:
     victim = sandbox.dataset.records("order_payments", day(1), day(2))[5]
-    sandbox.corrupt("order_payments", victim["id"], note=note)
+    sandbox.corrupt("order_payments", victim["id"], **{field: value})
 
     result = sync(partition_key(1), resources=PAYMENTS)
 
     assert result.success and loaded_ids(duckdb_path) == window_ids(sandbox)
-    assert rows(duckdb_path, "select note from ecom.order_payments where id = ?",
-                victim["id"]) == [(kept,)]
+    assert rows(duckdb_path, f"select {field} from ecom.order_payments where id = ?",
+                victim["id"]) == [(stored,)]
 
 
 def test_twin_spellings_of_contract_fields_get_their_own_columns(

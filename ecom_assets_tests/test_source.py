@@ -55,6 +55,15 @@ def load(
     return report["order_payments"]
 
 
+def assert_the_window_loaded_once(sandbox: SandboxServer, database: Path, loaded: int) -> None:
+    """Every record of the sandbox's first five days handed to dlt once, and in the table."""
+    expected = sandbox.dataset.records("order_payments", day(0), day(5))
+    assert loaded == len(expected)
+    assert rows(database, "select count(distinct id) from ecom.order_payments") == [
+        (len(expected),)
+    ]
+
+
 def test_a_window_larger_than_one_arrow_batch_loads_every_record_once(
     sandbox: SandboxServer, api_key: str, tmp_path: Path, monkeypatch
 ) -> None:
@@ -258,11 +267,7 @@ def test_a_redirected_page_is_followed_at_any_concurrency(
 
     assert not worker.is_alive(), "the load hung on a redirect"
     assert [r.status for r in sandbox.request_log].count(307) == 3
-    expected = sandbox.dataset.records("order_payments", day(0), day(5))
-    assert loaded[0].loaded == len(expected)
-    assert rows(database, "select count(distinct id) from ecom.order_payments") == [
-        (len(expected),)
-    ]
+    assert_the_window_loaded_once(sandbox, database, loaded[0].loaded)
 
 
 def test_a_connection_closed_in_the_middle_of_a_page_is_retried(
@@ -274,11 +279,7 @@ def test_a_connection_closed_in_the_middle_of_a_page_is_retried(
 
     report = load(sandbox, api_key, database)
 
-    expected = sandbox.dataset.records("order_payments", day(0), day(5))
-    assert report.loaded == len(expected)
-    assert rows(database, "select count(distinct id) from ecom.order_payments") == [
-        (len(expected),)
-    ]
+    assert_the_window_loaded_once(sandbox, database, report.loaded)
     offsets = [r.offset for r in sandbox.request_log]
     assert len(offsets) == len(set(offsets)) + 1, "the page cut short was fetched again"
 
@@ -294,11 +295,7 @@ def test_a_page_whose_compression_is_garbled_is_retried(
 
     report = load(sandbox, api_key, database)
 
-    expected = sandbox.dataset.records("order_payments", day(0), day(5))
-    assert report.loaded == len(expected)
-    assert rows(database, "select count(distinct id) from ecom.order_payments") == [
-        (len(expected),)
-    ]
+    assert_the_window_loaded_once(sandbox, database, report.loaded)
 
 
 def test_closing_the_session_stops_page_workers_waiting_to_retry(

@@ -11,7 +11,6 @@ that keep the count.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,8 +27,6 @@ PROBE_PAGE_SIZE = 1000
 # A shop with more changes than this in a tick's span changes in every tick: its listing stops
 # at the first page, and the tick refreshes without comparing (a few requests at most).
 MAX_LISTED = 5 * PROBE_PAGE_SIZE
-# Defective timestamps logged by a tick; the others are counted.
-MAX_LOGGED = 3
 
 
 @dataclass(frozen=True)
@@ -53,14 +50,11 @@ class Listing:
     def fingerprint(self, since: datetime | None = None) -> str:
         """A digest of the entries from `since` on (all by default): equal digests, equal
         lists."""
-        return fingerprint(e for e in self.entries if since is None or e[0] >= since)
-
-
-def fingerprint(entries: Iterable[tuple[datetime, str]]) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    for moment, identity in entries:
-        digest.update(f"{rfc3339(moment)}\0{identity}\n".encode(errors="surrogatepass"))
-    return digest.hexdigest()
+        digest = hashlib.blake2b(digest_size=16)
+        for moment, identity in self.entries:
+            if since is None or moment >= since:
+                digest.update(f"{rfc3339(moment)}\0{identity}\n".encode(errors="surrogatepass"))
+        return digest.hexdigest()
 
 
 def list_changes(

@@ -34,9 +34,12 @@ def spellings(secret: str) -> set[str]:
 @lru_cache(maxsize=16)
 def _spellings(secrets: frozenset[str]) -> re.Pattern[str] | None:
     every = {spelling for secret in secrets if secret for spelling in spellings(secret)}
-    if not every:
-        return None
-    return re.compile("|".join(map(re.escape, sorted(every, key=len, reverse=True))))
+    return re.compile(_alternatives(every)) if every else None
+
+
+def _alternatives(texts: Iterable[str]) -> str:
+    """A pattern matching any of `texts`, the longest first (a spelling may begin another)."""
+    return "|".join(map(re.escape, sorted(texts, key=len, reverse=True)))
 
 
 # A key shorter than this is not looked for in records: it would match ordinary text there.
@@ -52,13 +55,10 @@ class KeyInRecords:
     def __init__(self, key: str) -> None:
         self.enabled = len(key) >= MIN_KEY_LENGTH_IN_RECORDS
         # Not as a form decodes it (`+` read as a space): ordinary text would match that.
-        forms = sorted({s for s in spellings(key) if s != unquote_plus(key)} | {key},
-                       key=len, reverse=True)
+        forms = spellings(key) - {unquote_plus(key)} | {key}
         self._plain = [form.encode() for form in forms]
         self._escaped = re.compile(b"|".join(_json_escaped(form) for form in forms))
-        self._token = re.compile(
-            "(?<![A-Za-z0-9])(?:" + "|".join(map(re.escape, forms)) + ")(?![A-Za-z0-9])"
-        )
+        self._token = re.compile(f"(?<![A-Za-z0-9])(?:{_alternatives(forms)})(?![A-Za-z0-9])")
 
     def in_body(self, content: bytes) -> bool:
         if not self.enabled:
