@@ -24,7 +24,7 @@ from pathlib import Path
 import duckdb
 from dagster import DagsterInstance
 
-from ecom_assets.sandbox.server import Fault, SandboxServer
+from ecom_assets.sandbox.server import Fault, SandboxServer, Twice
 from ecom_assets_tests.support import SMALL_SPEC, Sync, day, failure_message, partition_key, rows
 
 KEY = "reliability-key-9b7c3e"
@@ -118,6 +118,9 @@ CASES = [
          "nothing", "200 response without a list under 'data'"),
     Case("200 without total", _faults(Fault.body({"data": []})),
          "nothing", "200 response without an integer 'total'"),
+    Case("200 naming total twice, with different values",
+         _faults(Fault.raw(200, '{"data": [], "total": 0, "total": 5}')),
+         "nothing", "200 response naming 'total' twice"),
     Case("a page ignoring limit (all of the window)", _faults(Fault.ignore_limit(1000)), "all"),
     Case("a redirect to the same URL", _faults(Fault.redirect()), "all"),
     Case("a connection closed in the middle of a page", _faults(Fault.cut()), "all"),
@@ -158,6 +161,8 @@ CASES = [
          "all but the defective", "Blocking checks failed", quarantined=1),
     Case("Infinity in an unknown field", _corrupt(fraud_score=float("inf")), "all"),
     Case("a twin field (customerId beside customer_id)", _corrupt(customerId="X"), "all"),
+    Case("a field named twice, with different values", _corrupt(amount=Twice(10, 12.5)),
+         "all but the defective", "Blocking checks failed", quarantined=1),
     Case("a field named \"\"", _corrupt(**{"": "x"}), "all"),
     Case("a far-future updated_at", _corrupt(updated_at="9999-12-31T23:59:59.999Z"),
          "all but the defective", "Blocking checks failed", quarantined=1),

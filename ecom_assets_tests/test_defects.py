@@ -12,7 +12,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from simplejson import RawJSON
 
+from ecom_assets.sandbox import Twice
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
 from ecom_assets_tests.support import (
@@ -56,9 +58,15 @@ def window_ids(sandbox: SandboxServer) -> set[str]:
         # Beyond the range of Python's decimal arithmetic.
         ({"amount": Decimal("1E+1000000")}, "out of range for DECIMAL(18,2): 1E+1000000",
          '"amount": 1E+1000000'),
+        # Valid either way: a reader keeping the last value would load 12.5 without a word.
+        ({"amount": Twice(10, Decimal("12.5"))}, "named twice in the record, with different",
+         '"amount": 10, "amount": 12.5'),
+        ({"meta": RawJSON('{"source":"a","source":"b"}')},
+         "holds an object that names a key twice", '"meta": {"source": "a", "source": "b"}'),
     ],
     ids=["nan", "inf", "-inf", "money-string-off-the-contract", "lone-surrogate",
-         "lone-surrogate-in-the-id", "nul", "money-beyond-decimal-arithmetic"],
+         "lone-surrogate-in-the-id", "nul", "money-beyond-decimal-arithmetic",
+         "a-field-named-twice", "an-object-naming-a-key-twice"],
 )
 def test_a_defective_value_is_quarantined_and_the_window_loads(
     sync: Sync, sandbox: SandboxServer, duckdb_path: Path, fields: dict, reason: str,
@@ -91,6 +99,22 @@ def test_a_record_echoing_the_key_is_stored_without_it(
     assert result.success and loaded_ids(duckdb_path) == window_ids(sandbox)
     assert rows(duckdb_path, "select source, note from ecom.order_payments where id = ?",
                 victim["id"]) == [("GET /v1/order_payments?api_key=***", "key ***")]
+    files = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert [str(path) for path in files if api_key.encode() in path.read_bytes()] == []
+
+
+def test_a_field_named_twice_is_quarantined_without_the_key_either_copy_echoes(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path, api_key: str, tmp_path: Path
+) -> None:
+    victim = sandbox.dataset.records("order_payments", day(1), day(2))[5]
+    sandbox.corrupt("order_payments", victim["id"],
+                    source=Twice(f"GET /v1/order_payments?api_key={api_key}", "web"))
+
+    sync(partition_key(1), resources=PAYMENTS)
+
+    assert loaded_ids(duckdb_path) == window_ids(sandbox) - {victim["id"]}
+    [(raw,)] = rows(duckdb_path, "select raw_record from ecom.order_payments_quarantine")
+    assert '"source": "GET /v1/order_payments?api_key=***", "source": "web"' in raw
     files = [path for path in tmp_path.rglob("*") if path.is_file()]
     assert [str(path) for path in files if api_key.encode() in path.read_bytes()] == []
 

@@ -24,6 +24,7 @@ from ecom_assets.ingest.errors import (
 from ecom_assets.ingest.pages import DefectiveRecord
 from ecom_assets.ingest.reader import EMPTY_PASSES, MAX_UNIT_RECORDS, Fetch, WindowReader
 from ecom_assets.ingest.report import ResourceReport
+from ecom_assets.ingest.vendor_json import parse_vendor_json
 from ecom_assets.ingest.window import CLOCK_SKEW, EPOCH, Window, rfc3339
 
 pytestmark = pytest.mark.unit
@@ -770,6 +771,8 @@ def test_a_vendor_whose_pages_never_add_up_fails_after_three_passes() -> None:
         ({"total": 5}, "200 response without a list under 'data' (got null)"),
         ({"data": {"id": "x"}, "total": 5}, "without a list under 'data' (got an object)"),
         ({"data": []}, "200 response without an integer 'total'"),
+        (parse_vendor_json(b'{"data": [], "total": 0, "total": 5}'),
+         "200 response naming 'total' twice, with different values; refusing to choose one"),
     ],
 )
 def test_a_page_breaking_the_contract_fails_at_once(body: dict, message: str) -> None:

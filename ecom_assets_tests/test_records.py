@@ -13,7 +13,7 @@ from ecom_assets.ingest import quarantine
 from ecom_assets.ingest.quarantine import UnknownFieldColumns, quarantine_key
 from ecom_assets.ingest.report import ResourceReport
 from ecom_assets.ingest.scrubbing import KeyInRecords, SecretScrubbingFilter, scrub
-from ecom_assets.ingest.vendor_json import dump_vendor_json, parse_vendor_json
+from ecom_assets.ingest.vendor_json import RepeatedKeys, dump_vendor_json, parse_vendor_json
 from ecom_assets.ingest.window import Window
 
 pytestmark = pytest.mark.unit
@@ -127,6 +127,19 @@ def test_vendor_json_keeps_numbers_exact_and_non_finite_tokens_as_sent() -> None
 
     assert body["amount"] == Decimal("12.50")
     assert dump_vendor_json(body) == '{"amount": 12.50, "fraud_score": NaN, "limit": -Infinity}'
+
+
+def test_vendor_json_keeps_every_value_of_a_key_named_twice() -> None:
+    body = parse_vendor_json(
+        b'{"data": [{"id": "a", "amount": 10, "amount": 12.5}, {"id": "b", "x": 1, "x": 1}]}'
+    )
+    named_twice, named_twice_alike = body["data"]
+
+    assert isinstance(named_twice, RepeatedKeys) and named_twice.repeated == ["amount"]
+    assert dump_vendor_json(named_twice) == '{"amount": 10, "amount": 12.5, "id": "a"}'
+    assert not isinstance(named_twice_alike, RepeatedKeys)  # nothing to choose between
+    assert dump_vendor_json(named_twice_alike) == '{"id": "b", "x": 1}'
+    assert isinstance(body, RepeatedKeys) and body.holding == ["data"]
 
 
 # Python's int() refuses more than 4,300 digits, or the limit the process sets.

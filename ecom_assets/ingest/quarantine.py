@@ -24,7 +24,7 @@ from dlt.extract.resource import DltResource
 from ecom_assets.contract import ResourceContract, conform, json_type, storable
 from ecom_assets.ingest.pages import DefectiveRecord, record_id
 from ecom_assets.ingest.report import ResourceReport
-from ecom_assets.ingest.vendor_json import dump_vendor_json, is_non_finite
+from ecom_assets.ingest.vendor_json import RepeatedKeys, dump_vendor_json, is_non_finite
 from ecom_assets.ingest.window import CLOCK_SKEW, Window, look_back, rfc3339
 
 if TYPE_CHECKING:  # Arrow is imported by a run's first loaded records (contract.py)
@@ -268,6 +268,8 @@ class QuarantineRouter(ItemTransform[Any]):
             reason = f"the record is {json_type(record)}, not an object"
             return {}, [{"field": "", "reason": reason}]
         typed, violations = conform(self.contract, record)
+        if isinstance(record, RepeatedKeys):
+            violations += repeated_key_violations(record)
         cursor = typed.get(self.contract.cursor)
         if isinstance(cursor, datetime):
             self.report.days_listed.add(cursor.date())
@@ -345,6 +347,19 @@ class QuarantineRouter(ItemTransform[Any]):
             "first_seen_at": self._first_seen.get(key, self._now),
             "last_seen_at": self._now,
         }
+
+
+def repeated_key_violations(record: RepeatedKeys) -> list[dict[str, str]]:
+    """A record that names a field twice with different values: which one the vendor meant
+    is unknown (a reader keeps the last)."""
+    return [
+        {"field": name, "reason": "named twice in the record, with different values"}
+        for name in record.repeated
+    ] + [
+        {"field": name, "reason": "holds an object that names a key twice, with different "
+         "values"}
+        for name in record.holding
+    ]
 
 
 def _as_text(value: Any) -> str | None:

@@ -47,7 +47,7 @@ from ecom_assets.ingest.pages import (
     record_identity,
 )
 from ecom_assets.ingest.report import ResourceReport
-from ecom_assets.ingest.vendor_json import dump_vendor_json
+from ecom_assets.ingest.vendor_json import RepeatedKeys, dump_vendor_json
 from ecom_assets.ingest.window import EPOCH, MILLISECOND, Window, floor_ms, look_back, rfc3339
 
 logger = logging.getLogger(__name__)
@@ -297,6 +297,12 @@ class WindowReader:
     def _receive(self, unit: _Unit, offset: int, url: str, response: requests.Response) -> None:
         where = f"{self.resource} {unit.window} offset {offset}"
         body = response.json()  # the session retried bodies that are not JSON
+        repeated = body.repeated if isinstance(body, RepeatedKeys) else ()
+        if twice := [name for name in ("data", "total") if name in repeated]:
+            raise VendorResponseError(
+                f"{where}: 200 response naming {' and '.join(map(repr, twice))} twice, with "
+                "different values; refusing to choose one"
+            )
         records, total = page_records(body), page_total(body)
         if records is None:
             got = json_type(body.get("data") if isinstance(body, dict) else body)

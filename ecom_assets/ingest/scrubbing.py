@@ -10,6 +10,8 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote_plus
 
+from ecom_assets.ingest.vendor_json import RepeatedKeys
+
 _KEY_IN_QUERY = re.compile(r"(api_key=)[^&\s\"'#]+", re.IGNORECASE)
 
 
@@ -72,6 +74,11 @@ class KeyInRecords:
         strings held it."""
         if not self.enabled:
             return 0
+        if isinstance(value, RepeatedKeys):  # every value it names, then the dict's again
+            changed = self.scrub(value.pairs)
+            value.clear()
+            value.update(value.pairs)
+            return changed
         if isinstance(value, dict):
             items: Iterable[tuple[Any, Any]] = list(value.items())
         elif isinstance(value, list):

@@ -14,7 +14,7 @@ from .data import (
     SandboxSpec,
     parse_timestamp_ms,
 )
-from .live import OMIT, Change, LiveFeed
+from .live import OMIT, Change, LiveFeed, Twice
 from .server import (
     DEFAULT_API_KEY,
     VERSION_HEADER,
@@ -42,5 +42,6 @@ __all__ = [
     "SandboxResource",
     "SandboxServer",
     "SandboxSpec",
+    "Twice",
     "parse_timestamp_ms",
 ]

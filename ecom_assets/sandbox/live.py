@@ -33,10 +33,28 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
+import simplejson
+
 from .data import Bound, Dataset, Record, format_timestamp_ms, parse_timestamp_ms
 
 OMIT: Any = object()
 """A `corrupt()` or `duplicate()` field value: leave the field out of the record."""
+
+
+class Twice(NamedTuple):
+    """A `corrupt()` or `duplicate()` field value: the field named twice in the record, with
+    `first`, then `second` (an encoder's bug; JSON readers keep one of the two)."""
+
+    first: Any
+    second: Any
+
+    def as_json(self, name: str) -> simplejson.RawJSON:
+        """The field's value, then its name and second value, as the text that follows the
+        name's first `"name":` in the record."""
+        def dumped(value: Any) -> str:
+            return simplejson.dumps(value, separators=(",", ":"), use_decimal=True)
+
+        return simplejson.RawJSON(f"{dumped(self.first)},{dumped(name)}:{dumped(self.second)}")
 
 # How often the background thread applies the changes due at the configured rates.
 _BATCH_INTERVAL_S = 0.02
@@ -339,7 +357,10 @@ class _Shop:
 
 def _patched(record: Record, fields: dict[str, Any]) -> Record:
     patched = {**record, **fields}
-    return {name: value for name, value in patched.items() if value is not OMIT}
+    return {
+        name: value.as_json(name) if isinstance(value, Twice) else value
+        for name, value in patched.items() if value is not OMIT
+    }
 
 
 class LiveFeed:

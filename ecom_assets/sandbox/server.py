@@ -39,7 +39,7 @@ from .data import (
     SandboxSpec,
     parse_timestamp_ms,
 )
-from .live import OMIT, LiveFeed, now_ms
+from .live import OMIT, LiveFeed, Twice, now_ms
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -50,6 +50,7 @@ __all__ = [
     "Reply",
     "RequestRecord",
     "SandboxServer",
+    "Twice",
 ]
 
 DEFAULT_API_KEY = "sandbox-key"
@@ -440,7 +441,8 @@ class SandboxServer:
         ones); a field set to `OMIT` is left out. The record keeps its place in the
         (updated_at, id) order whatever its fields say, and the window's `total` still counts
         it. Any value JSON can carry goes out as it is, `float("nan")` and `float("inf")` as
-        the tokens NaN and Infinity, a `Decimal` as the number it writes (`0E+17`)."""
+        the tokens NaN and Infinity, a `Decimal` as the number it writes (`0E+17`); a field
+        set to `Twice(a, b)` is named twice, with `a`, then `b`."""
         self.live.corrupt(resource, record_id, fields)
 
     def duplicate(self, resource: str, record_id: str, **fields: Any) -> None:
