@@ -20,21 +20,23 @@ from dagster import (
     instance_for_test,
 )
 
-from ecom_assets.contract import parse_timestamp
+from ecom_assets.contract import CONTRACTS, parse_timestamp
 from ecom_assets.defs.ecom import build_definitions
 from ecom_assets.defs.jobs import PARTITION_RANGE_END, PARTITION_RANGE_START
 from ecom_assets.defs.resources import VendorApiResource
 from ecom_assets.ingest import probe
-from ecom_assets.ingest.window import rfc3339
+from ecom_assets.ingest.vendor_session import VendorSession
+from ecom_assets.ingest.window import floor_ms, look_back, rfc3339
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import Fault, SandboxServer
-from ecom_assets.settings import read_settings
+from ecom_assets.settings import DEFAULTS, read_settings
 from ecom_assets_tests.support import Sync, day, partition_key, rows, utc_today, vendor_ids
 
 PAYMENTS, PRODUCTS = AssetKey(["ecom", "order_payments"]), AssetKey(["ecom", "products"])
 RESOURCES = ("order_payments", "products")
 DEFINITIONS = build_definitions(settings=read_settings({"ECOM_PARTITIONS_START": "2026-01-01"}))
 SENSOR = DEFINITIONS.resolve_sensor_def("ecom_vendor_changes")
+LOOK_BACK = look_back(timedelta(minutes=DEFAULTS.late_arrival_minutes))
 
 
 @pytest.fixture
@@ -221,6 +223,38 @@ def test_a_tick_that_sees_an_earlier_vendor_state_again_still_gets_a_run_of_its_
 
     keys = [r.run_key for tick in (first, deleted, late) for r in tick.run_requests]
     assert len(keys) == 3 and len(set(keys)) == 3, "the daemon skips a run key it has seen"
+
+
+def cursor_of_a_tick(sandbox: SandboxServer, api_key: str, ago: timedelta) -> str:
+    """The cursor a tick `ago` stored, the vendor unchanged since."""
+    now = datetime.now(UTC)
+    since = floor_ms(now - ago - LOOK_BACK)
+    cursor = {}
+    for name in RESOURCES:
+        with VendorSession(api_key) as session:
+            listing = probe.list_changes(sandbox.base_url, session, CONTRACTS[name], since, now)
+        cursor[name] = {"since": rfc3339(since), "seen": listing.fingerprint(), "requested": 0}
+    return json.dumps(cursor)
+
+
+@pytest.mark.parametrize(("tick_ago", "stamped_ago"), [
+    (timedelta(minutes=1), LOOK_BACK + timedelta(seconds=10)),  # late, within the look-back
+    (timedelta(hours=1), timedelta(minutes=30)),  # on time, for a sensor ticking hourly
+], ids=["late-arrival", "hourly-sensor"])
+def test_a_listing_an_outage_answers_empty_keeps_the_cursor_and_the_change_it_hid_runs(
+    live_sandbox: SandboxServer, api_key: str, tick_ago: timedelta, stamped_ago: timedelta
+) -> None:
+    cursor = cursor_of_a_tick(live_sandbox, api_key, tick_ago)
+    assert evaluate(live_sandbox, api_key, cursor).run_requests == []
+    stamped = datetime.now(UTC) - stamped_ago
+    live_sandbox.live.create("products", updated_ms=int(stamped.timestamp() * 1000))
+    live_sandbox.faults.add("products", Fault.body({"data": [], "total": 0}))
+
+    outage = evaluate(live_sandbox, api_key, cursor)
+    [run] = evaluate(live_sandbox, api_key, outage.cursor).run_requests
+
+    assert outage.run_requests == []
+    assert run.asset_selection == [PRODUCTS]
 
 
 def test_one_resource_the_vendor_fails_does_not_stop_the_other(

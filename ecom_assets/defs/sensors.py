@@ -83,6 +83,10 @@ def build_change_sensor(
                                     f"{exc}")
                 continue
             _log_defective(context, listing.defective)
+            if not listing.entries and not listing.defective:
+                # An outage answers `{"data": [], "total": 0}` as a quiet shop does: the cursor
+                # stays, so that the next tick lists this span again, with any change it hid.
+                continue
             # Changes filed before the next tick lie after now less the look-back: listed from
             # there (to the millisecond, as the cursor keeps it), the next tick compares what
             # this one saw there. A busy shop's listing is cut short: it changed.
