@@ -27,8 +27,10 @@ MONEY_PRECISION = 18
 MONEY_SCALE = 2
 _CENT = Decimal("0.01")
 # Rounding to cents in a context of its own: a thread's current one (a library may narrow it)
-# must not decide whether a record loads.
-_CENTS = Context(prec=MONEY_PRECISION)
+# must not decide whether a record loads. One digit more than the column holds: an amount just
+# under the limit with a third decimal rounds up to the limit (9999999999999999.995), and is
+# then told apart from what was sent.
+_CENTS = Context(prec=MONEY_PRECISION + 1)
 # The contract's form of money sent as a string (ASCII digits only).
 _MONEY_STRING = re.compile(r"-?[0-9]+(\.[0-9]{1,2})?")
 _LONE_SURROGATE = "not valid Unicode: a lone surrogate (an escape such as \\ud800)"

@@ -62,6 +62,9 @@ def test_money_is_read_the_same_whatever_the_threads_decimal_context() -> None:
         ("amount", Decimal("NaN"), "not a finite number: NaN"),
         ("amount", Decimal("Infinity"), "not a finite number: Infinity"),
         ("amount", Decimal("1e20"), "out of range for DECIMAL(18,2)"),
+        # Rounded to cents, it would reach the limit.
+        ("amount", Decimal("9999999999999999.995"), "not a decimal with at most 2 fractional"),
+        ("amount", Decimal("-9999999999999999.999"), "not a decimal with at most 2 fractional"),
         ("amount", True, "expected a decimal number or decimal string, got a boolean"),
         ("amount", {"value": 1}, "got an object"),
         ("customer_id", None, "required field is null"),
