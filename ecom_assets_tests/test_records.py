@@ -1,6 +1,7 @@
 """How one vendor record is judged and written: contract types, column names, quarantine keys,
 scrubbed text. Pure functions, no vendor."""
 
+import json
 import logging
 import sys
 from datetime import UTC, datetime
@@ -285,6 +286,9 @@ def test_scrubbing_removes_a_key_as_an_echoed_url_spells_it() -> None:
     'bad key s3cr3t%2bK%2fey%3d%3d1',  # lower-case hex
     'key: s3cr3t+K\\/ey==1',  # JSON's escaped slash, as PHP writes it
     'key: s3cr3t\\u002BK\\u002Fey==1',  # JSON's escapes, as .NET writes a plus
+    'https://v/x?api_key=s3cr3t K/ey==1',  # as a form decodes it, `+` read as a space
+    # The request's URL percent-encoded in another URL: the key follows `%3D`.
+    'https://v/login?next=https%3A%2F%2Fv%2Fx%3Fapi_key%3Ds3cr3t%2BK%2Fey%3D%3D1%26offset%3D0',
 ])
 def test_a_record_echoing_the_key_is_scrubbed_however_json_and_a_url_spell_it(echo: str) -> None:
     key = KeyInRecords("s3cr3t+K/ey==1")
@@ -295,10 +299,18 @@ def test_a_record_echoing_the_key_is_scrubbed_however_json_and_a_url_spell_it(ec
     assert "s3cr3t" not in dump_vendor_json(body) and body["data"][0]["amount"] == Decimal("1.5")
 
 
+def test_a_key_with_characters_json_must_escape_is_found_and_scrubbed() -> None:
+    key = 'k3y"quote\\slash1'
+    content = json.dumps({"data": [{"id": "a", "source": f"?api_key={key}"}], "total": 1})
+
+    body = parse_vendor_json(content.encode())
+    assert KeyInRecords(key).in_body(content.encode()) and KeyInRecords(key).scrub(body) == 1
+    assert body["data"][0]["source"] == "?api_key=***"
+
+
 @pytest.mark.parametrize(("key", "text"), [
     ("demo", "Demo kit: a demo"),  # too short to tell from text
     ("demonstr", "Demo kit demonstration"),  # inside a longer word
-    ("new+york12", "new york12"),  # the key as a form decodes it: text would match that
     ("1425000000", "1425000000123"),
 ])
 def test_text_that_merely_resembles_the_key_is_left_alone(key: str, text: str) -> None:

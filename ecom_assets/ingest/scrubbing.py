@@ -56,11 +56,15 @@ class KeyInRecords:
 
     def __init__(self, key: str) -> None:
         self.enabled = len(key) >= MIN_KEY_LENGTH_IN_RECORDS
-        # Not as a form decodes it (`+` read as a space): ordinary text would match that.
-        forms = spellings(key) - {unquote_plus(key)} | {key}
+        forms = spellings(key)
         self._plain = [form.encode() for form in forms]
         self._escaped = re.compile(b"|".join(_json_escaped(form) for form in forms))
-        self._token = re.compile(f"(?<![A-Za-z0-9])(?:{_alternatives(forms)})(?![A-Za-z0-9])")
+        # A token: no letter or digit around it, but for a percent escape before it (`%3D`,
+        # an `=` in a URL that is itself a parameter's value).
+        self._token = re.compile(
+            f"(?:(?<![A-Za-z0-9])|(?<=%[0-9A-Fa-f]{{2}}))(?:{_alternatives(forms)})"
+            "(?![A-Za-z0-9])"
+        )
 
     def in_body(self, content: bytes) -> bool:
         if not self.enabled:
@@ -99,15 +103,15 @@ class KeyInRecords:
 
 def _json_escaped(text: str) -> bytes:
     """A pattern of `text` in a JSON body, each character as itself or as JSON's escape of it
-    (`\\u002B` or `\\u002b`, and `\\/` for a slash, as PHP writes it)."""
+    (`\\u002B` or `\\u002b`; `\\/` for a slash, `\\"` for a quote, `\\\\` for a backslash)."""
     pattern = []
     for char in text:
         forms = [re.escape(char.encode())]
         if ord(char) < 0x10000:
             digits = "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in f"{ord(char):04x}")
             forms.append(b"\\\\u" + digits.encode())
-        if char == "/":
-            forms.append(b"\\\\/")
+        if char in '/"\\':  # `\/`, as PHP writes a slash; `\"` and `\\`, as JSON must
+            forms.append(b"\\\\" + re.escape(char.encode()))
         pattern.append(b"(?:" + b"|".join(forms) + b")")
     return b"".join(pattern)
 
