@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml setup.cfg
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-## The main job end to end: sandbox API, backfill of both assets, checks, a printed summary.
+## The main job end to end: sandbox API, backfill of every asset, checks, a printed summary.
 demo: install
 	$(BIN)/python -m ecom_assets.demo
 

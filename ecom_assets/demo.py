@@ -1,6 +1,6 @@
 """`make demo`: the main job end to end, the way a user runs it.
 
-Starts the sandbox vendor on loopback with the last 30 days of a shop, backfills both assets
+Starts the sandbox vendor on loopback with the last 30 days of a shop, backfills every asset
 over them with `dg launch` (one run, one dlt load), then prints row counts, sample rows and the
 asset check results as the Dagster instance recorded them. What it loaded stays in
 `data/sandbox/`, which `make ui` shows.

@@ -151,7 +151,7 @@ class Sync:
         partition: str | None = None,
         *,
         partition_range: tuple[str, str] | None = None,
-        resources: Sequence[str] = ("order_payments", "products"),
+        resources: Sequence[str] = tuple(CONTRACTS),
         config: Mapping[str, Any] | None = None,
         backoff_factor: float = 0.01,
         downstream: Sequence[AssetsDefinition] = (),

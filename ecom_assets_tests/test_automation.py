@@ -33,7 +33,8 @@ from ecom_assets.settings import DEFAULTS, read_settings
 from ecom_assets_tests.support import Sync, day, partition_key, rows, utc_today, vendor_ids
 
 PAYMENTS, PRODUCTS = AssetKey(["ecom", "order_payments"]), AssetKey(["ecom", "products"])
-RESOURCES = ("order_payments", "products")
+RESOURCES = tuple(CONTRACTS)
+ALL = {AssetKey(["ecom", name]) for name in RESOURCES}
 DEFINITIONS = build_definitions(settings=read_settings({"ECOM_PARTITIONS_START": "2026-01-01"}))
 SENSOR = DEFINITIONS.resolve_sensor_def("ecom_vendor_changes")
 LOOK_BACK = look_back(timedelta(minutes=DEFAULTS.late_arrival_minutes))
@@ -76,7 +77,7 @@ def test_one_run_per_tick_refreshes_what_changed_and_a_tick_evaluated_again_repe
 
     [run] = result.run_requests
     assert run.partition_key == utc_today()
-    assert set(run.asset_selection) == {PAYMENTS, PRODUCTS}, "both resources, one run"
+    assert set(run.asset_selection) == ALL, "every resource, one run"
     assert run.tags["ecom/trigger"] == "vendor_changes"
     assert run.run_config == {"ops": {"ecom_vendor_sync": {"config": {"changes_only": True}}}}
     assert [r.run_key for r in again.run_requests] == [run.run_key], "a re-evaluated tick"
@@ -185,7 +186,7 @@ def test_a_busy_shops_listing_stops_at_its_first_page_and_refreshes(
     [run] = evaluate(live_sandbox, api_key, seen.cursor).run_requests
 
     assert run.asset_selection == [PRODUCTS] and run.partition_key == utc_today()
-    assert len(live_sandbox.request_log) - asked == 2, "one request per resource"
+    assert len(live_sandbox.request_log) - asked == len(RESOURCES), "one request per resource"
 
 
 def test_a_change_stamped_ahead_of_our_clock_is_refreshed_once_its_time_has_come(
@@ -266,7 +267,7 @@ def test_one_resource_the_vendor_fails_does_not_stop_the_other(
     result = evaluate(live_sandbox, api_key, a_second_ago())
 
     [run] = result.run_requests
-    assert run.asset_selection == [PRODUCTS]
+    assert set(run.asset_selection) == ALL - {PAYMENTS}
     assert api_key not in (result.cursor or "")
 
 

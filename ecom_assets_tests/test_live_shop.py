@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from dagster import ExecuteInProcessResult
 
+from ecom_assets.contract import CONTRACTS
 from ecom_assets.ingest.full_refresh import StagedRefresh
 from ecom_assets.ingest.reader import WindowReader
 from ecom_assets.sandbox.data import SandboxSpec
@@ -427,7 +428,7 @@ def test_a_sensor_refresh_reads_whole_only_the_resource_whose_day_was_not_reconc
     assert sync(today).success  # both resources reconciled through the run's end
     unreconciled = sync_losing_a_listed_record(sync, today, monkeypatch)
     assert not checks_passed(unreconciled)["reconciled_with_vendor"]
-    for resource in ("order_payments", "products"):
+    for resource in CONTRACTS:
         live_shop.update_now(resource, live_shop.window(resource)[0]["id"])
 
     result = sync(today, config=CHANGES_ONLY)

@@ -60,7 +60,7 @@ def loaded_rows(database: Path, resource: str) -> dict:
     return loaded
 
 
-@pytest.mark.parametrize("resource", ["order_payments", "products"])
+@pytest.mark.parametrize("resource", CONTRACTS)
 def test_one_partition_loads_exactly_that_days_records(
     sync: Sync, sandbox: SandboxServer, duckdb_path: Path, resource: str
 ) -> None:

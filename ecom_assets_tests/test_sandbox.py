@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ecom_assets.contract import CONTRACTS
+from ecom_assets.contract import CONTRACTS, FieldType
 from ecom_assets.sandbox.data import RESOURCES, Dataset, SandboxSpec
 from ecom_assets.sandbox.server import Fault, SandboxServer
 from ecom_assets_tests.support import SANDBOX_KEY, vendor_get, vendor_window
@@ -28,7 +28,10 @@ DAY = timedelta(days=1)
 MS = timedelta(milliseconds=1)
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 MONEY_STRING = re.compile(r"-?[0-9]+\.[0-9]{2}")
-MONEY_FIELD = {"order_payments": "amount", "products": "price"}
+MONEY_FIELD = {
+    name: next(f.name for f in c.fields if f.type is FieldType.MONEY)
+    for name, c in CONTRACTS.items()
+}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +60,7 @@ def test_rejects_a_missing_or_wrong_key_without_echoing_it(server, session):
 
 
 def test_unknown_path_is_a_json_404(server, session):
-    response = vendor_get(session, server, "customers")
+    response = vendor_get(session, server, "no_such_resource")
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
 
@@ -161,7 +164,7 @@ def test_records_have_the_contract_shape_and_no_other_field(server, resource):
     if resource == "order_payments":
         assert {r["status"] for r in records} == {"pending", "succeeded", "failed", "refunded"}
         assert None in {r["payment_method"] for r in records}
-    else:
+    elif resource == "products":
         assert all(isinstance(r["active"], bool) for r in records)
         # tags is optional but never null (its type has no null): absent now and then.
         assert all(len(r["tags"]) <= 3 for r in records if "tags" in r)
@@ -232,7 +235,7 @@ def test_dataset_bounds_accept_strings_and_aware_datetimes():
     since = datetime(2026, 1, 2, tzinfo=UTC)
     assert dataset.records("products", since) == dataset.records("products", "2026-01-02T00:00:00Z")
     with pytest.raises(ValueError, match="unknown resource"):
-        dataset.records("customers")
+        dataset.records("no_such_resource")
     with pytest.raises(ValueError):
         dataset.records("products", datetime(2026, 1, 2))  # naive: ambiguous
 
@@ -369,8 +372,9 @@ def test_stop_closes_keep_alive_connections():
 
 
 LISTENING = re.compile(
-    r"sandbox listening on (?P<url>http://127\.0\.0\.1:\d+) \(order_payments=50, "
-    r"products=50 records, (?P<first>\d{4}-\d{2}-\d{2})\.\.(?P<last>\d{4}-\d{2}-\d{2}), "
+    r"sandbox listening on (?P<url>http://127\.0\.0\.1:\d+) \("
+    + ", ".join(f"{name}=50" for name in CONTRACTS)
+    + r" records, (?P<first>\d{4}-\d{2}-\d{2})\.\.(?P<last>\d{4}-\d{2}-\d{2}), "
     r"updated_at in \[(?P<start>\S+), (?P<end>\S+)\)(?P<extras>.*)\)\n"
 )
 

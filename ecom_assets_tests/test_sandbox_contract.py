@@ -151,7 +151,7 @@ def test_a_third_resource_declared_in_the_test_is_generated_and_paged_over_http(
         resources={"refunds": REFUNDS_SANDBOX},
     )
     with server:
-        assert server.resources == ("order_payments", "products", "refunds")
+        assert server.resources == (*CONTRACTS, "refunds")
         since, before = "2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z"
         expected = server.dataset.records("refunds", since, before)
         assert 0 < len(expected) < spec.size
@@ -227,7 +227,7 @@ def test_recent_spec_by_default_holds_no_record_in_the_future():
     last_day = (spec.end - timedelta(milliseconds=1)).date()
     assert last_day in {built_by.date(), built_by.date() - timedelta(days=1)}
     assert spec.start.date() == last_day - timedelta(days=1)
-    for resource in ("order_payments", "products"):
+    for resource in CONTRACTS:
         records = Dataset(spec).all(resource)
         latest = max(parse_timestamp_ms(r["updated_at"]) for r in records)
         assert latest <= parse_timestamp_ms(built_by)
@@ -242,7 +242,7 @@ def test_fresh_mode_builds_the_same_records_as_the_cached_mode(session):
         SandboxServer(cached_spec, api_key=SANDBOX_KEY) as cached,
         SandboxServer(fresh_spec, api_key=SANDBOX_KEY) as fresh,
     ):
-        for resource in ("order_payments", "products"):
+        for resource in CONTRACTS:
             for params in (
                 {"limit": 1000},
                 {"offset": 1999, "limit": 7},

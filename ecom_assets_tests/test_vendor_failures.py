@@ -10,6 +10,7 @@ import duckdb
 import pytest
 import requests
 
+from ecom_assets.contract import CONTRACTS
 from ecom_assets.ingest.vendor_session import RetryPolicy, VendorSession, retry_after_seconds
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import Fault, SandboxServer
@@ -33,7 +34,7 @@ def test_429_with_retry_after_and_a_short_5xx_burst_still_load_everything(
     assert result.success
     # Backoff here is 0.01 s, so only the vendor's Retry-After explains a one-second wait.
     assert time.monotonic() - started >= 1.0
-    for resource in ("order_payments", "products"):
+    for resource in CONTRACTS:
         expected = {r["id"] for r in sandbox.dataset.records(resource, day(1), day(2))}
         loaded = {r[0] for r in rows(duckdb_path, f"select id from ecom.{resource}")}
         assert loaded == expected

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 from ecom_assets.contract import CONTRACTS, Field, FieldType, ResourceContract
 
-RESOURCES = ("order_payments", "products")
+RESOURCES = tuple(CONTRACTS)
 
 Record = dict[str, Any]
 Bound = str | datetime | None
