@@ -17,10 +17,11 @@ import pytest
 from dagster import ExecuteInProcessResult
 
 from ecom_assets.contract import CONTRACTS
+from ecom_assets.defs.schedules import _partitions_read_empty
 from ecom_assets.ingest.full_refresh import StagedRefresh
 from ecom_assets.ingest.reader import WindowReader
 from ecom_assets.sandbox.data import SandboxSpec
-from ecom_assets.sandbox.server import SandboxServer
+from ecom_assets.sandbox.server import OMIT, SandboxServer
 from ecom_assets_tests.support import (
     Sync,
     check_evaluations,
@@ -191,6 +192,71 @@ def answer_nothing_where(
     patch.setattr(sandbox.live, "page", answering_nothing_where_out)
 
 
+def test_a_full_refresh_keeps_a_record_that_changed_again_while_its_changes_were_read(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert sync(partition_range=("2026-01-01", "2026-01-05"), resources=RESOURCE).success
+    victim = sandbox.dataset.all("order_payments")[10]["id"]
+    reset, changes, page = StagedRefresh.reset, StagedRefresh.changes, sandbox.live.page
+    rounds = {"resets": 0, "changes": 0, "changed_again": False}
+    lock = threading.Lock()
+
+    def change_the_victim() -> None:
+        time.sleep(0.002)  # a millisecond past the end of the window being read
+        sandbox.update_now("order_payments", victim)
+
+    def reset_then_change(refresh: StagedRefresh) -> None:  # the main read's window is fixed
+        reset(refresh)
+        rounds["resets"] += 1
+        if rounds["resets"] == 1:
+            change_the_victim()
+
+    def counted_changes(refresh: StagedRefresh, contracts: list) -> list:
+        rounds["changes"] += 1
+        return changes(refresh, contracts)
+
+    def changing_again_as_the_first_round_reads(*args) -> dict | None:
+        with lock:  # the round's first requests wait for the change
+            if rounds["changes"] == 1 and not rounds["changed_again"]:
+                rounds["changed_again"] = True
+                change_the_victim()
+        return page(*args)
+
+    monkeypatch.setattr(StagedRefresh, "reset", reset_then_change)
+    monkeypatch.setattr(StagedRefresh, "changes", counted_changes)
+    monkeypatch.setattr(sandbox.live, "page", changing_again_as_the_first_round_reads)
+
+    result = sync("2026-01-01", resources=RESOURCE, config={"full_refresh": True})
+
+    assert result.success and rounds["changed_again"]
+    assert table_rows(duckdb_path)[victim] == vendor_rows(sandbox)[victim]
+    assert rows(duckdb_path, "select count(*) from ecom.order_payments") == [(1000,)]
+
+
+# 12,000 records are read in parts of at most 5,000; the last day's are under the 50% guard.
+@pytest.mark.parametrize("sandbox_spec", [SandboxSpec(size=12_000, days=4)])
+@pytest.mark.parametrize("backfilled", [True, False], ids=["after-a-backfill", "first-load"])
+def test_a_full_refresh_marks_the_days_an_outage_answered_empty_for_the_schedule(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path, monkeypatch: pytest.MonkeyPatch,
+    backfilled: bool,
+) -> None:
+    partitions = ("2026-01-01", "2026-01-04")
+    with monkeypatch.context() as outage:  # the parts of the last day answered empty
+        answer_nothing_where(outage, sandbox, lambda since: since >= day(3))
+        if backfilled:  # its rows were never loaded: nothing for the refresh to read again
+            assert sync(partition_range=partitions, resources=RESOURCE).success
+        refreshed = sync(partition_range=partitions, resources=RESOURCE,
+                         config={"full_refresh": True})
+
+    assert refreshed.success
+    assert vendor_ids(sandbox, "order_payments", day(3), day(4)) - {
+        r[0] for r in rows(duckdb_path, "select id from ecom.order_payments")
+    }, "the outage hid the last day's records"
+    assert list(_partitions_read_empty(sync.instance, [CONTRACTS["order_payments"]])) == [
+        "2026-01-04"
+    ], "the next daily tick reads the day again"
+
+
 # 12,000 records are read in parts of at most 5,000; the last day's are under the 50% guard.
 @pytest.mark.parametrize("sandbox_spec", [SandboxSpec(size=12_000, days=4)])
 def test_a_full_refresh_reads_again_a_part_an_outage_answered_empty_before_removing_rows(
@@ -298,12 +364,17 @@ def test_a_full_refresh_of_both_assets_refuses_to_empty_one_while_the_other_chan
     assert rows(duckdb_path, "select * from ecom.products order by id") == products
 
 
+@pytest.mark.parametrize(("defect", "with_its_id"), [
+    ({"amount": "twelve"}, True),
+    ({"id": OMIT}, False),  # no id to tell which row it is: no row the refresh missed goes
+    ({"id": 749}, False),
+], ids=["defective-amount", "id-missing", "id-a-number"])
 def test_a_full_refresh_keeps_the_last_valid_row_of_a_record_now_defective(
-    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path, defect: dict, with_its_id: bool
 ) -> None:
     assert sync(partition_range=("2026-01-01", "2026-01-05"), resources=RESOURCE).success
     victim = sandbox.dataset.all("order_payments")[10]
-    sandbox.corrupt("order_payments", victim["id"], amount="twelve")
+    sandbox.corrupt("order_payments", victim["id"], **defect)
 
     result = sync("2026-01-01", resources=RESOURCE, config={"full_refresh": True})
 
@@ -313,7 +384,7 @@ def test_a_full_refresh_keeps_the_last_valid_row_of_a_record_now_defective(
                 victim["id"]) == [(money(victim["amount"]),)]
     assert rows(duckdb_path, "select count(*) from ecom.order_payments") == [(1000,)]
     assert rows(duckdb_path, "select record_id from ecom.order_payments_quarantine") == [
-        (victim["id"],)
+        (victim["id"] if with_its_id else None,)
     ]
 
 

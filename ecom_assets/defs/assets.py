@@ -181,7 +181,7 @@ def _sync(
             windows = _windows_to_read(context, config, contracts, started, late_arrival)
             load_info = read(windows, pipeline)
         yield from _report_load(context, pipeline, target.destination, contracts, windows,
-                                report, load_info)
+                                report, load_info, Window.between(EPOCH, started))
 
 
 def _reading(contracts: list[ResourceContract], window: Window | Mapping[str, Window]) -> str:
@@ -266,18 +266,16 @@ def _full_refresh(
     load_ids = list(read(window, refresh.pipeline).loads_ids)
     # A record that changed while the refresh ran has left its window for a later one: rows
     # the refresh did not see are looked for among the records changed since, before they
-    # count as removed.
+    # count as removed. Every round: one that finds none of them says nothing of a record
+    # that changed again after its window's end.
     changes = refresh.changes(contracts)
     for _ in range(FOLLOW_ROUNDS):
-        unaccounted = sum(c.rows_removed for c in changes)
-        if not unaccounted:
+        if not any(c.rows_removed for c in changes):
             break
         following = Window.between(window.end - look_back(late_arrival), datetime.now(UTC))
         load_ids += read(following, refresh.pipeline).loads_ids
         window = following
         changes = refresh.changes(contracts)
-        if sum(c.rows_removed for c in changes) == unaccounted:
-            break  # none of them changed: the vendor no longer has them
     # Rows in parts the vendor listed nothing in count as removed only once the part, read
     # again now (seconds or minutes after the passes that found it empty), is still empty.
     empty_parts = (
@@ -376,14 +374,12 @@ DAYS_READ_EMPTY = "days_read_empty"
 
 
 def _days_read_empty(
-    window: Window | None, partitions: Sequence[str], received: ResourceReport
+    window: Window, partitions: Sequence[str], received: ResourceReport
 ) -> list[str]:
     """The run's partitions read whole in which the vendor listed no record, in the day or in
     a part of the window reaching into it. An outage that outlasts the reader's passes answers
     a part that has records so; the daily schedule reads such days once more
     (`schedules.py`)."""
-    if window is None:
-        return []
     with_empty_parts = {day for part in received.empty_parts for day in _days_of(part)}
     days = []
     for key in partitions:
@@ -408,10 +404,11 @@ def _report_load(
     windows: dict[str, Window] | None,
     report: SyncReport,
     load_info: LoadInfo,
+    everything: Window,
 ) -> Iterator[MaterializeResult | AssetCheckResult | AssetCheckEvaluation]:
     """Materializations with the load's reconciliation numbers, then each asset's checks; a
     failed blocking check fails the step, so nothing downstream of it runs. `windows` are
-    the resources' windows read, None for a full refresh."""
+    the resources' windows read, None for a full refresh, which read `everything`."""
     load_ids = list(load_info.loads_ids)
     partitions = context.partition_keys
     # A run of a partition range records one materialization for all of them (Dagster takes no
@@ -448,7 +445,8 @@ def _report_load(
                     "records_loaded": received.loaded,
                     "records_quarantined": received.defective,
                     **({DAYS_READ_EMPTY: MetadataValue.json(empty)}
-                       if (empty := _days_read_empty(window, partitions, received)) else {}),
+                       if (empty := _days_read_empty(window or everything, partitions,
+                                                     received)) else {}),
                     **({} if stats.rows_in_partition is None else {
                         "dagster/partition_row_count": stats.rows_in_partition
                     }),

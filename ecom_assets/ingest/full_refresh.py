@@ -3,7 +3,8 @@
 Everything the vendor has is first loaded (merged, so a record read twice keeps its latest
 version) into a dataset of its own, `<dataset>_refresh`. Only then is each table compared with
 what it would become: the records the vendor lists, plus the last valid row of every record whose
-current version is defective (as a merge keeps it). Rows the refresh did not see are looked for
+current version is defective (as a merge keeps it; every row not listed, while a defective record
+has no readable id to tell which row it is). Rows the refresh did not see are looked for
 among the records that changed while it ran before they count as removed, and a refresh that
 would remove too much of a table is refused. The swap is one dlt `replace` load per table, in a
 transaction: readers see the old table until it commits, and a failure leaves it as it was.
@@ -88,6 +89,8 @@ class StagedRefresh:
                     "sum(case when s.id is null and q.id is null then 1 else 0 end) "
                     + self._table_against_staged(client, contract),
                 )
+                if self._quarantined_without_id(client, contract):
+                    kept, removed = kept + removed, 0
                 staged_ids = self._ids(client, contract.name, contract.primary_key)
                 staged, *_ = _counts_or_zero(client, f"select count(*) from {staged_ids} s")
                 changes.append(TableChange(contract.name, now, staged, kept, removed))
@@ -102,6 +105,8 @@ class StagedRefresh:
         parts: set[Window] = set()
         with self.main.sql_client() as client:
             for contract in contracts:
+                if self._quarantined_without_id(client, contract):
+                    continue  # it removes no row
                 sql = (  # the rows `changes` counts as removed, within a part
                     f"select 1 {self._table_against_staged(client, contract)} "
                     "where s.id is null and q.id is null "
@@ -158,13 +163,14 @@ class StagedRefresh:
             sql = f"select {select(staged_columns)} from {self._staged(contract.name)}"
             if main_columns:
                 staged_ids = self._ids(client, contract.name, key)
-                quarantined_ids = self._ids(client, contract.quarantine_table, "record_id")
                 sql += (
                     f" union all select {select(main_columns)} from "
                     f"{client.make_qualified_table_name(contract.name)} where {key} not in "
-                    f"(select id from {staged_ids} s) and {key} in "
-                    f"(select id from {quarantined_ids} q)"
+                    f"(select id from {staged_ids} s)"
                 )
+                if not self._quarantined_without_id(client, contract):
+                    quarantined_ids = self._ids(client, contract.quarantine_table, "record_id")
+                    sql += f" and {key} in (select id from {quarantined_ids} q)"
             for batch in _arrow_batches(client, sql):
                 yield _as_contract_types(batch, contract)
 
@@ -190,6 +196,17 @@ class StagedRefresh:
             f"left join {self._ids(client, contract.quarantine_table, 'record_id')} q "
             f"on q.id = t.{key}"
         )
+
+    def _quarantined_without_id(self, client: SqlClientBase, contract: ResourceContract) -> bool:
+        """Whether the refresh quarantined a record without a readable id: any row it did not
+        stage may be that record's last valid version, so none is removed."""
+        staged = self._staged(contract.quarantine_table)
+        try:
+            return bool(client.execute_sql(
+                f"select 1 from {staged} where record_id is null limit 1"
+            ))
+        except DatabaseUndefinedRelation:
+            return False
 
     def _staged(self, table: str) -> str:
         """`table` of the refresh dataset, qualified for SQL run by the main pipeline's client
