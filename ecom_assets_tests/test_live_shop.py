@@ -19,10 +19,10 @@ from dagster import ExecuteInProcessResult
 from ecom_assets.contract import CONTRACTS, parse_timestamp
 from ecom_assets.defs.schedules import _partitions_read_empty
 from ecom_assets.ingest.full_refresh import StagedRefresh
-from ecom_assets.ingest.reader import WindowReader
+from ecom_assets.ingest.reader import EMPTY_PASSES, WindowReader
 from ecom_assets.ingest.window import look_back
 from ecom_assets.sandbox.data import SandboxSpec
-from ecom_assets.sandbox.server import OMIT, SandboxServer
+from ecom_assets.sandbox.server import OMIT, Fault, SandboxServer
 from ecom_assets_tests.support import (
     Sync,
     check_evaluations,
@@ -324,6 +324,22 @@ def test_a_day_an_outage_answered_empty_in_part_is_read_whole_by_its_next_refres
     assert refresh.success
     expected = vendor_ids(sandbox, "order_payments", day(0), day(1))
     assert {r[0] for r in rows(duckdb_path, table)} == expected
+
+
+def test_a_first_load_outlasts_an_outage_that_answers_every_pass_of_its_day_with_nothing(
+    sync: Sync, sandbox: SandboxServer, duckdb_path: Path
+) -> None:
+    # A fraction of a second of `{"data": [], "total": 0}`: every pass of the day (one part),
+    # the pass when the rest is read, and the first count of every record the vendor holds.
+    sandbox.faults.add("order_payments", Fault.body({"data": [], "total": 0}),
+                       times=EMPTY_PASSES + 2)
+
+    result = sync("2026-01-02", resources=RESOURCE)
+
+    assert result.success and all(checks_passed(result).values())
+    assert {r[0] for r in rows(duckdb_path, "select id from ecom.order_payments")} == vendor_ids(
+        sandbox, "order_payments", day(1), day(2)
+    )
 
 
 def test_a_day_read_again_while_the_vendor_serves_nothing_fails_and_keeps_its_rows(

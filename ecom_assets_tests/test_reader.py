@@ -32,6 +32,8 @@ pytestmark = pytest.mark.unit
 START = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = Window(START, START + timedelta(days=1))
 NOW = START + timedelta(days=30)
+# The reader's wait before asking again how many records the vendor holds.
+NO_WAIT = lambda attempt: 0.0  # noqa: E731
 TWO_DAYS = Window(START, START + timedelta(days=2))
 
 
@@ -101,7 +103,7 @@ def read(vendor: MemoryVendor, window: Window = DAY, late: timedelta = timedelta
     report = ResourceReport("order_payments")
     reader = WindowReader(
         "order_payments", window, fetch or vendor.fetch, report, concurrency=concurrency,
-        late_arrival=late, now=vendor.now,
+        late_arrival=late, now=vendor.now, outage_backoff=NO_WAIT,
     )
     records = [r for page in reader.pages() for r in page.response.json()["data"]]
     return records, report
@@ -128,7 +130,7 @@ def test_a_report_read_into_again_is_complete_only_at_the_new_windows_last_page(
     report = ResourceReport("order_payments")
     report.complete = True  # the first window's read ended
     reader = WindowReader("order_payments", DAY, vendor.fetch, report, concurrency=2,
-                          late_arrival=timedelta(0), now=vendor.now)
+                          late_arrival=timedelta(0), now=vendor.now, outage_backoff=NO_WAIT)
 
     completes = [report.complete for _ in reader.pages()]
 
@@ -156,12 +158,14 @@ def test_an_empty_answer_is_believed_only_when_four_passes_in_a_row_agree() -> N
     assert report.listed == 250 and report.requests == 3 + 3 and report.vendor_holds is None
     # A window that has no records costs more requests: three more passes, one when the rest
     # of the window is read, and the count of every record the vendor holds, which tells it
-    # from an outage answering all with nothing (asked twice when it says none).
+    # from an outage answering all with nothing (asked three times when it says none); a
+    # vendor that counts records has the window paged once more.
     records, report = read(MemoryVendor(0))
-    assert records == [] and report.complete and report.requests == EMPTY_PASSES + 1 + 2 == 7
+    assert records == [] and report.complete and report.requests == EMPTY_PASSES + 1 + 3 == 8
     assert report.vendor_holds == 0
     records, report = read(MemoryVendor(20, window=Window(START - timedelta(days=1), START)))
     assert records == [] and report.vendor_holds == 20
+    assert report.requests == EMPTY_PASSES + 1 + 1 + 1 and report.empty_parts == [DAY]
 
 
 def test_the_count_of_all_records_is_asked_again_before_none_is_believed() -> None:
@@ -170,7 +174,25 @@ def test_the_count_of_all_records_is_asked_again_before_none_is_believed() -> No
     # The passes of the empty day, then the count, whose first answer is an outage's.
     records, report = read(vendor, fetch=vendor.answering_nothing_to(EMPTY_PASSES + 2))
 
-    assert records == [] and report.vendor_holds == 20 and report.requests == EMPTY_PASSES + 3
+    assert records == [] and report.vendor_holds == 20 and report.requests == EMPTY_PASSES + 4
+
+
+def test_a_window_an_outage_answered_empty_throughout_is_read_again_once_records_count() -> None:
+    vendor = MemoryVendor(250)
+    # Every pass, the pass when the rest of the window is read, and the first count: an
+    # outage of a fraction of a second answers them all with nothing.
+    outage = vendor.answering_nothing_to(*range(1, EMPTY_PASSES + 3))
+    waits: list[int] = []
+    report = ResourceReport("order_payments")
+    reader = WindowReader("order_payments", DAY, outage, report, concurrency=4,
+                          late_arrival=timedelta(0), now=vendor.now,
+                          outage_backoff=lambda attempt: waits.append(attempt) or 0.0)
+
+    records = [r for page in reader.pages() for r in page.response.json()["data"]]
+
+    assert ids(records) == {r["id"] for r in vendor.records}
+    assert waits == [1], "the count is asked again after the retry backoff"
+    assert report.vendor_holds == 250 and report.listed == 250 and report.empty_parts == []
 
 
 def test_a_count_of_all_records_that_fails_leaves_it_unknown() -> None:
@@ -609,7 +631,10 @@ def test_a_record_updated_near_the_open_part_while_read_is_no_twin(
 
     assert report.units >= min_units and not any(isinstance(r, DefectiveRecord) for r in records)
     versions = [r.get("version", 0) for r in records if r["id"] == moved["id"]]
-    assert versions == [0, 1], "read before and after it moved; the merge keeps the latest"
+    # Read before and after it moved (the merge keeps the latest); or, when its part was still
+    # being paged as it moved (on a loaded machine, the order of the parts' requests varies),
+    # that part was paged again without it.
+    assert versions in ([0, 1], [1])
 
 
 def test_a_page_repeating_another_is_paged_again_and_every_record_read_once() -> None:

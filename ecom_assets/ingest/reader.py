@@ -12,7 +12,9 @@ records, which can keep `total` while shifting offsets: it is open, paged until 
 row list the same records, and what either listed is released. A unit the vendor answered
 with nothing is believed empty only when `EMPTY_PASSES` passes in a row agree, and once more when
 the rest of the window is read: an outage now and then answers a window that has records so, a
-few times in a row as often as once.
+few times in a row as often as once. A read that listed nothing at all asks how many records the
+vendor holds, waiting while it says none, and pages its empty units once more when it counts
+some: a burst of empty answers can cover every pass of a window read in one unit.
 
 Only accepted passes are released, unit by unit: what a released unit holds is what the vendor
 listed in it at one instant, so nothing of the window can be skipped by records moving under
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -74,6 +77,9 @@ MAX_PASSES = 3
 # once in 400. One lasting longer than the passes is outlasted, if it is short, by the pass each
 # empty unit gets again once the rest of the window is read.
 EMPTY_PASSES = 4
+# A read that listed nothing asks how many records the vendor holds at all up to this many
+# times while it says none, waiting the retry backoff between (2 and 4 s by default).
+COUNT_ASKS = 3
 # Records held in units being paged, beyond which no new unit starts.
 MAX_HELD_RECORDS = 4 * MAX_UNIT_RECORDS
 # Ids released by settled units, remembered to catch a twin in a later unit: every day still
@@ -152,6 +158,7 @@ class WindowReader:
         concurrency: int,
         late_arrival: timedelta,
         now: datetime,
+        outage_backoff: Callable[[int], float],
         page_size: int = PAGE_SIZE,
         primary_key: str = "id",
         cursor: str = "updated_at",
@@ -190,6 +197,9 @@ class WindowReader:
         # Units the vendor listed nothing in, paged once more when the rest of the window is
         # read: an outage that answered all their passes within milliseconds may be over.
         self._empty_units: list[_Unit] = []
+        # Seconds to wait before asking again how many records the vendor holds (1-based ask).
+        self._outage_backoff = outage_backoff
+        self._counted = False
 
     def pages(self) -> Iterator[ReleasedPage]:
         """Every page of every reconciled unit; the report is complete when this ends."""
@@ -202,8 +212,11 @@ class WindowReader:
                     if self._empty_units:
                         self._page_empty_units_again()
                         continue
-                    if not self.report.listed:
-                        self._count_all_records()
+                    if not self.report.listed and not self._counted:
+                        self._counted = True
+                        if self._count_all_records():
+                            self._page_empty_parts_again()
+                            continue
                     self.report.complete = True
                     return
         finally:
@@ -223,18 +236,32 @@ class WindowReader:
             self._waiting.append(unit)
         self._empty_units = []
 
-    def _count_all_records(self) -> None:
-        """Nothing was listed: ask how many records the vendor holds up to now, a second time
-        if it says none, as an outage now and then answers so. None twice means an outage, or
-        a misrouted tenant, answering every request with nothing; the checks weigh that against
-        the rows the table holds. An answer that fails leaves it unknown: the read succeeded."""
+    def _page_empty_parts_again(self) -> None:
+        """Queue each part read empty for one more pass: the vendor counts records now, and an
+        outage that answered every pass within a fraction of a second may have been the
+        reason they listed nothing."""
+        for part in self.report.empty_parts:
+            unit = self._unit(part)
+            unit.paged_again_at_the_end = True
+            unit.empty_passes = EMPTY_PASSES - 1
+            self._waiting.append(unit)
+        self.report.empty_parts = []
+
+    def _count_all_records(self) -> bool:
+        """Nothing was listed: whether the vendor counts any record up to now. Asked again
+        after a wait while it says none (`COUNT_ASKS` times in all), as an outage answers so
+        now and then. None every time means an outage, or a misrouted tenant, answering every
+        request with nothing; the checks weigh that against the rows the table holds. An
+        answer that fails leaves it unknown: the read succeeded."""
         total: int | None = None
-        for _ in range(2):
+        for ask in range(1, COUNT_ASKS + 1):
+            if ask > 1:
+                time.sleep(self._outage_backoff(ask - 1))
             try:
                 _, response = self._fetch(Window.between(EPOCH, self._now), 0, 1)
             except VendorAPIError as error:
                 logger.warning("%s: could not count the vendor's records: %s", self.resource, error)
-                return
+                return False
             self.report.requests += 1
             total = page_total(response.json())
             if total != 0:
@@ -242,13 +269,14 @@ class WindowReader:
         if total is None:
             logger.warning("%s: the vendor's count of its records has no integer 'total'",
                            self.resource)
-            return
+            return False
         self.report.vendor_holds = total
         if not total:
             logger.warning(
                 "%s: the vendor lists no records at all, in any window; an outage or a "
                 "misrouted tenant answers so", self.resource,
             )
+        return total > 0
 
     # Scheduling --------------------------------------------------------------------------
 

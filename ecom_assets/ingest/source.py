@@ -60,6 +60,7 @@ def _reconciled_pages(
             page_size=PAGE_SIZE,
             primary_key=contract.primary_key,
             cursor=contract.cursor,
+            outage_backoff=session.policy.backoff,
         )
         return reader.pages()
 
