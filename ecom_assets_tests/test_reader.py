@@ -177,6 +177,29 @@ def test_the_count_of_all_records_is_asked_again_before_none_is_believed() -> No
     assert records == [] and report.vendor_holds == 20 and report.requests == EMPTY_PASSES + 4
 
 
+def test_a_page_an_outage_answers_empty_after_the_first_is_asked_again_after_a_backoff() -> None:
+    vendor = MemoryVendor(149)
+    second_pages = itertools.count(1)
+
+    def nothing_for_the_second_page_three_times(window: Window, offset: int, limit: int):
+        url, response = vendor.fetch(window, offset, limit)
+        if offset == 100 and next(second_pages) <= 3:
+            return url, Response({"data": [], "total": 0})
+        return url, response
+
+    waits: list[int] = []
+    report = ResourceReport("order_payments")
+    # A pass with such a page is no change, and a unit of one page and a half cannot be split.
+    reader = WindowReader("order_payments", DAY, nothing_for_the_second_page_three_times,
+                          report, concurrency=1, late_arrival=timedelta(0), now=vendor.now,
+                          outage_backoff=lambda attempt: waits.append(attempt) or 0.0)
+
+    records = [r for page in reader.pages() for r in page.response.json()["data"]]
+
+    assert ids(records) == {r["id"] for r in vendor.records}
+    assert waits == [1, 2, 3] and report.repaged == 0 and report.requests == 2 + 3
+
+
 def test_a_window_an_outage_answered_empty_throughout_is_read_again_once_records_count() -> None:
     vendor = MemoryVendor(250)
     # Every pass, the pass when the rest of the window is read, and the first count: an

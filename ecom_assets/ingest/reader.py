@@ -14,7 +14,8 @@ with nothing is believed empty only when `EMPTY_PASSES` passes in a row agree, a
 the rest of the window is read: an outage now and then answers a window that has records so, a
 few times in a row as often as once. A read that listed nothing at all asks how many records the
 vendor holds, waiting while it says none, and pages its empty units once more when it counts
-some: a burst of empty answers can cover every pass of a window read in one unit.
+some: a burst of empty answers can cover every pass of a window read in one unit. Such an
+answer to a page after a pass's first is no change: the page is asked again after a backoff.
 
 Only accepted passes are released, unit by unit: what a released unit holds is what the vendor
 listed in it at one instant, so nothing of the window can be skipped by records moving under
@@ -80,6 +81,9 @@ EMPTY_PASSES = 4
 # A read that listed nothing asks how many records the vendor holds at all up to this many
 # times while it says none, waiting the retry backoff between (2 and 4 s by default).
 COUNT_ASKS = 3
+# Times a unit's page after the first is asked again when an outage answers it with nothing
+# (after 2, 4 and 8 s by default), as the integration retries a 503; then it counts as a change.
+OUTAGE_RETRIES = 3
 # Records held in units being paged, beyond which no new unit starts.
 MAX_HELD_RECORDS = 4 * MAX_UNIT_RECORDS
 # Ids released by settled units, remembered to catch a twin in a later unit: every day still
@@ -122,6 +126,7 @@ class _Unit:
     passes: int = 0
     moved_passes: int = 0
     empty_passes: int = 0  # consistent passes in a row that listed nothing
+    outage_answers: int = 0  # pages after the first answered `{"data": [], "total": 0}`
     paged_again_at_the_end: bool = False  # listed nothing, then paged after the rest
     # The last consistent pass that listed records, kept while the unit is paged again.
     earlier: list[tuple[str, Any]] | None = None
@@ -299,10 +304,18 @@ class WindowReader:
 
     def _submit(self) -> None:
         while len(self._futures) < self._ahead and (request := self._next_request()):
-            unit, offset = request
-            unit.in_flight += 1
-            future = self._pool.submit(self._fetch, unit.window, offset, self._page_size)
-            self._futures[future] = (unit, unit.passes, offset)
+            self._send(*request)
+
+    def _send(self, unit: _Unit, offset: int, wait: float = 0.0) -> None:
+        unit.in_flight += 1
+        future = self._pool.submit(self._fetch_after, wait, unit.window, offset)
+        self._futures[future] = (unit, unit.passes, offset)
+
+    def _fetch_after(
+        self, wait: float, window: Window, offset: int
+    ) -> tuple[str, requests.Response]:
+        time.sleep(wait)
+        return self._fetch(window, offset, self._page_size)
 
     def _next_request(self) -> tuple[_Unit, int] | None:
         """The next page to fetch: of a unit being paged, oldest first, else a new unit's
@@ -353,6 +366,12 @@ class WindowReader:
             else:
                 unit.pending.extend(range(unit.stride, total, unit.stride))
         elif total != unit.total and not unit.moved:
+            if not total and not records and unit.outage_answers < OUTAGE_RETRIES:
+                # An outage's answer after the pass's first page, not a change: the page is
+                # asked again after the retry backoff, as a 503 would be.
+                unit.outage_answers += 1
+                self._send(unit, offset, wait=self._outage_backoff(unit.outage_answers))
+                return
             unit.moved = f"the vendor's total changed from {unit.total} to {total}"
         unit.pages[offset] = _Page(url, offset, records, response)
         end = offset + len(records)
