@@ -21,7 +21,7 @@ from ecom_assets.ingest.errors import (
     VendorAPIError,
     VendorResponseError,
 )
-from ecom_assets.ingest.pages import DefectiveRecord
+from ecom_assets.ingest.pages import MAX_PAGE_SIZE, DefectiveRecord
 from ecom_assets.ingest.reader import EMPTY_PASSES, MAX_UNIT_RECORDS, Fetch, WindowReader
 from ecom_assets.ingest.report import ResourceReport
 from ecom_assets.ingest.vendor_json import parse_vendor_json
@@ -177,6 +177,22 @@ def test_the_count_of_all_records_is_asked_again_before_none_is_believed() -> No
     assert records == [] and report.vendor_holds == 20 and report.requests == EMPTY_PASSES + 4
 
 
+def test_a_millisecond_of_many_records_that_keep_changing_is_read_in_one_response() -> None:
+    vendor = MemoryVendor(0)
+    bulk = START + timedelta(hours=5)  # a bulk update: 500 records in 1 ms
+    vendor.records = [{"id": f"pay_{n:08d}", "updated_at": rfc3339(bulk)} for n in range(500)]
+
+    def one_changes_as_each_page_of_100_is_read(window: Window, offset: int, limit: int):
+        if window.contains(bulk) and limit < MAX_PAGE_SIZE:  # the offsets behind it shift
+            vendor.update(vendor.records[len(vendor.records) // 2])
+        return vendor.fetch(window, offset, limit)
+
+    records, report = read(vendor, fetch=one_changes_as_each_page_of_100_is_read)
+
+    assert ids(records) == {r["id"] for r in vendor.records if r["updated_at"] == rfc3339(bulk)}
+    assert report.listed == len(records) > 400
+
+
 def test_a_page_an_outage_answers_empty_after_the_first_is_asked_again_after_a_backoff() -> None:
     vendor = MemoryVendor(149)
     second_pages = itertools.count(1)
@@ -280,7 +296,9 @@ def test_records_moving_on_every_request_never_hide_one_that_stayed() -> None:
 def test_a_sub_millisecond_window_that_keeps_changing_fails_naming_it() -> None:
     vendor = MemoryVendor(0)
     moment = rfc3339(START + timedelta(hours=3))
-    vendor.records = [{"id": f"pay_{n:08d}", "updated_at": moment} for n in range(300)]
+    # More than the largest page holds: every pass takes two responses.
+    vendor.records = [{"id": f"pay_{n:08d}", "updated_at": moment}
+                      for n in range(MAX_PAGE_SIZE + 300)]
     vendor.before_request = lambda v: v.records and v.update(v.records[0])
 
     with pytest.raises(UnreconciledWindowError) as failure:
@@ -355,7 +373,7 @@ def test_a_vendor_counting_more_than_it_serves_fails_saying_so() -> None:
     with pytest.raises(UnreconciledWindowError) as failure:
         read(vendor, window=Window(moment, moment + timedelta(milliseconds=1)), fetch=fetch)
 
-    assert "an empty page at offset 200 of a total of 250" in str(failure.value)
+    assert "an empty page at offset 150 of a total of 250" in str(failure.value)
     assert "or counts records it does not serve" in str(failure.value)
 
 
@@ -390,7 +408,8 @@ def test_an_empty_answer_after_a_pass_that_listed_records_does_not_settle_the_un
 def test_passes_answered_empty_by_an_outage_are_not_counted_as_moved() -> None:
     vendor = MemoryVendor(0)
     moment = rfc3339(START + timedelta(hours=3))
-    vendor.records = [{"id": f"pay_{n:08d}", "updated_at": moment} for n in range(300)]
+    vendor.records = [{"id": f"pay_{n:08d}", "updated_at": moment}
+                      for n in range(MAX_PAGE_SIZE + 300)]
     outage = vendor.answering_nothing_to(1, 2)
     vendor.before_request = lambda v: v.requests > 2 and v.update(v.records[0])
 
@@ -398,8 +417,9 @@ def test_passes_answered_empty_by_an_outage_are_not_counted_as_moved() -> None:
         read(vendor, window=Window(START + timedelta(hours=3),  # one millisecond: unsplittable
                                    START + timedelta(hours=3, milliseconds=1)), fetch=outage)
 
-    # Two empty answers, then three passes of three pages, each of which moved.
-    assert vendor.requests == 2 + 3 * 3
+    # Two empty answers, a first page of 100, then three passes of two pages of 1,000, each
+    # of which moved.
+    assert vendor.requests == 2 + 1 + 3 * 2
 
 
 def test_empty_answers_on_both_sides_of_a_pass_that_moved_are_not_one_run() -> None:

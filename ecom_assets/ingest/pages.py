@@ -7,6 +7,9 @@ from typing import Any
 
 from ecom_assets.ingest.vendor_json import dump_vendor_json
 
+# The contract's largest page (`limit` 1..1000).
+MAX_PAGE_SIZE = 1000
+
 
 def page_records(body: Any) -> list[Any] | None:
     """The page's records; None if `data` is missing or not a list."""

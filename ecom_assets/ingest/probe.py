@@ -18,12 +18,12 @@ from dlt.sources.helpers.rest_client.client import join_url
 
 from ecom_assets.contract import ResourceContract, parse_timestamp
 from ecom_assets.ingest.errors import VendorResponseError
-from ecom_assets.ingest.pages import page_records, page_total, record_id
+from ecom_assets.ingest.pages import MAX_PAGE_SIZE, page_records, page_total, record_id
 from ecom_assets.ingest.vendor_session import VendorSession
 from ecom_assets.ingest.window import rfc3339
 
 # The contract's largest page: a quiet shop's listing is one request.
-PROBE_PAGE_SIZE = 1000
+PROBE_PAGE_SIZE = MAX_PAGE_SIZE
 # A shop with more changes than this in a tick's span changes in every tick: its listing stops
 # at the first page, and the tick refreshes without comparing (a few requests at most).
 MAX_LISTED = 5 * PROBE_PAGE_SIZE

@@ -44,6 +44,7 @@ import requests
 from ecom_assets.contract import in_contract_form, json_type, parse_timestamp
 from ecom_assets.ingest.errors import UnreconciledWindowError, VendorAPIError, VendorResponseError
 from ecom_assets.ingest.pages import (
+    MAX_PAGE_SIZE,
     DefectiveRecord,
     page_records,
     page_total,
@@ -130,6 +131,7 @@ class _Unit:
     paged_again_at_the_end: bool = False  # listed nothing, then paged after the rest
     # The last consistent pass that listed records, kept while the unit is paged again.
     earlier: list[tuple[str, Any]] | None = None
+    limit: int = PAGE_SIZE  # records asked for per page
     # The current pass:
     total: int | None = None
     stride: int = PAGE_SIZE
@@ -140,7 +142,7 @@ class _Unit:
 
     def start_pass(self) -> None:
         self.passes += 1
-        self.total, self.stride, self.moved = None, PAGE_SIZE, None
+        self.total, self.stride, self.moved = None, self.limit, None
         self.pending = deque([0])
         self.pages = {}
 
@@ -286,7 +288,7 @@ class WindowReader:
     # Scheduling --------------------------------------------------------------------------
 
     def _unit(self, window: Window) -> _Unit:
-        return _Unit(window, open=window.end > self._open_after)
+        return _Unit(window, open=window.end > self._open_after, limit=self._page_size)
 
     def _step(self, block: bool) -> None:
         self._submit()
@@ -308,14 +310,14 @@ class WindowReader:
 
     def _send(self, unit: _Unit, offset: int, wait: float = 0.0) -> None:
         unit.in_flight += 1
-        future = self._pool.submit(self._fetch_after, wait, unit.window, offset)
+        future = self._pool.submit(self._fetch_after, wait, unit.window, offset, unit.limit)
         self._futures[future] = (unit, unit.passes, offset)
 
     def _fetch_after(
-        self, wait: float, window: Window, offset: int
+        self, wait: float, window: Window, offset: int, limit: int
     ) -> tuple[str, requests.Response]:
         time.sleep(wait)
-        return self._fetch(window, offset, self._page_size)
+        return self._fetch(window, offset, limit)
 
     def _next_request(self) -> tuple[_Unit, int] | None:
         """The next page to fetch: of a unit being paged, oldest first, else a new unit's
@@ -353,14 +355,23 @@ class WindowReader:
             )
         if total is None:
             raise VendorResponseError(f"{where}: 200 response without an integer 'total'")
-        if len(records) > self._page_size:
-            logger.warning("%s: %d records for limit %d", where, len(records), self._page_size)
+        if len(records) > unit.limit:
+            logger.warning("%s: %d records for limit %d", where, len(records), unit.limit)
         if unit.total is None:  # the pass's first page
             if total > MAX_UNIT_RECORDS and (parts := self._split_evenly(unit, records, total)):
                 self._replace(unit, parts)
                 return
+            if len(records) < total <= MAX_UNSPLITTABLE_RECORDS and (
+                unit.limit < MAX_PAGE_SIZE and unit.window.duration <= MILLISECOND
+            ):
+                # A millisecond cannot be split: in pages of the contract's largest size, one
+                # response (one instant of the vendor, which cannot drift) holds up to 1,000 of
+                # its records while records in it keep changing.
+                unit.limit = MAX_PAGE_SIZE
+                self._restart(unit)
+                return
             unit.total = total
-            unit.stride = len(records) or self._page_size
+            unit.stride = len(records) or unit.limit
             if total > MAX_UNSPLITTABLE_RECORDS:
                 unit.moved = f"a total of {total} records, more than one millisecond can hold"
             else:
@@ -530,7 +541,7 @@ class WindowReader:
             position += count
             if count or offset == 0:
                 self._ready.append(
-                    ReleasedPage(page.url, unit.window, offset, self._page_size, page.response)
+                    ReleasedPage(page.url, unit.window, offset, unit.limit, page.response)
                 )
 
     def _against_other_parts(self, unit: _Unit, listing: list[Any]) -> list[Any]:
