@@ -189,6 +189,23 @@ def test_a_busy_shops_listing_stops_at_its_first_page_and_refreshes(
     assert len(live_sandbox.request_log) - asked == len(RESOURCES), "one request per resource"
 
 
+def test_a_listing_cut_short_by_an_empty_page_launches_nothing_and_is_asked_again(
+    live_sandbox: SandboxServer, api_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen, _ = changes_of_a_tick_ago(live_sandbox, api_key)  # three products
+    monkeypatch.setattr(probe, "PROBE_PAGE_SIZE", 2)
+    live_sandbox.faults.add("products", Fault.stall(0))  # the first page as it is
+    live_sandbox.faults.add("products", Fault.body({"data": [], "total": 0}))
+
+    cut = evaluate(live_sandbox, api_key, seen.cursor)
+    again = evaluate(live_sandbox, api_key, cut.cursor)
+
+    assert cut.run_requests == [] and "an empty page after the first" in (
+        cut.skip_reason.skip_message
+    )
+    assert again.run_requests == [], "the vendor did not change"
+
+
 def test_a_change_stamped_ahead_of_our_clock_is_refreshed_once_its_time_has_come(
     live_sandbox: SandboxServer, api_key: str
 ) -> None:

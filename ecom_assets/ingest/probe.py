@@ -79,6 +79,13 @@ def list_changes(
             raise VendorResponseError(
                 f"{contract.name} offset {offset}: a response without `total` or `data`"
             )
+        if not page and offset:
+            # An outage's `{"data": [], "total": 0}` after the first page: a list cut short
+            # would differ from the last tick's, and launch a run for nothing.
+            raise VendorResponseError(
+                f"{contract.name} offset {offset}: an empty page after the first; asked again "
+                "next tick"
+            )
         if not page:
             break
         for record in page:
