@@ -275,6 +275,34 @@ def test_a_listing_an_outage_answers_empty_keeps_the_cursor_and_the_change_it_hi
     assert run.asset_selection == [PRODUCTS]
 
 
+def test_a_first_tick_that_lists_nothing_starts_the_cursor_where_it_listed(
+    sandbox: SandboxServer, api_key: str
+) -> None:
+    first = evaluate(sandbox, api_key, None)  # the sandbox's records are months old: quiet
+    since = parse_timestamp(json.loads(first.cursor)["products"]["since"])
+    # Filed just after where the first tick listed from, before where the next tick would
+    # start without a cursor: late, or missed by a sensor ticking less often than the look-back.
+    sandbox.live.create("products", updated_ms=int(since.timestamp() * 1000) + 1)
+    time_module.sleep(0.05)
+
+    [run] = evaluate(sandbox, api_key, first.cursor).run_requests
+
+    assert first.run_requests == [] and run.asset_selection == [PRODUCTS]
+
+
+def test_a_listing_naming_total_twice_is_asked_again_next_tick(
+    live_sandbox: SandboxServer, api_key: str
+) -> None:
+    seen, _ = changes_of_a_tick_ago(live_sandbox, api_key)
+    live_sandbox.faults.add("products", Fault.raw(200, '{"data": [], "total": 0, "total": 3}'))
+
+    result = evaluate(live_sandbox, api_key, seen.cursor)
+
+    assert result.run_requests == []
+    assert "products offset 0: a response naming total twice" in result.skip_reason.skip_message
+    assert json.loads(result.cursor)["products"] == json.loads(seen.cursor)["products"]
+
+
 def test_one_resource_the_vendor_fails_does_not_stop_the_other(
     live_sandbox: SandboxServer, api_key: str
 ) -> None:

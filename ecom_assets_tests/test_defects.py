@@ -92,7 +92,8 @@ def test_a_record_echoing_the_key_is_stored_without_it(
 ) -> None:
     victim = sandbox.dataset.records("order_payments", day(1), day(2))[5]
     sandbox.corrupt("order_payments", victim["id"],
-                    source=f"GET /v1/order_payments?api_key={api_key}", note=f"key {api_key}")
+                    source=f"GET /v1/order_payments?api_key={api_key}", note=f"key {api_key}",
+                    **{f"api_key={api_key}": "a field named after the key"})
 
     result = sync(partition_key(1), resources=PAYMENTS)
 

@@ -216,6 +216,52 @@ def test_a_page_an_outage_answers_empty_after_the_first_is_asked_again_after_a_b
     assert waits == [1, 2, 3] and report.repaged == 0 and report.requests == 2 + 3
 
 
+def test_a_read_into_a_report_pages_again_only_the_empty_parts_it_found() -> None:
+    vendor = MemoryVendor(250)
+    report = ResourceReport("order_payments")
+
+    def outage(window: Window, offset: int, limit: int) -> tuple[str, Response]:
+        return vendor.fetch(window, offset, limit)[0], Response({"data": [], "total": 0})
+
+    def reading(window: Window, fetch: Fetch) -> list[Any]:
+        reader = WindowReader("order_payments", window, fetch, report, concurrency=2,
+                              late_arrival=timedelta(0), now=vendor.now, outage_backoff=NO_WAIT)
+        return [r for page in reader.pages() for r in page.response.json()["data"]]
+
+    assert reading(DAY, outage) == [] and report.empty_parts == [DAY]
+    # A second window into the same report (a full refresh's next round): the vendor counts
+    # records again, and that read pages again its own empty part, not the first read's.
+    next_day = Window(DAY.end, DAY.end + timedelta(days=1))
+
+    assert reading(next_day, vendor.fetch) == [] and report.empty_parts == [DAY, next_day]
+
+
+def test_a_page_asked_again_after_a_wait_is_not_sent_once_the_read_failed() -> None:
+    vendor = MemoryVendor(3 * MAX_UNIT_RECORDS)
+    sent: list[tuple[Window, int]] = []
+    asked_again = threading.Event()
+
+    def outage_then_failure(window: Window, offset: int, limit: int) -> tuple[str, Response]:
+        sent.append((window, offset))
+        if offset == 100 and not asked_again.is_set():  # asked again after the backoff
+            asked_again.set()
+            return vendor.fetch(window, offset, limit)[0], Response({"data": [], "total": 0})
+        if asked_again.is_set() and offset == 0 and window.start > DAY.start:
+            raise VendorAPIError("the vendor answered 503 four times")
+        return vendor.fetch(window, offset, limit)
+
+    report = ResourceReport("order_payments")
+    reader = WindowReader("order_payments", DAY, outage_then_failure, report, concurrency=4,
+                          late_arrival=timedelta(0), now=vendor.now,
+                          outage_backoff=lambda attempt: 0.3)
+    with pytest.raises(VendorAPIError):
+        list(reader.pages())
+    failed = len(sent)
+    time.sleep(0.5)
+
+    assert len(sent) == failed, "nothing is sent once the read is over"
+
+
 def test_a_window_an_outage_answered_empty_throughout_is_read_again_once_records_count() -> None:
     vendor = MemoryVendor(250)
     # Every pass, the pass when the rest of the window is read, and the first count: an

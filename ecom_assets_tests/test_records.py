@@ -299,6 +299,15 @@ def test_a_record_echoing_the_key_is_scrubbed_however_json_and_a_url_spell_it(ec
     assert "s3cr3t" not in dump_vendor_json(body) and body["data"][0]["amount"] == Decimal("1.5")
 
 
+def test_a_field_named_after_the_key_is_renamed() -> None:
+    key = KeyInRecords("s3cr3t+K/ey==1")
+    content = b'{"data": [{"id": "a", "api_key=s3cr3t+K/ey==1": "x"}], "total": 1}'
+
+    body = parse_vendor_json(content)
+    assert key.in_body(content) and key.scrub(body) == 1
+    assert body["data"][0] == {"id": "a", "api_key=***": "x"}
+
+
 def test_a_key_with_characters_json_must_escape_is_found_and_scrubbed() -> None:
     key = 'k3y"quote\\slash1'
     content = json.dumps({"data": [{"id": "a", "source": f"?api_key={key}"}], "total": 1})

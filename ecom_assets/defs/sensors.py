@@ -85,7 +85,10 @@ def build_change_sensor(
             _log_defective(context, listing.defective)
             if not listing.entries and not listing.defective:
                 # An outage answers `{"data": [], "total": 0}` as a quiet shop does: the cursor
-                # stays, so that the next tick lists this span again, with any change it hid.
+                # stays, so that the next tick lists this span again, with any change it hid
+                # (a resource without one starts from this tick's span).
+                cursor.setdefault(contract.name, {"since": rfc3339(floor_ms(since)),
+                                                  "requested": 0})
                 continue
             # Changes filed before the next tick lie after now less the look-back: listed from
             # there (to the millisecond, as the cursor keeps it), the next tick compares what

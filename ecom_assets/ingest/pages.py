@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ecom_assets.ingest.vendor_json import dump_vendor_json
+from ecom_assets.ingest.vendor_json import RepeatedKeys, dump_vendor_json
 
 # The contract's largest page (`limit` 1..1000).
 MAX_PAGE_SIZE = 1000
@@ -23,6 +23,12 @@ def page_total(body: Any) -> int | None:
     if isinstance(total, bool) or not isinstance(total, int) or total < 0:
         return None
     return total
+
+
+def page_fields_named_twice(body: Any) -> list[str]:
+    """`data` and `total`, where the page names them twice with different values."""
+    repeated = body.repeated if isinstance(body, RepeatedKeys) else ()
+    return [name for name in ("data", "total") if name in repeated]
 
 
 def record_id(record: Any, primary_key: str = "id") -> str | None:

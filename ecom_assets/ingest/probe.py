@@ -18,7 +18,13 @@ from dlt.sources.helpers.rest_client.client import join_url
 
 from ecom_assets.contract import ResourceContract, parse_timestamp
 from ecom_assets.ingest.errors import VendorResponseError
-from ecom_assets.ingest.pages import MAX_PAGE_SIZE, page_records, page_total, record_id
+from ecom_assets.ingest.pages import (
+    MAX_PAGE_SIZE,
+    page_fields_named_twice,
+    page_records,
+    page_total,
+    record_id,
+)
 from ecom_assets.ingest.vendor_session import VendorSession
 from ecom_assets.ingest.window import rfc3339
 
@@ -75,6 +81,9 @@ def list_changes(
                     "offset": offset, "limit": PROBE_PAGE_SIZE, "api_key": session.api_key},
         ).json()
         total, page = page_total(body), page_records(body)
+        if twice := page_fields_named_twice(body):
+            raise VendorResponseError(f"{contract.name} offset {offset}: a response naming "
+                                      f"{' and '.join(twice)} twice, with different values")
         if total is None or page is None:
             raise VendorResponseError(
                 f"{contract.name} offset {offset}: a response without `total` or `data`"

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -46,13 +47,14 @@ from ecom_assets.ingest.errors import UnreconciledWindowError, VendorAPIError, V
 from ecom_assets.ingest.pages import (
     MAX_PAGE_SIZE,
     DefectiveRecord,
+    page_fields_named_twice,
     page_records,
     page_total,
     record_id,
     record_identity,
 )
 from ecom_assets.ingest.report import ResourceReport
-from ecom_assets.ingest.vendor_json import RepeatedKeys, dump_vendor_json
+from ecom_assets.ingest.vendor_json import dump_vendor_json
 from ecom_assets.ingest.window import EPOCH, MILLISECOND, Window, floor_ms, look_back, rfc3339
 
 logger = logging.getLogger(__name__)
@@ -207,6 +209,9 @@ class WindowReader:
         # Seconds to wait before asking again how many records the vendor holds (1-based ask).
         self._outage_backoff = outage_backoff
         self._counted = False
+        # Units this read believed empty (the report may hold an earlier window's parts too).
+        self._empty_parts: list[_Unit] = []
+        self._closed = threading.Event()  # a page asked again after a wait is not sent then
 
     def pages(self) -> Iterator[ReleasedPage]:
         """Every page of every reconciled unit; the report is complete when this ends."""
@@ -230,6 +235,7 @@ class WindowReader:
             self.close()
 
     def close(self) -> None:
+        self._closed.set()
         for future in self._futures:
             future.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -244,15 +250,14 @@ class WindowReader:
         self._empty_units = []
 
     def _page_empty_parts_again(self) -> None:
-        """Queue each part read empty for one more pass: the vendor counts records now, and an
-        outage that answered every pass within a fraction of a second may have been the
-        reason they listed nothing."""
-        for part in self.report.empty_parts:
-            unit = self._unit(part)
-            unit.paged_again_at_the_end = True
+        """Queue each part this read believed empty for one more pass: the vendor counts
+        records now, and an outage that answered every pass within a fraction of a second may
+        have been the reason they listed nothing."""
+        for unit in self._empty_parts:
+            self.report.empty_parts.remove(unit.window)
             unit.empty_passes = EMPTY_PASSES - 1
             self._waiting.append(unit)
-        self.report.empty_parts = []
+        self._empty_parts = []
 
     def _count_all_records(self) -> bool:
         """Nothing was listed: whether the vendor counts any record up to now. Asked again
@@ -316,7 +321,9 @@ class WindowReader:
     def _fetch_after(
         self, wait: float, window: Window, offset: int, limit: int
     ) -> tuple[str, requests.Response]:
-        time.sleep(wait)
+        if self._closed.wait(wait):
+            raise VendorAPIError(f"{self.resource} {window} offset {offset}: not sent, the "
+                                 "read is over")
         return self._fetch(window, offset, limit)
 
     def _next_request(self) -> tuple[_Unit, int] | None:
@@ -340,8 +347,7 @@ class WindowReader:
     def _receive(self, unit: _Unit, offset: int, url: str, response: requests.Response) -> None:
         where = f"{self.resource} {unit.window} offset {offset}"
         body = response.json()  # the session retried bodies that are not JSON
-        repeated = body.repeated if isinstance(body, RepeatedKeys) else ()
-        if twice := [name for name in ("data", "total") if name in repeated]:
+        if twice := page_fields_named_twice(body):
             raise VendorResponseError(
                 f"{where}: 200 response naming {' and '.join(map(repr, twice))} twice, with "
                 "different values; refusing to choose one"
@@ -528,6 +534,7 @@ class WindowReader:
         self.report.units += not unit.paged_again_at_the_end  # counted when first released
         if not listing and unit.paged_again_at_the_end:
             self.report.empty_parts.append(unit.window)
+            self._empty_parts.append(unit)
         elif not listing:
             self._empty_units.append(unit)
         position = 0

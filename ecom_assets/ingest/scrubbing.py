@@ -74,22 +74,26 @@ class KeyInRecords:
         return self._escaped.search(content) is not None
 
     def scrub(self, value: Any) -> int:
-        """Replace the key in the strings of `value` (parsed JSON, changed in place); how many
-        strings held it."""
+        """Replace the key in the strings of `value` (parsed JSON, changed in place), field
+        names included; how many strings held it."""
         if not self.enabled:
             return 0
-        if isinstance(value, RepeatedKeys):  # every value it names, then the dict's again
+        if isinstance(value, RepeatedKeys):  # every name and value it holds, then the dict's
             changed = self.scrub(value.pairs)
             value.clear()
             value.update(value.pairs)
             return changed
+        changed = 0
         if isinstance(value, dict):
+            # A field named after the key (an echoed URL as a name) is renamed.
+            for name in [n for n in value if isinstance(n, str) and self._token.search(n)]:
+                value[self._token.sub("***", name)] = value.pop(name)
+                changed += 1
             items: Iterable[tuple[Any, Any]] = list(value.items())
         elif isinstance(value, list):
             items = enumerate(value)
         else:
             return 0
-        changed = 0
         for place, item in items:
             if isinstance(item, str):
                 scrubbed = self._token.sub("***", item)
