@@ -2,12 +2,16 @@
 
 Starts the sandbox vendor on loopback with the last 30 days of a shop, backfills every asset
 over them with `dg launch` (one run, one dlt load), then prints row counts, sample rows and the
-asset check results as the Dagster instance recorded them. What it loaded stays in
-`data/sandbox/`, which `make ui` shows.
+asset check results as the Dagster instance recorded them. It starts from an empty
+`data/sandbox/`: the sandbox vendor serves its shop afresh each time it starts, without the
+changes a `make ui` session made, which a table that kept them would hold as later versions of
+its records (a vendor stepping back in time, which the sync quarantines). `make ui` starts
+with the same backfill.
 """
 
 import argparse
 import secrets
+import shutil
 import sys
 import time
 from datetime import UTC, datetime
@@ -68,19 +72,16 @@ def _print_checks(dagster_home: Path) -> bool:
     return all_passed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m ecom_assets.demo", description=__doc__)
-    parser.add_argument("--data", type=Path, default=SANDBOX_DATA,
-                        help="where the demo's warehouse and Dagster home go (%(default)s)")
-    parser.add_argument("--days", type=int, default=30, help="days of sandbox data")
-    args = parser.parse_args()
-    started = time.monotonic()
-    spec = SandboxSpec.recent(days=args.days)
+def backfill(data: Path, spec: SandboxSpec) -> dict[str, str]:
+    """Every asset backfilled over the days of `spec`'s sandbox shop, into `data` emptied first
+    (its warehouse, dlt pipelines and Dagster home); the environment of its dg commands."""
+    for path in data.glob("warehouse.*"):
+        path.unlink()
+    for directory in ("dlt_pipelines", "dagster_home"):
+        shutil.rmtree(data / directory, ignore_errors=True)
     first_day, today = spec.start.date(), datetime.now(UTC).date()
-    data = args.data.resolve()
     # A throwaway key, so the demo also shows that no key ever reaches a log.
     api_key = secrets.token_urlsafe(24)
-
     with SandboxServer(spec, api_key=api_key).start() as sandbox:
         print(f"Sandbox vendor API at {sandbox.base_url}: {spec.size} records per resource, "
               f"{first_day}..{today}")
@@ -92,6 +93,17 @@ def main() -> None:
         if result.returncode != 0:
             sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
             raise SystemExit(f"the backfill failed (exit {result.returncode})")
+    return env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m ecom_assets.demo", description=__doc__)
+    parser.add_argument("--data", type=Path, default=SANDBOX_DATA,
+                        help="where the demo's warehouse and Dagster home go (%(default)s)")
+    parser.add_argument("--days", type=int, default=30, help="days of sandbox data")
+    args = parser.parse_args()
+    started = time.monotonic()
+    env = backfill(args.data.resolve(), SandboxSpec.recent(days=args.days))
 
     _print_tables(Path(env["ECOM_DUCKDB_PATH"]))
     passed = _print_checks(Path(env["DAGSTER_HOME"]))

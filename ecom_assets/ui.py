@@ -1,7 +1,9 @@
-"""`make ui`: the sandbox vendor, live, and `dg dev` (webserver and daemon) on the demo's data.
+"""`make ui`: the demo's backfill, then the sandbox vendor, live, and `dg dev` (webserver and
+daemon) on that data.
 
-The sandbox serves the same shop as `make demo` (the last 30 days) and keeps changing it, as a
-real shop does, so the sensor has something to refresh. One Ctrl-C or SIGTERM stops everything:
+The sandbox serves the same shop as `make demo` (the last 30 days), backfilled afresh as the demo
+does (a sandbox does not keep an earlier session's changes), and keeps changing it, as a real
+shop does, so the sensor has something to refresh. One Ctrl-C or SIGTERM stops everything:
 `dg dev` shuts its webserver, daemon and code server down, and what outlives a grace period is
 stopped by force. If `make` itself is killed, the kernel tells this process (parent-death
 signal), which stops too.
@@ -14,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from ecom_assets.demo import backfill
 from ecom_assets.launch import SANDBOX_DATA, sandbox_environment, start_dg_dev, stop_dg_dev
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import DEFAULT_API_KEY, SandboxServer
@@ -40,6 +43,7 @@ def main() -> int:
     _stop_with_parent()
     spec = SandboxSpec.recent(days=args.days)
     data = args.data.resolve()
+    backfill(data, spec)
     with SandboxServer(
         spec, api_key=DEFAULT_API_KEY, port=args.sandbox_port,
         changes_per_second=CHANGES_PER_SECOND, creates_per_second=CREATES_PER_SECOND,

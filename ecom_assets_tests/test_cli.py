@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from benchmarks.page import write_section
@@ -67,6 +68,25 @@ def test_the_demo_backfills_both_assets_and_prints_rows_and_checks_whatever_dote
     assert "with checks that did not pass" not in result.stdout
     assert "Warning" not in output, "no Supersession, Deprecation or other warning"
     assert (sandbox_data / "warehouse.duckdb").exists() and not real.exists()
+
+
+def test_the_demo_run_again_after_a_ui_session_starts_afresh_and_passes_every_check(
+    tmp_path: Path,
+) -> None:
+    demo = ["ecom_assets.demo", "--data", str(tmp_path), "--days", "2"]
+    assert _run_module(demo, dict(os.environ)).returncode == 0
+    # A `make ui` session: its live sandbox moved a record to now, and the run it launched
+    # stored that version. A sandbox started again serves the record as it was.
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as connection:
+        connection.execute("update ecom.order_payments set updated_at = now() "
+                           "where id = (select min(id) from ecom.order_payments)")
+
+    again = _run_module(demo, dict(os.environ))
+
+    assert again.returncode == 0, again.stdout + again.stderr
+    checks = re.findall(r"^  ecom/\w+\s+\w+\s+(\w+)", again.stdout, re.MULTILINE)
+    assert checks == ["PASSED"] * 12, again.stdout
+    assert "(0 quarantined)" in again.stdout
 
 
 @pytest.mark.parametrize(
