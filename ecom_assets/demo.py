@@ -75,10 +75,11 @@ def _print_checks(dagster_home: Path) -> bool:
 def backfill(data: Path, spec: SandboxSpec) -> dict[str, str]:
     """Every asset backfilled over the days of `spec`'s sandbox shop, into `data` emptied first
     (its warehouse, dlt pipelines and Dagster home); the environment of its dg commands."""
-    for path in data.glob("warehouse.*"):
-        path.unlink()
-    for directory in ("dlt_pipelines", "dagster_home"):
-        shutil.rmtree(data / directory, ignore_errors=True)
+    for path in [*data.glob("warehouse.*"), data / "dlt_pipelines", data / "dagster_home"]:
+        if path.is_dir():  # DuckDB's spill directory is `warehouse.duckdb.tmp`
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
     first_day, today = spec.start.date(), datetime.now(UTC).date()
     # A throwaway key, so the demo also shows that no key ever reaches a log.
     api_key = secrets.token_urlsafe(24)
