@@ -99,11 +99,13 @@ class MemoryVendor:
 
 
 def read(vendor: MemoryVendor, window: Window = DAY, late: timedelta = timedelta(0),
-         concurrency: int = 4, fetch: Fetch | None = None) -> tuple[list[Any], ResourceReport]:
-    report = ResourceReport("order_payments")
+         concurrency: int = 4, fetch: Fetch | None = None,
+         outage_backoff: Callable[[int], float] = NO_WAIT,
+         report: ResourceReport | None = None) -> tuple[list[Any], ResourceReport]:
+    report = report or ResourceReport("order_payments")
     reader = WindowReader(
         "order_payments", window, fetch or vendor.fetch, report, concurrency=concurrency,
-        late_arrival=late, now=vendor.now, outage_backoff=NO_WAIT,
+        late_arrival=late, now=vendor.now, outage_backoff=outage_backoff,
     )
     records = [r for page in reader.pages() for r in page.response.json()["data"]]
     return records, report
@@ -204,13 +206,10 @@ def test_a_page_an_outage_answers_empty_after_the_first_is_asked_again_after_a_b
         return url, response
 
     waits: list[int] = []
-    report = ResourceReport("order_payments")
-    # A pass with such a page is no change, and a unit of one page and a half cannot be split.
-    reader = WindowReader("order_payments", DAY, nothing_for_the_second_page_three_times,
-                          report, concurrency=1, late_arrival=timedelta(0), now=vendor.now,
-                          outage_backoff=lambda attempt: waits.append(attempt) or 0.0)
 
-    records = [r for page in reader.pages() for r in page.response.json()["data"]]
+    # A pass with such a page is no change, and a unit of one page and a half cannot be split.
+    records, report = read(vendor, concurrency=1, fetch=nothing_for_the_second_page_three_times,
+                           outage_backoff=lambda attempt: waits.append(attempt) or 0.0)
 
     assert ids(records) == {r["id"] for r in vendor.records}
     assert waits == [1, 2, 3] and report.repaged == 0 and report.requests == 2 + 3
@@ -224,9 +223,7 @@ def test_a_read_into_a_report_pages_again_only_the_empty_parts_it_found() -> Non
         return vendor.fetch(window, offset, limit)[0], Response({"data": [], "total": 0})
 
     def reading(window: Window, fetch: Fetch) -> list[Any]:
-        reader = WindowReader("order_payments", window, fetch, report, concurrency=2,
-                              late_arrival=timedelta(0), now=vendor.now, outage_backoff=NO_WAIT)
-        return [r for page in reader.pages() for r in page.response.json()["data"]]
+        return read(vendor, window, concurrency=2, fetch=fetch, report=report)[0]
 
     assert reading(DAY, outage) == [] and report.empty_parts == [DAY]
     # A second window into the same report (a full refresh's next round): the vendor counts
@@ -250,12 +247,8 @@ def test_a_page_asked_again_after_a_wait_is_not_sent_once_the_read_failed() -> N
             raise VendorAPIError("the vendor answered 503 four times")
         return vendor.fetch(window, offset, limit)
 
-    report = ResourceReport("order_payments")
-    reader = WindowReader("order_payments", DAY, outage_then_failure, report, concurrency=4,
-                          late_arrival=timedelta(0), now=vendor.now,
-                          outage_backoff=lambda attempt: 0.3)
     with pytest.raises(VendorAPIError):
-        list(reader.pages())
+        read(vendor, fetch=outage_then_failure, outage_backoff=lambda attempt: 0.3)
     failed = len(sent)
     time.sleep(0.5)
 
@@ -268,12 +261,9 @@ def test_a_window_an_outage_answered_empty_throughout_is_read_again_once_records
     # outage of a fraction of a second answers them all with nothing.
     outage = vendor.answering_nothing_to(*range(1, EMPTY_PASSES + 3))
     waits: list[int] = []
-    report = ResourceReport("order_payments")
-    reader = WindowReader("order_payments", DAY, outage, report, concurrency=4,
-                          late_arrival=timedelta(0), now=vendor.now,
-                          outage_backoff=lambda attempt: waits.append(attempt) or 0.0)
 
-    records = [r for page in reader.pages() for r in page.response.json()["data"]]
+    records, report = read(vendor, fetch=outage,
+                           outage_backoff=lambda attempt: waits.append(attempt) or 0.0)
 
     assert ids(records) == {r["id"] for r in vendor.records}
     assert waits == [1], "the count is asked again after the retry backoff"
