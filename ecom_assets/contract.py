@@ -334,6 +334,133 @@ def conform(
     return converted, violations
 
 
+# The contract's timestamp form with its fields' ranges, as RE2 (Arrow) reads it: a value that
+# matches is one `parse_timestamp` reads, unless its day is past its month's end, which Arrow's
+# parser refuses too. Year 0 is out, which Python's datetime refuses and Arrow reads.
+_CONTRACT_FORM = (
+    r"^([1-9]\d{3}|0[1-9]\d\d|00[1-9]\d|000[1-9])-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+    r"T([01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3}Z$"
+)
+
+
+def _text_array(values: list[Any]) -> pa.Array | None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not set(map(type, values)) <= {str, type(None)}:  # Arrow would take bytes
+        return None
+    array = pa.array(values, pa.string())  # refuses a lone surrogate
+    return None if pc.any(pc.match_substring(array, "\x00")).as_py() else array
+
+
+def _money_array(values: list[Any]) -> pa.Array | None:
+    import pyarrow as pa
+
+    amounts = [_exact_amount(value) for value in values]
+    if any(amount is _REFUSED for amount in amounts):
+        return None
+    return pa.array(amounts, FieldType.MONEY.arrow_type)
+
+
+_REFUSED = object()
+
+
+def _exact_amount(value: Any) -> Any:
+    """`value` as an amount Arrow converts to the column exactly, as `_money` reads it; None
+    for None; `_REFUSED` for anything else, which `_money` is left to judge. Arrow refuses a
+    non-finite amount or one more precise than cents, but wraps a Decimal of more than 38
+    digits around without a word (12.000...0 with 41 zeros becomes 0.00): only amounts of at
+    most 2 decimals and 16 integer digits reach it."""
+    kind = type(value)
+    if value is None or (kind is int and -_MONEY_LIMIT < value < _MONEY_LIMIT):
+        return value
+    if kind is str and _MONEY_STRING.fullmatch(value):
+        value = Decimal(value)
+    elif kind is not Decimal:  # a boolean, a float (JSON is read as Decimal), a large int
+        return _REFUSED
+    exponent = value.as_tuple().exponent  # a letter for NaN and infinities
+    if type(exponent) is int and exponent >= -MONEY_SCALE and value.adjusted() < (
+        MONEY_PRECISION - MONEY_SCALE
+    ):
+        return value
+    return _REFUSED
+
+
+def _timestamp_array(values: list[Any]) -> pa.Array | None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not set(map(type, values)) <= {str, type(None)}:
+        return None
+    array = pa.array(values, pa.string())
+    if not pc.all(pc.match_substring_regex(array, _CONTRACT_FORM)).as_py():
+        return None
+    return pc.cast(array, FieldType.TIMESTAMP.arrow_type)
+
+
+def _boolean_array(values: list[Any]) -> pa.Array | None:
+    import pyarrow as pa
+
+    if not set(map(type, values)) <= {bool, type(None)}:
+        return None
+    return pa.array(values, pa.bool_())
+
+
+def _text_list_array(values: list[Any]) -> pa.Array:
+    import pyarrow as pa
+
+    for value in values:
+        if value is not None:
+            _text_list(value)
+    return pa.array(values, FieldType.TEXT_LIST.arrow_type)
+
+
+_ARRAY_CONVERTERS = {
+    FieldType.TEXT: _text_array,
+    FieldType.MONEY: _money_array,
+    FieldType.TIMESTAMP: _timestamp_array,
+    FieldType.BOOLEAN: _boolean_array,
+    FieldType.TEXT_LIST: _text_list_array,
+}
+
+
+def conform_batch(contract: ResourceContract, records: list[Any]) -> list[pa.Array] | None:
+    """The contract's columns of `records` as Arrow arrays, each converted and checked as a
+    whole: the values `conform` gives, when every record is one `conform` finds no violation
+    in; None if any record may break the contract, to be conformed one by one.
+
+    A sync's cost per record is mostly `conform` (about 7 µs a record): a batch of valid
+    records costs a fifth of it this way. It may refuse a valid batch (a timestamp in another
+    RFC 3339 form, say), never accept a defective one.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if set(map(type, records)) != {dict}:  # `RepeatedKeys`, a defective or non-object record
+        return None
+    arrays = []
+    for name, _, nullable, field in contract.rules:
+        values = [record.get(name) for record in records]
+        try:
+            array = _ARRAY_CONVERTERS[field.type](values)
+        except (pa.ArrowException, ValueError, TypeError):
+            return None
+        if array is None:
+            return None
+        if array.null_count and not nullable:
+            return None
+        if array.null_count and not field.null_allowed and any(
+            name in record and record[name] is None for record in records
+        ):
+            return None
+        if field.allowed is not None and not pc.all(
+            pc.is_in(array, value_set=pa.array(sorted(field.allowed)))
+        ).as_py():
+            return None
+        arrays.append(array)
+    return arrays
+
+
 ORDER_PAYMENTS = ResourceContract(
     name="order_payments",
     path="/v1/order_payments",

@@ -9,6 +9,7 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from ecom_assets.contract import CONTRACTS
@@ -198,8 +199,9 @@ def test_a_loader_that_does_not_own_the_table_compares_without_an_index(
 
     pipeline = warehouse.pipeline("run")
 
-    held = [warehouse.held_newer(pipeline, "order_payments", "id", "updated_at", ["pay_1"],
-                                 [older]) for _ in range(2)]  # two batches
+    ids, stamps = pa.array(["pay_1"]), pa.array([older], pa.timestamp("us", tz="UTC"))
+    held = [warehouse.held_newer(pipeline, "order_payments", "id", "updated_at", ids, stamps)
+            for _ in range(2)]  # two batches
 
     assert held == [{"pay_1": datetime(2026, 1, 2, tzinfo=UTC)}] * 2
     assert caplog.text.count('No index on "ecom"."order_payments" (id) could be created '
@@ -213,7 +215,7 @@ def test_a_loader_that_does_not_own_the_table_compares_without_an_index(
     )
     pipeline = warehouse.pipeline("another")
     pipeline.run([{"id": "pay_1", "updated_at": older}], table_name="order_payments")
-    warehouse.held_newer(pipeline, "order_payments", "id", "updated_at", ["pay_1"], [older])
+    warehouse.held_newer(pipeline, "order_payments", "id", "updated_at", ids, stamps)
     assert ("order_payments__id",) in postgres_server.execute(
         owned, "select indexname from pg_indexes where tablename = 'order_payments'"
     )

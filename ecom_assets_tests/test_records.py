@@ -9,7 +9,7 @@ from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
 
 import pytest
 
-from ecom_assets.contract import CONTRACTS, conform
+from ecom_assets.contract import CONTRACTS, conform, conform_batch
 from ecom_assets.ingest import quarantine
 from ecom_assets.ingest.quarantine import UnknownFieldColumns, quarantine_key
 from ecom_assets.ingest.report import ResourceReport
@@ -47,58 +47,130 @@ def test_money_is_read_the_same_whatever_the_threads_decimal_context() -> None:
     assert too_fine[0]["reason"].startswith("not a decimal with at most 2 fractional digits")
 
 
-@pytest.mark.parametrize(
-    ("field", "value", "reason"),
-    [
-        ("amount", 12.5, None),
-        ("amount", 12, None),
-        ("amount", Decimal("12.500"), None),
-        ("amount", Decimal("12.345"), "not a decimal with at most 2 fractional digits: 12.345"),
-        ("amount", "12.345", "not a decimal string with at most 2 fractional digits: '12.345'"),
-        # Strings Python reads as numbers that the contract's form of money string is not.
-        ("amount", "1_000.50", "not a decimal string with at most 2 fractional digits"),
-        ("amount", " 12.50", "not a decimal string with at most 2 fractional digits"),
-        ("amount", "\uff11\uff12.50", "not a decimal string with at most 2 fractional digits"),
-        ("amount", "NaN", "not a decimal string with at most 2 fractional digits: 'NaN'"),
-        ("amount", Decimal("NaN"), "not a finite number: NaN"),
-        ("amount", Decimal("Infinity"), "not a finite number: Infinity"),
-        ("amount", Decimal("1e20"), "out of range for DECIMAL(18,2)"),
-        # Rounded to cents, it would reach the limit.
-        ("amount", Decimal("9999999999999999.995"), "not a decimal with at most 2 fractional"),
-        ("amount", Decimal("-9999999999999999.999"), "not a decimal with at most 2 fractional"),
-        ("amount", True, "expected a decimal number or decimal string, got a boolean"),
-        ("amount", {"value": 1}, "got an object"),
-        ("customer_id", None, "required field is null"),
-        ("customer_id", 42, "expected a string, got a number"),
-        ("customer_id", "cus_\ud800", "not valid Unicode: a lone surrogate"),
-        ("customer_id", "cus_\x00", "a NUL character (\\u0000), which PostgreSQL cannot store"),
-        ("status", "chargeback", "'chargeback' is not one of failed, pending, refunded"),
-        ("updated_at", "2026-01-02 10:00:00", "timestamp without a UTC offset"),
-        ("updated_at", "yesterday", "not an RFC 3339 timestamp: 'yesterday'"),
-        # ISO 8601 forms that are not RFC 3339, which Python's own parser reads.
-        ("updated_at", "20260102T100000Z", "not an RFC 3339 timestamp"),
-        ("updated_at", "2026-W01-5T10:00:00Z", "not an RFC 3339 timestamp"),
-        ("updated_at", "2026-W01-5T10:00:00.123Z", "not an RFC 3339 timestamp"),  # 24 characters
-        ("updated_at", "2026-01-02T10:00:00.1\uff123Z", "not an RFC 3339 timestamp"),
-        ("updated_at", "2026-01-02T10Z", "not an RFC 3339 timestamp"),
-        ("updated_at", "2026-01-02T10:00:00,5+01:00", "not an RFC 3339 timestamp"),
-        ("updated_at", "2026-02-30T10:00:00.000Z", "not an RFC 3339 timestamp"),
-        ("updated_at", "2026-01-02T10:00:00.9999999Z", "more precise than the microseconds"),
-        ("updated_at", "2026-01-02T10:00:00+01:99", "not an RFC 3339 timestamp"),
-        ("updated_at", "2026-01-02T10:00:00+24:00", "not an RFC 3339 timestamp"),
-        ("updated_at", "2016-12-31T23:59:60Z", "a leap second"),
-        ("updated_at", "2026-01-02t10:00:00.5z", None),  # RFC 3339 allows lower case
-        ("updated_at", "2026-01-02T10:00:00.123456Z", None),
-        ("updated_at", "9999-12-31T23:59:59.999-01:00", "out of range"),
-        ("updated_at", 1767225600, "expected an RFC 3339 timestamp string, got a number"),
-    ],
-)
+# Each contract rule: a field, a value, and the reason `conform` gives (None: valid).
+CONTRACT_RULES = [
+    ("amount", 12.5, None),
+    ("amount", 12, None),
+    ("amount", Decimal("12.500"), None),
+    ("amount", Decimal("12.345"), "not a decimal with at most 2 fractional digits: 12.345"),
+    ("amount", "12.345", "not a decimal string with at most 2 fractional digits: '12.345'"),
+    # Strings Python reads as numbers that the contract's form of money string is not.
+    ("amount", "1_000.50", "not a decimal string with at most 2 fractional digits"),
+    ("amount", " 12.50", "not a decimal string with at most 2 fractional digits"),
+    ("amount", "\uff11\uff12.50", "not a decimal string with at most 2 fractional digits"),
+    ("amount", "NaN", "not a decimal string with at most 2 fractional digits: 'NaN'"),
+    ("amount", Decimal("NaN"), "not a finite number: NaN"),
+    ("amount", Decimal("Infinity"), "not a finite number: Infinity"),
+    ("amount", Decimal("1e20"), "out of range for DECIMAL(18,2)"),
+    # Rounded to cents, it would reach the limit.
+    ("amount", Decimal("9999999999999999.995"), "not a decimal with at most 2 fractional"),
+    ("amount", Decimal("-9999999999999999.999"), "not a decimal with at most 2 fractional"),
+    ("amount", True, "expected a decimal number or decimal string, got a boolean"),
+    ("amount", {"value": 1}, "got an object"),
+    ("customer_id", None, "required field is null"),
+    ("customer_id", 42, "expected a string, got a number"),
+    ("customer_id", "cus_\ud800", "not valid Unicode: a lone surrogate"),
+    ("customer_id", "cus_\x00", "a NUL character (\\u0000), which PostgreSQL cannot store"),
+    ("status", "chargeback", "'chargeback' is not one of failed, pending, refunded"),
+    ("updated_at", "2026-01-02 10:00:00", "timestamp without a UTC offset"),
+    ("updated_at", "yesterday", "not an RFC 3339 timestamp: 'yesterday'"),
+    # ISO 8601 forms that are not RFC 3339, which Python's own parser reads.
+    ("updated_at", "20260102T100000Z", "not an RFC 3339 timestamp"),
+    ("updated_at", "2026-W01-5T10:00:00Z", "not an RFC 3339 timestamp"),
+    ("updated_at", "2026-W01-5T10:00:00.123Z", "not an RFC 3339 timestamp"),  # 24 characters
+    ("updated_at", "2026-01-02T10:00:00.1\uff123Z", "not an RFC 3339 timestamp"),
+    ("updated_at", "2026-01-02T10Z", "not an RFC 3339 timestamp"),
+    ("updated_at", "2026-01-02T10:00:00,5+01:00", "not an RFC 3339 timestamp"),
+    ("updated_at", "2026-02-30T10:00:00.000Z", "not an RFC 3339 timestamp"),
+    ("updated_at", "2026-01-02T10:00:00.9999999Z", "more precise than the microseconds"),
+    ("updated_at", "2026-01-02T10:00:00+01:99", "not an RFC 3339 timestamp"),
+    ("updated_at", "2026-01-02T10:00:00+24:00", "not an RFC 3339 timestamp"),
+    ("updated_at", "2016-12-31T23:59:60Z", "a leap second"),
+    ("updated_at", "2026-01-02t10:00:00.5z", None),  # RFC 3339 allows lower case
+    ("updated_at", "2026-01-02T10:00:00.123456Z", None),
+    ("updated_at", "9999-12-31T23:59:59.999-01:00", "out of range"),
+    ("updated_at", 1767225600, "expected an RFC 3339 timestamp string, got a number"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "reason"), CONTRACT_RULES)
 def test_each_contract_rule(field: str, value: object, reason: str | None) -> None:
     _, violations = conform(PAYMENTS, {**VALID, field: value})
 
     assert [v["reason"] for v in violations if reason and reason in v["reason"]] or (
         reason is None and violations == []
     ), violations
+
+
+# Values Arrow reads its own way, beside the contract rules: what `conform_batch` must refuse
+# or convert as `conform` does.
+ARROW_EDGES = [
+    ("amount", Decimal("12." + "0" * 41), None),  # Arrow alone wraps it around to 0.00
+    ("amount", Decimal("1" + "0" * 40), "out of range"),
+    ("amount", 10**17, "out of range"),
+    ("amount", 10**40, "out of range"),
+    ("amount", Decimal("9999999999999999.99"), None),
+    ("amount", Decimal("-0.00"), None),
+    ("amount", Decimal("0E+17"), None),
+    ("amount", Decimal("1E+2"), None),
+    ("amount", "-0", None),
+    ("amount", "9999999999999999.99", None),
+    ("amount", "10000000000000000", "out of range"),
+    ("amount", 0, None),
+    ("amount", False, "got a boolean"),
+    ("customer_id", "caf\u00e9 \U0001f600", None),
+    ("customer_id", b"cus_1", "expected a string"),
+    ("customer_id", "", None),
+    ("status", None, "required field is null"),
+    ("payment_method", 3, "expected a string"),
+    ("updated_at", "0000-01-01T00:00:00.000Z", "not an RFC 3339 timestamp"),
+    ("updated_at", "2026-01-02T24:00:00.000Z", "not an RFC 3339 timestamp"),
+    ("updated_at", "2026-13-02T10:00:00.000Z", "not an RFC 3339 timestamp"),
+    ("updated_at", "2024-02-29T10:00:00.000Z", None),
+    ("updated_at", "2026-01-02T10:00:00.000Z", None),
+    ("updated_at", "2026-01-02T10:00:00.000+00:00", None),
+    ("created_at", "0001-01-01T00:00:00.000Z", None),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "reason"), CONTRACT_RULES + ARROW_EDGES)
+def test_a_batch_is_converted_as_each_of_its_records_is_or_left_to_them(
+    field: str, value: object, reason: str | None
+) -> None:
+    # `conform_batch` checks whole columns at once: it must never accept a record `conform`
+    # refuses, and must give the values `conform` gives.
+    in_contract_form = {**VALID, "id": "pay_2", "updated_at": "2026-01-02T08:00:00.123Z"}
+    records = [in_contract_form, {**in_contract_form, field: value}]
+    checked = [conform(PAYMENTS, record) for record in records]
+
+    arrays = conform_batch(PAYMENTS, records)
+
+    if any(violations for _, violations in checked):
+        assert reason is not None and arrays is None
+        return
+    assert reason is None
+    if arrays is not None:
+        assert {f.name: a.to_pylist() for f, a in zip(PAYMENTS.fields, arrays, strict=True)} == {
+            f.name: [typed[f.name] for typed, _ in checked] for f in PAYMENTS.fields
+        }
+
+
+def test_a_batch_of_valid_records_in_the_contracts_form_is_converted_as_a_whole() -> None:
+    # The fast path a sync's speed rests on (see BENCHMARKS.md): the sandbox's records, and
+    # products' tags, absent and present, pass it.
+    products = CONTRACTS["products"]
+    product = {
+        "id": "prd_0000001", "product_id": "SKU-1", "name": "Th\u00e9", "price": 3,
+        "currency": "EUR", "description": None, "category": "tea", "active": True,
+        "created_at": "2026-01-01T00:00:00.000Z", "updated_at": "2026-01-02T10:00:00.000Z",
+    }
+    payments = [{**VALID, "updated_at": "2026-01-02T08:00:00.123Z", "amount": amount}
+                for amount in ("12.50", Decimal("7.5"), 3)]
+
+    assert conform_batch(PAYMENTS, payments) is not None
+    assert conform_batch(products, [product, {**product, "tags": ["a", "b"]}]) is not None
+    assert conform_batch(products, [product, {**product, "tags": None}]) is None
+    assert conform_batch(products, [product, {**product, "tags": ["a", 1]}]) is None
 
 
 def test_an_optional_field_whose_type_has_no_null_may_be_absent_but_not_null() -> None:
@@ -220,6 +292,35 @@ def test_a_column_name_once_given_stays_with_its_field() -> None:
     assert mapping == {"fraudScore": "fraud_score", "fraud_score": "vendor_fraud_score"}
 
 
+def test_a_defective_record_sends_its_page_alone_record_by_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Valid batches are converted whole; one defective record must not lose or change the
+    # rest of its batch, nor the fields the contract does not know.
+    monkeypatch.setattr(quarantine, "ARROW_BATCH_SIZE", 4)
+    day, next_day = datetime(2026, 1, 2, tzinfo=UTC), datetime(2026, 1, 3, tzinfo=UTC)
+    report = ResourceReport(PAYMENTS.name)
+    router = quarantine.QuarantineRouter(
+        PAYMENTS, Window.between(day, next_day), report, lambda table: {}, next_day
+    )
+    record = {**VALID, "updated_at": "2026-01-02T08:00:00.123Z"}
+    first_page = [{**record, "id": "a"}, {**record, "id": "b", "fraudScore": Decimal("NaN")}]
+    second_page = [{**record, "id": "c", "amount": 7}, {**record, "id": "d", "amount": "12,50"}]
+
+    assert list(router(first_page)) == []  # batched
+    report.complete = True
+    table, quarantined = (item.data for item in router(second_page))
+
+    assert table.select(["id", "amount", "fraud_score"]).to_pylist() == [
+        {"id": "a", "amount": Decimal("12.50"), "fraud_score": None},
+        {"id": "b", "amount": Decimal("12.50"), "fraud_score": "NaN"},
+        {"id": "c", "amount": Decimal("7.00"), "fraud_score": None},
+    ]
+    assert [row["record_id"] for row in quarantined] == ["d"]
+    assert (report.loaded, report.defective) == (3, 1)
+    assert report.non_finite_unknown == {"fraudScore": 1}
+
+
 def test_a_first_load_asks_once_whether_the_table_holds_later_versions(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -230,7 +331,7 @@ def test_a_first_load_asks_once_whether_the_table_holds_later_versions(
     router = quarantine.QuarantineRouter(
         PAYMENTS, Window.between(day, next_day), ResourceReport(PAYMENTS.name),
         lambda table: {}, next_day,
-        held_newer=lambda ids, stamps: asked.append(ids),  # None: there is no table yet
+        held_newer=lambda ids, stamps: asked.append(ids.to_pylist()),  # None: no table yet
     )
 
     batches = [router([{**VALID, "id": f"pay_{n}{i}"} for i in range(2)]) for n in range(3)]

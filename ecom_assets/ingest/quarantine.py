@@ -21,7 +21,7 @@ from dlt.common.normalizers.naming.snake_case import NamingConvention
 from dlt.extract.items_transform import ItemTransform
 from dlt.extract.resource import DltResource
 
-from ecom_assets.contract import ResourceContract, conform, json_type, storable
+from ecom_assets.contract import ResourceContract, conform, conform_batch, json_type, storable
 from ecom_assets.ingest.pages import DefectiveRecord, record_id
 from ecom_assets.ingest.report import ResourceReport
 from ecom_assets.ingest.vendor_json import RepeatedKeys, dump_vendor_json, is_non_finite
@@ -47,12 +47,10 @@ ARROW_BATCH_SIZE = 10_000
 VENDOR_FIELD_HINT = "x-vendor-field"
 # dlt's table hint: the staging data of a merge holds each primary key once.
 DEDUPLICATED = "x-stage-data-deduplicated"
-# (table, key column, cursor column, ids, their cursor values) -> the ids the table holds a
-# later version of, with its time; None if there is no table yet (a first load), which no
-# table appears in while the run reads.
-HeldNewer = Callable[
-    [str, str, str, list[str], list[datetime]], Mapping[str, datetime] | None
-]
+# (table, key column, cursor column, ids, their cursor values, as Arrow arrays) -> the ids the
+# table holds a later version of, with its time; None if there is no table yet (a first load),
+# which no table appears in while the run reads.
+HeldNewer = Callable[[str, str, str, Any, Any], Mapping[str, datetime] | None]
 
 
 def quarantine_key(resource: str, raw_record: str) -> str:
@@ -180,7 +178,7 @@ class QuarantineRouter(ItemTransform[Any]):
         first_seen: Callable[[str], Mapping[str, datetime]],
         now: datetime,
         stored_columns: Callable[[], Mapping[str, str | None]] = dict,
-        held_newer: Callable[[list[str], list[datetime]], Mapping[str, datetime] | None] = (
+        held_newer: Callable[[Any, Any], Mapping[str, datetime] | None] = (
             lambda ids, stamps: None
         ),
         overtaken_by_more_than: timedelta = CLOCK_SKEW,
@@ -194,11 +192,12 @@ class QuarantineRouter(ItemTransform[Any]):
         self._now = now
         self._known = contract.field_names
         self._unknown = UnknownFieldColumns(contract, report.unknown_fields, stored_columns)
-        self._batch: list[dict[str, Any]] = []
-        self._raw: list[dict[str, Any]] = []  # the batch's records as the vendor sent them
+        self._pages: list[list[Any]] = []  # released pages, routed a batch at a time
+        self._pending = 0  # records in them
         self._held_newer: Callable[..., Mapping[str, datetime] | None] | None = held_newer
         self._overtaken_by_more_than = overtaken_by_more_than
         self._quarantined: set[str] = set()  # keys written this run
+        self._cursor_column = [f.name for f in contract.fields].index(contract.cursor)
 
     def __call__(self, page: Any, meta: Any = None) -> Iterator[Any]:
         # Routed now, not in a generator dlt may resume later: the reader has released this
@@ -206,23 +205,84 @@ class QuarantineRouter(ItemTransform[Any]):
         return iter(self._route(page if isinstance(page, list) else [page]))
 
     def _route(self, page: list[Any]) -> list[Any]:
-        """The page's valid records, batched into Arrow tables, and its quarantine rows."""
+        """Once the window is read or a batch is due, its valid records as one Arrow table and
+        its quarantine rows. dlt does per-item schema work for Arrow tables, and
+        `conform_batch` costs less per record the more records it is given."""
+        self._pages.append(page)
+        self._pending += len(page)
+        if not (self.report.complete or self._pending >= ARROW_BATCH_SIZE):
+            return []
+        pages, self._pages, self._pending = self._pages, [], 0
         quarantined: list[dict[str, Any]] = []
-        for record in page:
-            typed, violations = self._conform(record)
-            if not violations:
-                self._batch.append(typed)
-                self._raw.append(record)
-                continue
-            raw = record.record if isinstance(record, DefectiveRecord) else record
-            self._quarantine(raw, violations, quarantined)
         routed: list[Any] = []
-        # dlt does per-item schema work for Arrow tables, so pages are batched.
-        if self._batch and (self.report.complete or len(self._batch) >= ARROW_BATCH_SIZE):
-            routed.append(self._flush(quarantined))
+        table, raw = self._typed(pages, quarantined)
+        if raw:
+            routed.append(self._hand_over(table, raw, quarantined))
         if quarantined:
             routed.append(dlt.mark.with_table_name(quarantined, self.contract.quarantine_table))
         return routed
+
+    def _typed(
+        self, pages: list[list[Any]], quarantined: list[dict[str, Any]]
+    ) -> tuple[pa.Table, list[dict[str, Any]]]:
+        """The valid records of `pages` as an Arrow table and as the vendor sent them, row for
+        row; the others quarantined. Checked as one batch, else page by page, and record by
+        record only in a page `conform_batch` refused (one with a defective record)."""
+        import pyarrow as pa
+
+        records = [record for page in pages for record in page]
+        parts = [(self._checked(records), records)]
+        if parts[0][0] is None:
+            parts = [(self._checked(page), page) for page in pages]
+        columns: list[list[pa.Array]] = [[] for _ in self.contract.fields]
+        raw: list[dict[str, Any]] = []
+        for arrays, part in parts:
+            if arrays is None:
+                typed, part = self._conformed(part, quarantined)
+                arrays = [
+                    pa.array([r.get(f.name) for r in typed], f.type.arrow_type)
+                    for f in self.contract.fields
+                ]
+            for column, array in zip(columns, arrays, strict=True):
+                column.append(array)
+            raw += part
+        return self._arrow(columns, raw), raw
+
+    def _checked(self, records: list[Any]) -> list[pa.Array] | None:
+        """`conform_batch`'s arrays if every record's `updated_at` lies in the window (then the
+        fields they bring that the contract does not know are noted, as `_conform` notes
+        them), else None."""
+        arrays = conform_batch(self.contract, records)
+        if arrays is None:
+            return None
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        cursor = arrays[self._cursor_column]
+        earliest, latest = (value.as_py() for value in pc.min_max(cursor).values())
+        if not (self.window.contains(earliest) and self.window.contains(latest)):
+            return None
+        self.report.days_listed.update(pc.unique(pc.cast(cursor, pa.date32())).to_pylist())
+        for record in records:
+            if not record.keys() <= self._known:
+                self._note_unknown(record, record.keys() - self._known)
+        return arrays
+
+    def _conformed(
+        self, records: list[Any], quarantined: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The valid records, typed and as sent; the others quarantined, every violation
+        named."""
+        typed_records, raw = [], []
+        for record in records:
+            typed, violations = self._conform(record)
+            if not violations:
+                typed_records.append(typed)
+                raw.append(record)
+                continue
+            sent = record.record if isinstance(record, DefectiveRecord) else record
+            self._quarantine(sent, violations, quarantined)
+        return typed_records, raw
 
     def _quarantine(
         self, raw: Any, violations: list[dict[str, str]], quarantined: list[dict[str, Any]]
@@ -234,32 +294,33 @@ class QuarantineRouter(ItemTransform[Any]):
             quarantined.append(row)
 
     def _overtaken(
-        self, batch: list[dict[str, Any]], raw: list[Any], quarantined: list[dict[str, Any]]
-    ) -> list[dict[str, Any]]:
-        """The batch without the records whose id the table holds in a version filed later,
-        by more than a late arrival or the vendor's clocks explain: the vendor served an older
-        copy (a twin read by another run, or a step back in time), which a merge would write
-        over the newer row. They go to quarantine; the row stays."""
+        self, table: pa.Table, raw: list[dict[str, Any]], quarantined: list[dict[str, Any]]
+    ) -> pa.Table:
+        """The table without the records whose id the warehouse holds in a version filed
+        later, by more than a late arrival or the vendor's clocks explain: the vendor served
+        an older copy (a twin read by another run, or a step back in time), which a merge
+        would write over the newer row. They go to quarantine; the row stays."""
         if self._held_newer is None:
-            return batch
-        key, cursor = self.contract.primary_key, self.contract.cursor
-        held = self._held_newer([r[key] for r in batch], [r[cursor] for r in batch])
+            return table
+        ids, stamps = table.column(self.contract.primary_key), table.column(self.contract.cursor)
+        held = self._held_newer(ids, stamps)
         if held is None:  # a first load: not asked again (each asking opens a connection)
             self._held_newer = None
         if not held:
-            return batch
-        kept = []
-        for typed, record in zip(batch, raw, strict=True):
-            later = held.get(typed[key])
-            if later is None or later - typed[cursor] <= self._overtaken_by_more_than:
-                kept.append(typed)
-                continue
-            self._quarantine(record, [{
-                "field": cursor,
-                "reason": f"the table holds a later version of this id ({rfc3339(later)}): "
-                "the vendor served an older copy, a twin or a step back in time",
-            }], quarantined)
-        return kept
+            return table
+        kept = [True] * table.num_rows
+        for row, identifier in enumerate(ids.to_pylist()):
+            later = held.get(identifier)
+            if later is not None and later - stamps[row].as_py() > self._overtaken_by_more_than:
+                kept[row] = False
+                self._quarantine(raw[row], [{
+                    "field": self.contract.cursor,
+                    "reason": f"the table holds a later version of this id ({rfc3339(later)}): "
+                    "the vendor served an older copy, a twin or a step back in time",
+                }], quarantined)
+        import pyarrow as pa
+
+        return table.filter(pa.array(kept))
 
     def _conform(self, record: Any) -> tuple[dict[str, Any], list[dict[str, str]]]:
         if isinstance(record, DefectiveRecord):
@@ -280,18 +341,22 @@ class QuarantineRouter(ItemTransform[Any]):
                     "listed it (a wrong or far-future timestamp)",
                 })
         # Most records hold only the contract's fields: a subset test allocates nothing.
-        new = () if record.keys() <= self._known else record.keys() - self._known
-        if new and not violations:
-            self._unknown.add(set(new))
-            for field in new:
-                if is_non_finite(record[field]):
-                    self.report.non_finite_unknown[field] += 1
+        if not violations and not record.keys() <= self._known:
+            self._note_unknown(record, record.keys() - self._known)
         return typed, violations
 
-    def _flush(self, quarantined: list[dict[str, Any]]) -> pa.Table:
-        batch, self._batch = self._batch, []
-        raw, self._raw = self._raw, []
-        table = self._arrow(self._overtaken(batch, raw, quarantined))
+    def _note_unknown(self, record: dict[str, Any], fields: set[str]) -> None:
+        """Columns for a valid record's fields that the contract does not know, in the order
+        records bring them, and a count of their non-finite values."""
+        self._unknown.add(fields)
+        for field in fields:
+            if is_non_finite(record[field]):
+                self.report.non_finite_unknown[field] += 1
+
+    def _hand_over(
+        self, table: pa.Table, raw: list[dict[str, Any]], quarantined: list[dict[str, Any]]
+    ) -> pa.Table:
+        table = self._overtaken(table, raw, quarantined)
         self.report.loaded += table.num_rows
         self.report.add_loaded_ids(table.column(self.contract.primary_key))
         # A load whose records are each listed once lets dlt's merge skip its deduplication,
@@ -310,26 +375,26 @@ class QuarantineRouter(ItemTransform[Any]):
         )
         return dlt.mark.with_hints(table, hints)
 
-    def _arrow(self, records: list[dict[str, Any]]) -> pa.Table:
-        """Typed records as an Arrow table: contract columns with their contract types; unknown
-        fields always as text, so their column type never depends on which values a batch
-        held."""
+    def _arrow(self, columns: list[list[pa.Array]], raw: list[dict[str, Any]]) -> pa.Table:
+        """Contract columns, in chunks, with their contract types; unknown fields, read from
+        the records as sent, always as text, so their column type never depends on which
+        values a batch held."""
         import pyarrow as pa
 
         fields = [
             pa.field(f.name, f.type.arrow_type, nullable=f.nullable) for f in self.contract.fields
         ]
-        columns = [
-            pa.array([r.get(f.name) for r in records], type=f.type.arrow_type)
-            for f in self.contract.fields
+        arrays = [
+            pa.chunked_array(chunks, f.type.arrow_type)
+            for f, chunks in zip(self.contract.fields, columns, strict=True)
         ]
         unknown = sorted(self.report.unknown_fields.items(), key=lambda item: item[1])
         fields += [pa.field(column, pa.string()) for _, column in unknown]
-        columns += [
-            pa.array([_as_text(r.get(field)) for r in records], type=pa.string())
+        arrays += [
+            pa.chunked_array([pa.array([_as_text(r.get(field)) for r in raw], pa.string())])
             for field, _ in unknown
         ]
-        return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+        return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
     def _quarantine_row(self, record: Any, violations: list[dict[str, str]]) -> dict[str, Any]:
         raw = dump_vendor_json(record)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dlt
 import duckdb
@@ -33,6 +33,9 @@ from ecom_assets.ingest.source import SOURCE_NAME, ecom_source
 from ecom_assets.ingest.vendor_session import VendorSession
 from ecom_assets.ingest.window import Window
 from ecom_assets.settings import DEFAULTS
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 logger = logging.getLogger(__name__)
 
@@ -243,8 +246,8 @@ class Warehouse:
         return {name: column.get(VENDOR_FIELD_HINT) for name, column in columns.items()}
 
     def held_newer(
-        self, pipeline: dlt.Pipeline, table: str, key: str, cursor: str, ids: list[str],
-        stamps: list[datetime],
+        self, pipeline: dlt.Pipeline, table: str, key: str, cursor: str,
+        ids: pa.Array | pa.ChunkedArray, stamps: pa.Array | pa.ChunkedArray,
     ) -> dict[str, datetime] | None:
         """Of `ids` (column `key`), those whose row in `table` has a later `cursor` than
         `stamps` gives them, with that time: one join in the destination per batch of records
@@ -272,17 +275,16 @@ class Warehouse:
             if self.is_duckdb:
                 import pyarrow as pa
 
-                native.register("incoming_records", pa.table({
-                    "id": pa.array(ids, pa.string()),
-                    "updated_at": pa.array(stamps, pa.timestamp("us", tz="UTC")),
-                }))
+                native.register("incoming_records", pa.table({"id": ids, "updated_at": stamps}))
                 try:
                     rows = native.execute(later.format(incoming="incoming_records b")).fetchall()
                 finally:
                     native.unregister("incoming_records")
             else:
                 incoming = "unnest(%s::text[], %s::timestamptz[]) b(id, updated_at)"
-                rows = client.execute_sql(later.format(incoming=incoming), ids, stamps)
+                rows = client.execute_sql(
+                    later.format(incoming=incoming), ids.to_pylist(), stamps.to_pylist()
+                )
         return dict(rows or [])
 
     @staticmethod
