@@ -47,5 +47,6 @@ class ReconciledPagesPaginator(BasePaginator):
 
     def _point(self, request: Request) -> None:
         assert self._next is not None
-        request.params = {**(request.params or {}), **self._next.params}
-        self._session.hold(self._next.url, self._next.response)
+        params = self._next.params
+        request.params = {**(request.params or {}), **params}
+        self._session.hold(self._next.url, params, self._next.response)

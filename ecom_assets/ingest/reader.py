@@ -557,18 +557,24 @@ class WindowReader:
         past the window's end), so the vendor served twins. The copy filed first was released
         first and cannot be taken back; this one goes to quarantine."""
         checked = []
+        released, by_day = self._released_ids, self._released_by_day
         for record in listing:
             # Copies this unit quarantined count too: a further copy elsewhere is a twin, also
             # of a copy the vendor listed in a part its `updated_at` does not lie in.
-            raw = record.record if isinstance(record, DefectiveRecord) else record
+            raw = record.record if type(record) is DefectiveRecord else record
             identity = record_id(raw, self._primary_key)
             if identity is not None:
                 key = hash(identity)
-                if key not in self._released_ids:
-                    self._released_ids.add(key)
+                if key not in released:
+                    released.add(key)
                     # Remembered with the day its twins would be listed in.
-                    day = (self._stamp(raw) or rfc3339(unit.window.start))[:10]
-                    self._released_by_day.setdefault(day, []).append(key)
+                    stamp = raw.get(self._cursor)
+                    if not (type(stamp) is str and in_contract_form(stamp)):  # inline: per record
+                        stamp = self._stamp(raw) or rfc3339(unit.window.start)
+                    day = stamp[:10]
+                    if day not in by_day:
+                        by_day[day] = []
+                    by_day[day].append(key)
                 elif record is raw:
                     record = DefectiveRecord(
                         record,

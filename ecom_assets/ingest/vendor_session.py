@@ -198,14 +198,16 @@ class VendorSession(requests.Session):
         self._get_templates: dict[str, tuple[AuthBase | None, requests.PreparedRequest]] = {}
         self._templates_lock = threading.Lock()
         self._held: dict[tuple[str, ...], tuple[str, requests.Response]] = {}  # key: url, page
+        self._prepared: dict[str, requests.Response] = {}  # held pages dlt prepared, by URL
         self._held_lock = threading.Lock()
         self._closed = threading.Event()
         self._sending = threading.local()
 
-    def hold(self, url: str, response: requests.Response) -> None:
-        """Answer the next request for `url`'s page with `response` (already fetched)."""
+    def hold(self, url: str, params: Mapping[str, Any], response: requests.Response) -> None:
+        """Answer the next request for the page `url` fetched (its path, and `params`: window,
+        offset, limit) with `response`, already fetched."""
         with self._held_lock:
-            self._held[page_key(url)] = (url, response)
+            self._held[page_key(url, params)] = (url, response)
 
     def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
         # dlt's client prepares a request for each page it walks. One for a held page is never
@@ -213,7 +215,9 @@ class VendorSession(requests.Session):
         # millisecond, a tenth of what the page costs dlt's client).
         if isinstance(request.params, dict) and request.url:
             with self._held_lock:
-                held = self._held.get(page_key(request.url, request.params))
+                held = self._held.pop(page_key(request.url, request.params), None)
+                if held is not None:
+                    self._prepared[held[0]] = held[1]
             if held is not None:
                 url, response = held
                 prepared = response.request.copy()  # as it was sent: headers, key
@@ -257,9 +261,11 @@ class VendorSession(requests.Session):
                 )
             return super().send(request, **kwargs)
         with self._held_lock:
-            held = self._held.pop(page_key(url), None)
-        if held is not None:
-            return held[1]
+            response = self._prepared.pop(url, None)  # the common case: no URL to parse
+            if response is None and (held := self._held.pop(page_key(url), None)):
+                response = held[1]
+        if response is not None:
+            return response
         if kwargs.get("timeout") is None:  # requests' own get() passes timeout=None
             kwargs["timeout"] = self.policy.timeout
         return self.send_with_retries(request, **kwargs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from itertools import pairwise
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -62,8 +63,13 @@ class Window:
         bounds = [self.start, *cuts, self.end]
         return [Window(a, b) for a, b in pairwise(bounds)]
 
+    @cached_property
+    def _bounds(self) -> tuple[str, str]:
+        # Formatted once: every page request of the window, and its messages, use them.
+        return rfc3339(self.start), rfc3339(self.end)
+
     def query_params(self) -> dict[str, str]:
-        return {"updated_since": rfc3339(self.start), "updated_before": rfc3339(self.end)}
+        return {"updated_since": self._bounds[0], "updated_before": self._bounds[1]}
 
     def __str__(self) -> str:
-        return f"[{rfc3339(self.start)}, {rfc3339(self.end)})"
+        return f"[{self._bounds[0]}, {self._bounds[1]})"
