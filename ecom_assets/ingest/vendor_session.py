@@ -30,6 +30,7 @@ from ecom_assets.ingest.errors import (
     VendorRequestRejected,
 )
 from ecom_assets.ingest.scrubbing import SECRETS, KeyInRecords, scrub
+from ecom_assets.ingest.transport import PageAdapter
 from ecom_assets.ingest.vendor_json import parse_vendor_json
 from ecom_assets.settings import DEFAULTS
 
@@ -189,8 +190,10 @@ class VendorSession(requests.Session):
         self.policy = policy or RetryPolicy()
         self.concurrency = max(1, concurrency)
         self.limit = AdaptiveLimit(self.concurrency)
-        # One pooled connection per concurrent request plus one, all kept alive.
-        adapter = HTTPAdapter(pool_maxsize=self.concurrency + 1)
+        # One pooled connection per concurrent request plus one, all kept alive; plain page
+        # requests over http.client (`transport.py`), others through requests' own adapter.
+        pool_size = self.concurrency + 1
+        adapter = PageAdapter(HTTPAdapter(pool_maxsize=pool_size), pool_size)
         self.mount("http://", adapter)
         self.mount("https://", adapter)
         self._environment_settings: dict[str, dict[str, Any]] = {}
@@ -287,10 +290,12 @@ class VendorSession(requests.Session):
             self._environment_settings[key] = settings
         return {**settings, "proxies": dict(settings["proxies"])}
 
-    def _proxies(self, url: str) -> dict[str, str]:
-        """The proxies requests' own `get` uses for `url`: from the environment and the
-        session."""
-        return self.merge_environment_settings(url, {}, None, None, None)["proxies"]
+    def _environment(self, url: str) -> dict[str, Any]:
+        """The proxies and certificate bundle requests' own `get` uses for `url`, from the
+        environment (HTTPS_PROXY, REQUESTS_CA_BUNDLE...) and the session: `send` alone takes
+        the session's."""
+        settings = self.merge_environment_settings(url, {}, None, None, None)
+        return {"proxies": settings["proxies"], "verify": settings["verify"]}
 
     def close(self) -> None:
         self._closed.set()
@@ -312,7 +317,7 @@ class VendorSession(requests.Session):
             retry_number += 1
             try:
                 if "proxies" not in kwargs:  # else requests reads them for every request
-                    kwargs["proxies"] = self._proxies(request.url or "")
+                    kwargs.update(self._environment(request.url or ""))
                 with self.limit:
                     if self._closed.is_set():
                         raise VendorAPIError(f"{where()}: not sent, the session is closed")
