@@ -17,7 +17,6 @@ import pytest
 from dagster import ExecuteInProcessResult
 
 from ecom_assets.contract import CONTRACTS, parse_timestamp
-from ecom_assets.defs.schedules import _partitions_read_empty
 from ecom_assets.ingest.full_refresh import StagedRefresh
 from ecom_assets.ingest.pages import MAX_PAGE_SIZE
 from ecom_assets.ingest.reader import EMPTY_PASSES, WindowReader
@@ -238,46 +237,50 @@ def test_a_full_refresh_keeps_a_record_that_changed_again_while_its_changes_were
 # 12,000 records are read in parts of at most 5,000; the last day's are under the 50% guard.
 @pytest.mark.parametrize("sandbox_spec", [SandboxSpec(size=12_000, days=4)])
 @pytest.mark.parametrize("backfilled", [True, False], ids=["after-a-backfill", "first-load"])
-def test_a_full_refresh_marks_the_days_an_outage_answered_empty_for_the_schedule(
+def test_a_full_refresh_while_an_outage_answers_a_day_with_nothing_replaces_nothing(
     sync: Sync, sandbox: SandboxServer, duckdb_path: Path, monkeypatch: pytest.MonkeyPatch,
     backfilled: bool,
 ) -> None:
+    # The vendor's count of the window shows the records its answers for the last day hide.
     partitions = ("2026-01-01", "2026-01-04")
+    table = "select id, amount, updated_at from ecom.order_payments order by id"
+    if backfilled:
+        assert sync(partition_range=partitions, resources=RESOURCE).success
+    before = rows(duckdb_path, table) if backfilled else None
     with monkeypatch.context() as outage:  # the parts of the last day answered empty
         answer_nothing_where(outage, sandbox, lambda since: since >= day(3))
-        if backfilled:  # its rows were never loaded: nothing for the refresh to read again
-            assert sync(partition_range=partitions, resources=RESOURCE).success
         refreshed = sync(partition_range=partitions, resources=RESOURCE,
                          config={"full_refresh": True})
 
-    assert refreshed.success
-    assert vendor_ids(sandbox, "order_payments", day(3), day(4)) - {
-        r[0] for r in rows(duckdb_path, "select id from ecom.order_payments")
-    }, "the outage hid the last day's records"
-    assert list(_partitions_read_empty(sync.instance, [CONTRACTS["order_payments"]])) == [
-        "2026-01-04"
-    ], "the next daily tick reads the day again"
+    assert not refreshed.success
+    assert "more than its parts listed" in failure_message(refreshed)
+    if backfilled:
+        assert rows(duckdb_path, table) == before, "nothing was replaced"
+    else:
+        with pytest.raises(Exception, match="order_payments"):  # no table: nothing loaded
+            rows(duckdb_path, table)
 
 
 # 12,000 records are read in parts of at most 5,000; the last day's are under the 50% guard.
 @pytest.mark.parametrize("sandbox_spec", [SandboxSpec(size=12_000, days=4)])
-def test_a_full_refresh_reads_again_a_part_an_outage_answered_empty_before_removing_rows(
+def test_a_full_refresh_pages_again_the_parts_an_outage_answered_empty_once_counted(
     sync: Sync, sandbox: SandboxServer, duckdb_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert sync(partition_range=("2026-01-01", "2026-01-04"), resources=RESOURCE).success
     table = "select id, amount, updated_at from ecom.order_payments order by id"
     before = rows(duckdb_path, table)
     # An outage answers the parts of the last day with nothing, on every pass, until the
-    # refresh has read the whole window.
-    outage = {"on": True}
+    # reader asks the vendor's count of the window (a request for one record).
+    outage, page = {"on": True}, sandbox.live.page
 
-    def the_outage_ends(refresh, *args):
-        outage["on"] = False
-        return empty_parts_losing_rows(refresh, *args)
+    def nothing_for_the_last_day_until_counted(resource, since, before, offset, limit):
+        if limit == 1:
+            outage["on"] = False
+        if outage["on"] and since and datetime.fromisoformat(since) >= day(3):
+            return None
+        return page(resource, since, before, offset, limit)
 
-    empty_parts_losing_rows = StagedRefresh.empty_parts_losing_rows
-    answer_nothing_where(monkeypatch, sandbox, lambda since: outage["on"] and since >= day(3))
-    monkeypatch.setattr(StagedRefresh, "empty_parts_losing_rows", the_outage_ends)
+    monkeypatch.setattr(sandbox.live, "page", nothing_for_the_last_day_until_counted)
 
     refreshed = sync("2026-01-01", resources=RESOURCE, config={"full_refresh": True})
 
@@ -290,11 +293,12 @@ def test_a_full_refresh_reads_again_a_part_an_outage_answered_empty_before_remov
 def test_a_sensor_refresh_reads_whole_a_day_that_a_backfill_read_empty(
     sync: Sync, sandbox: SandboxServer, duckdb_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with monkeypatch.context() as outage:  # on every pass of the backfill
+    assert sync(partition_range=("2026-01-01", "2026-01-03"), resources=RESOURCE).success
+    with monkeypatch.context() as outage:  # on every pass of the last day's backfill
         answer_nothing_where(outage, sandbox, lambda since: since >= day(3))
-        backfill = sync(partition_range=("2026-01-01", "2026-01-04"), resources=RESOURCE)
-    assert backfill.success
-    last_day = backfill.asset_materializations_for_node("ecom_vendor_sync")[-1]
+        backfill = sync("2026-01-04", resources=RESOURCE)
+    assert backfill.success  # the whole day answered empty: nothing to weigh a count against
+    [last_day] = backfill.asset_materializations_for_node("ecom_vendor_sync")
     assert last_day.metadata["days_read_empty"].value == ["2026-01-04"]
 
     # The backfill marked its whole window reconciled; the change sensor's refresh of the
@@ -308,19 +312,20 @@ def test_a_sensor_refresh_reads_whole_a_day_that_a_backfill_read_empty(
 
 # 12,000 records in a day: read in parts of at most 5,000.
 @pytest.mark.parametrize("sandbox_spec", [SandboxSpec(size=12_000, days=1)])
-def test_a_day_an_outage_answered_empty_in_part_is_read_whole_by_its_next_refresh(
+def test_a_day_an_outage_answers_empty_in_part_fails_its_run_and_loads_whole_after(
     sync: Sync, sandbox: SandboxServer, duckdb_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with monkeypatch.context() as outage:  # on every pass, all parts but the first
         answer_nothing_where(outage, sandbox, lambda since: since > day(0))
         partly = sync("2026-01-01", resources=RESOURCE)
-    assert partly.success  # nothing in the run tells the outage from parts without records
+    # The vendor's count of the day shows the records the parts answered empty hide.
+    assert not partly.success
+    assert "more than its parts listed" in failure_message(partly)
     table = "select id from ecom.order_payments"
-    assert 0 < len(rows(duckdb_path, table)) < 12_000
-    [materialization] = partly.asset_materializations_for_node("ecom_vendor_sync")
-    assert materialization.metadata["days_read_empty"].value == ["2026-01-01"]
+    with pytest.raises(Exception, match="order_payments"):  # no table: nothing loaded
+        rows(duckdb_path, table)
 
-    refresh = sync("2026-01-01", resources=RESOURCE, config={"changes_only": True})
+    refresh = sync("2026-01-01", resources=RESOURCE)
 
     assert refresh.success
     expected = vendor_ids(sandbox, "order_payments", day(0), day(1))

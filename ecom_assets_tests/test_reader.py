@@ -185,7 +185,7 @@ def test_a_millisecond_of_many_records_that_keep_changing_is_read_in_one_respons
     vendor.records = [{"id": f"pay_{n:08d}", "updated_at": rfc3339(bulk)} for n in range(500)]
 
     def one_changes_as_each_page_of_100_is_read(window: Window, offset: int, limit: int):
-        if window.contains(bulk) and limit < MAX_PAGE_SIZE:  # the offsets behind it shift
+        if window.contains(bulk) and limit == reader.PAGE_SIZE:  # the offsets behind it shift
             vendor.update(vendor.records[len(vendor.records) // 2])
         return vendor.fetch(window, offset, limit)
 
@@ -312,6 +312,74 @@ def test_an_empty_answer_to_one_part_of_a_large_window_loses_none_of_its_records
 
     assert sorted(r["id"] for r in records) == sorted(r["id"] for r in vendor.records)
     assert report.listed == len(vendor.records)
+
+
+def test_a_total_short_of_the_records_by_a_full_page_fails_the_read() -> None:
+    # 101 records counted as 100: the first page is full and its `total` agrees, so only the
+    # page past the end, empty as the contract says, can show the record the count misses.
+    vendor = MemoryVendor(101)
+
+    def counting_one_short(window: Window, offset: int, limit: int):
+        url, response = vendor.fetch(window, offset, limit)
+        return url, Response({**response.body, "total": max(response.body["total"] - 1, 0)})
+
+    with pytest.raises(UnreconciledWindowError):
+        read(vendor, fetch=counting_one_short)
+
+
+def test_a_part_an_outage_answers_empty_for_longer_than_its_passes_fails_the_read() -> None:
+    # The outage answers every request for one part of the window, as a misrouted backend
+    # does for as long as it lasts: the vendor's count of the whole settled window shows the
+    # records the part hides, and the read fails instead of losing them.
+    vendor = MemoryVendor(12_000, window=TWO_DAYS)
+    lock, outage, waits = threading.Lock(), {"part": None}, []
+
+    def nothing_ever_for_a_part_of_the_second_day(window: Window, offset: int, limit: int):
+        with lock:
+            if window.start >= DAY.end and window.duration < DAY.duration and (
+                outage["part"] is None
+            ):
+                outage["part"] = window
+            empty = window == outage["part"]
+        url, response = vendor.fetch(window, offset, limit)
+        return url, Response({"data": [], "total": 0}) if empty else response
+
+    with pytest.raises(UnreconciledWindowError, match="more than its parts listed"):
+        read(vendor, window=TWO_DAYS, concurrency=8,
+             fetch=nothing_ever_for_a_part_of_the_second_day,
+             outage_backoff=lambda attempt: waits.append(attempt) or 0.0)
+    assert waits, "the parts are paged again after the retry backoff"
+
+
+def test_an_outage_answering_every_request_with_nothing_midway_fails_the_read() -> None:
+    vendor = MemoryVendor(12_000, window=TWO_DAYS)
+    sent = itertools.count(1)
+
+    def nothing_after_the_eightieth_request(window: Window, offset: int, limit: int):
+        url, response = vendor.fetch(window, offset, limit)
+        return url, Response({"data": [], "total": 0}) if next(sent) > 80 else response
+
+    with pytest.raises(UnreconciledWindowError, match="counts no records there now"):
+        read(vendor, window=TWO_DAYS, concurrency=8, fetch=nothing_after_the_eightieth_request)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_empty_answers_to_a_share_of_requests_lose_no_record_silently(seed: int) -> None:
+    # A misrouted backend behind a load balancer: 40% of all requests answer with nothing.
+    vendor = MemoryVendor(12_000, window=TWO_DAYS)
+    rand, lock = random.Random(seed), threading.Lock()
+
+    def nothing_now_and_then(window: Window, offset: int, limit: int):
+        with lock:
+            empty = rand.random() < 0.4
+        url, response = vendor.fetch(window, offset, limit)
+        return url, Response({"data": [], "total": 0}) if empty else response
+
+    try:
+        records, _ = read(vendor, window=TWO_DAYS, concurrency=8, fetch=nothing_now_and_then)
+    except UnreconciledWindowError:
+        return  # failed, clearly: a load that is not complete is not one
+    assert sorted(ids(records)) == sorted(r["id"] for r in vendor.records)
 
 
 def test_records_moving_on_every_request_never_hide_one_that_stayed() -> None:

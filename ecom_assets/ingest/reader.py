@@ -16,6 +16,10 @@ few times in a row as often as once. A read that listed nothing at all asks how 
 vendor holds, waiting while it says none, and pages its empty units once more when it counts
 some: a burst of empty answers can cover every pass of a window read in one unit. Such an
 answer to a page after a pass's first is no change: the page is asked again after a backoff.
+A read that believed parts of its settled window empty weighs the vendor's count of that window
+against what its parts listed: records only leave it, so more means an outage hid some; the
+parts are paged again, and the read fails if they stay empty. A unit whose last page is full
+is asked for the page past it, which must be empty: else its `total` missed records.
 
 Only accepted passes are released, unit by unit: what a released unit holds is what the vendor
 listed in it at one instant, so nothing of the window can be skipped by records moving under
@@ -212,6 +216,15 @@ class WindowReader:
         # Units this read believed empty (the report may hold an earlier window's parts too).
         self._empty_parts: list[_Unit] = []
         self._closed = threading.Event()  # a page asked again after a wait is not sent then
+        # The part of the window that can no longer gain records (None if all of it can), what
+        # its units listed, and how often its parts read empty were paged again for a count
+        # that showed more records than they listed.
+        self._settled_window = (
+            Window(window.start, min(window.end, floor_ms(self._open_after)))
+            if window.start < floor_ms(self._open_after) else None
+        )
+        self._settled_listed = 0
+        self._settled_recounts = 0
 
     def pages(self) -> Iterator[ReleasedPage]:
         """Every page of every reconciled unit; the report is complete when this ends."""
@@ -229,6 +242,9 @@ class WindowReader:
                         if self._count_all_records():
                             self._page_empty_parts_again()
                             continue
+                    if self._settled_parts_hide_records():
+                        self._page_empty_parts_again()
+                        continue
                     self.report.complete = True
                     return
         finally:
@@ -258,6 +274,61 @@ class WindowReader:
             unit.empty_passes = EMPTY_PASSES - 1
             self._waiting.append(unit)
         self._empty_parts = []
+
+    def _settled_parts_hide_records(self) -> bool:
+        """Whether parts this read believed empty, in the settled part of the window, hide
+        records: the vendor counts more there now than its parts listed, and records only leave
+        a part that can no longer gain any. They are then paged again, after the retry backoff,
+        as often as `OUTAGE_RETRIES`: an outage answering a part with nothing for longer than
+        its passes ends so. A count of none where its parts listed records is such an answer
+        too, asked again `COUNT_ASKS` times. Raises when the outage outlasts both: the parts it
+        answered cannot be told from empty ones, and a load without their records is not
+        complete."""
+        settled = self._settled_window
+        if settled is None or not self._settled_listed or not any(
+            not unit.open for unit in self._empty_parts
+        ):
+            return False  # nothing the vendor listed there to weigh its count against
+        total: int | None = 0
+        for ask in range(1, COUNT_ASKS + 1):
+            if ask > 1 and self._closed.wait(self._outage_backoff(ask - 1)):
+                return False
+            _, response = self._fetch(settled, 0, 1)
+            self.report.requests += 1
+            total = page_total(response.json())
+            if total is None:
+                raise VendorResponseError(
+                    f"{self.resource} {settled}: the vendor's count has no integer 'total'"
+                )
+            if total:
+                break
+        empty = [unit.window for unit in self._empty_parts if not unit.open]
+        where = f"{self.resource} {settled}"
+        if not total:
+            raise UnreconciledWindowError(
+                f"{where}: the vendor counts no records there now, where its parts listed "
+                f"{self._settled_listed} a moment ago: an outage answers so, and the parts it "
+                f"answered with nothing ({len(empty)}, the first {empty[0]}) cannot be told "
+                "from empty ones; nothing is loaded, run again once the vendor serves its "
+                "records"
+            )
+        if total <= self._settled_listed:
+            return False
+        self._settled_recounts += 1
+        if self._settled_recounts > OUTAGE_RETRIES:
+            raise UnreconciledWindowError(
+                f"{where}: the vendor counts {total} records there, "
+                f"{total - self._settled_listed} more than its parts listed, and the parts it "
+                f"answered with nothing ({len(empty)}, the first {empty[0]}) still list none "
+                f"after {OUTAGE_RETRIES} more passes: an outage answering them so hides those "
+                "records; nothing is loaded, run again later"
+            )
+        logger.warning(
+            "%s: the vendor counts %d records, %d more than its parts listed: paging again the "
+            "parts it answered with nothing (%d, the first %s)", where, total,
+            total - self._settled_listed, len(empty), empty[0],
+        )
+        return not self._closed.wait(self._outage_backoff(self._settled_recounts))
 
     def _count_all_records(self) -> bool:
         """Nothing was listed: whether the vendor counts any record up to now. Asked again
@@ -382,6 +453,12 @@ class WindowReader:
                 unit.moved = f"a total of {total} records, more than one millisecond can hold"
             else:
                 unit.pending.extend(range(unit.stride, total, unit.stride))
+                if total and total % unit.stride == 0 and (
+                    total > unit.stride or unit.stride == unit.limit
+                ):
+                    # The last page is full: only the page past it, empty as the contract
+                    # says, shows that `total` counted every record.
+                    unit.pending.append(total)
         elif total != unit.total and not unit.moved:
             if not total and not records and unit.outage_answers < OUTAGE_RETRIES:
                 # An outage's answer after the pass's first page, not a change: the page is
@@ -390,7 +467,10 @@ class WindowReader:
                 self._send(unit, offset, wait=self._outage_backoff(unit.outage_answers))
                 return
             unit.moved = f"the vendor's total changed from {unit.total} to {total}"
-        unit.pages[offset] = _Page(url, offset, records, response)
+        if records or not offset or offset != unit.total or total != unit.total:
+            unit.pages[offset] = _Page(url, offset, records, response)
+        # else the page past the end, empty: it adds nothing to the pass, whose pages stay
+        # one instant of the vendor when there is one
         end = offset + len(records)
         if not unit.moved and end < min(offset + unit.stride, unit.total):
             if not records:
@@ -530,6 +610,8 @@ class WindowReader:
         """Hand the unit's pages to dlt, holding `listing` in place of what each page held."""
         self.report.vendor_total += unit.total or 0
         self.report.listed += len(listing) + copies
+        if not unit.open:
+            self._settled_listed += len(listing) + copies
         self.report.duplicate_copies += copies
         self.report.units += not unit.paged_again_at_the_end  # counted when first released
         if not listing and unit.paged_again_at_the_end:
