@@ -363,6 +363,31 @@ def test_an_outage_answering_every_request_with_nothing_midway_fails_the_read() 
         read(vendor, window=TWO_DAYS, concurrency=8, fetch=nothing_after_the_eightieth_request)
 
 
+def test_an_outage_after_the_first_count_of_the_settled_part_fails_the_read() -> None:
+    # The settled part of the window is counted, then answered with nothing from then on,
+    # while the open part (its last four hours) reads as usual: nothing of the settled part
+    # is listed, and only the vendor's first count shows that it holds records.
+    vendor = MemoryVendor(12_000)
+    open_after = DAY.end - timedelta(hours=4)
+    late = vendor.now - open_after - CLOCK_SKEW
+    counted = threading.Event()
+
+    def nothing_for_the_settled_part_after_its_first_count(window: Window, offset: int,
+                                                           limit: int):
+        url, response = vendor.fetch(window, offset, limit)
+        if window.start >= open_after:
+            return url, response
+        if counted.is_set():
+            return url, Response({"data": [], "total": 0})
+        counted.set()
+        return url, response
+
+    with pytest.raises(UnreconciledWindowError,
+                       match=r"counts no records there now, where it counted \d+ earlier"):
+        read(vendor, late=late, concurrency=8,
+             fetch=nothing_for_the_settled_part_after_its_first_count)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_empty_answers_to_a_share_of_requests_lose_no_record_silently(seed: int) -> None:
     # A misrouted backend behind a load balancer: 40% of all requests answer with nothing.

@@ -224,6 +224,7 @@ class WindowReader:
             if window.start < floor_ms(self._open_after) else None
         )
         self._settled_listed = 0
+        self._settled_counted = 0  # the most the vendor counted in one of its units
         self._settled_recounts = 0
 
     def pages(self) -> Iterator[ReleasedPage]:
@@ -285,10 +286,10 @@ class WindowReader:
         answered cannot be told from empty ones, and a load without their records is not
         complete."""
         settled = self._settled_window
-        if settled is None or not self._settled_listed or not any(
+        if settled is None or not (self._settled_listed or self._settled_counted) or not any(
             not unit.open for unit in self._empty_parts
         ):
-            return False  # nothing the vendor listed there to weigh its count against
+            return False  # the vendor never counted a record there to weigh its count against
         total: int | None = 0
         for ask in range(1, COUNT_ASKS + 1):
             if ask > 1 and self._closed.wait(self._outage_backoff(ask - 1)):
@@ -306,8 +307,9 @@ class WindowReader:
         where = f"{self.resource} {settled}"
         if not total:
             raise UnreconciledWindowError(
-                f"{where}: the vendor counts no records there now, where its parts listed "
-                f"{self._settled_listed} a moment ago: an outage answers so, and the parts it "
+                f"{where}: the vendor counts no records there now, where it counted "
+                f"{max(self._settled_listed, self._settled_counted)} earlier in this read: an "
+                "outage answers so, and the parts it "
                 f"answered with nothing ({len(empty)}, the first {empty[0]}) cannot be told "
                 "from empty ones; nothing is loaded, run again once the vendor serves its "
                 "records"
@@ -435,6 +437,8 @@ class WindowReader:
         if len(records) > unit.limit:
             logger.warning("%s: %d records for limit %d", where, len(records), unit.limit)
         if unit.total is None:  # the pass's first page
+            if not unit.open:
+                self._settled_counted = max(self._settled_counted, total)
             if total > MAX_UNIT_RECORDS and (parts := self._split_evenly(unit, records, total)):
                 self._replace(unit, parts)
                 return
