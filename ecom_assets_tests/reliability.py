@@ -60,6 +60,15 @@ def _faults(*faults: Fault, times: int = 1) -> Callable[[SandboxServer], None]:
     return add
 
 
+def _after_the_first(fault: Fault) -> Callable[[SandboxServer], None]:
+    """`fault` for every request after the window's first (an outage outlasting the run)."""
+    def misbehave(sandbox: SandboxServer) -> None:
+        sandbox.faults.add("order_payments", Fault.stall(0))
+        sandbox.faults.add("order_payments", fault, times=10_000)
+
+    return misbehave
+
+
 def _window(sandbox: SandboxServer, resource: str = "order_payments") -> list[dict]:
     return sandbox.dataset.records(resource, day(PARTITION), day(PARTITION + 1))
 
@@ -142,6 +151,9 @@ CASES = [
          "all"),
     Case("an empty answer (data [], total 0) three times in a row",
          _faults(Fault.body({"data": [], "total": 0}), times=3), "all"),
+    Case("an empty answer (data [], total 0) to every request after the first",
+         _after_the_first(Fault.body({"data": [], "total": 0})),
+         "nothing", "the vendor counts no records there now"),
     Case("a vendor suddenly serving nothing", lambda sb: sb.serve_empty("order_payments"),
          "nothing"),
     Case("a vendor suddenly serving nothing, after a first load",
