@@ -321,6 +321,26 @@ def test_a_defective_record_sends_its_page_alone_record_by_record(
     assert report.non_finite_unknown == {"fraudScore": 1}
 
 
+def test_unknown_fields_get_their_columns_in_the_order_records_bring_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A page with a defective record is conformed record by record, a page without converted
+    # whole: the first field to come keeps the name, in either kind of page.
+    monkeypatch.setattr(quarantine, "ARROW_BATCH_SIZE", 4)
+    day, next_day = datetime(2026, 1, 2, tzinfo=UTC), datetime(2026, 1, 3, tzinfo=UTC)
+    report = ResourceReport(PAYMENTS.name)
+    router = quarantine.QuarantineRouter(
+        PAYMENTS, Window.between(day, next_day), report, lambda table: {}, next_day
+    )
+    record = {**VALID, "updated_at": "2026-01-02T08:00:00.123Z"}
+
+    list(router([{**record, "id": "a", "fooBar": 1}, {**record, "id": "b", "amount": "x"}]))
+    report.complete = True
+    list(router([{**record, "id": "c", "foo_bar": 2}, {**record, "id": "d"}]))
+
+    assert report.unknown_fields == {"fooBar": "foo_bar", "foo_bar": "vendor_foo_bar"}
+
+
 def test_a_first_load_asks_once_whether_the_table_holds_later_versions(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

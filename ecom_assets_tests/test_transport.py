@@ -1,9 +1,11 @@
 """The vendor session's HTTP transport (`ingest/transport.py`): HTTPS checked as requests checks
 it, the vendor's cookies kept, connections kept alive, and a key that appears in no error."""
 
+import gzip
 import json
 import ssl
 import threading
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +16,7 @@ import trustme
 from dlt.sources.helpers.rest_client.auth import APIKeyAuth
 
 from ecom_assets.ingest import VendorAPIError, VendorSession
+from ecom_assets.ingest.errors import VendorRateLimited
 from ecom_assets.ingest.vendor_session import RetryPolicy
 
 pytestmark = pytest.mark.integration
@@ -121,3 +124,43 @@ def test_a_cookie_the_vendor_sets_goes_with_every_later_request() -> None:
 
     assert vendor.cookies == [None, "lb=7", "lb=7"]
     assert len(vendor.connections) == 1
+
+
+class Replies(ThreadingHTTPServer):
+    """A vendor answering each GET with the next of `replies`: status, headers, body."""
+
+    def __init__(self, *replies: tuple[int, dict[str, str], bytes]) -> None:
+        super().__init__(("127.0.0.1", 0), _ReplyHandler)
+        self.replies = list(replies)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}/v1/order_payments"
+
+
+class _ReplyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: Replies
+
+    def do_GET(self) -> None:
+        status, headers, body = self.server.replies.pop(0)
+        self.send_response(status)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_an_empty_error_body_labelled_deflate_keeps_its_status_and_retry_after() -> None:
+    with serving(Replies((429, {"Content-Encoding": "deflate", "Retry-After": "3600"}, b""))
+                 ) as vendor, pytest.raises(VendorRateLimited, match="asked to wait 3600 s"):
+        fetch_pages(vendor, 1)
+
+
+def test_a_gzip_body_with_bytes_after_it_reads_as_urllib3_reads_it() -> None:
+    page = json.dumps(PAGE).encode()
+    with serving(Replies(
+        (200, {"Content-Encoding": "gzip"}, gzip.compress(page) + b"\x00\x00trailing"),
+        (200, {"Content-Encoding": "deflate"}, zlib.compress(page)),
+    )) as vendor:
+        assert fetch_pages(vendor, 2) == [PAGE, PAGE]

@@ -231,12 +231,13 @@ class QuarantineRouter(ItemTransform[Any]):
         import pyarrow as pa
 
         records = [record for page in pages for record in page]
-        parts = [(self._checked(records), records)]
-        if parts[0][0] is None:
-            parts = [(self._checked(page), page) for page in pages]
+        whole = self._checked(records)
         columns: list[list[pa.Array]] = [[] for _ in self.contract.fields]
         raw: list[dict[str, Any]] = []
-        for arrays, part in parts:
+        # Page by page in order: fields the contract does not know get their columns in the
+        # order records bring them, as `_conform` gives them.
+        for part in [records] if whole is not None else pages:
+            arrays = whole if whole is not None else self._checked(part)
             if arrays is None:
                 typed, part = self._conformed(part, quarantined)
                 arrays = [

@@ -281,15 +281,17 @@ class WindowReader:
         records: the vendor counts more there now than its parts listed, and records only leave
         a part that can no longer gain any. They are then paged again, after the retry backoff,
         as often as `OUTAGE_RETRIES`: an outage answering a part with nothing for longer than
-        its passes ends so. A count of none where its parts listed records is such an answer
-        too, asked again `COUNT_ASKS` times. Raises when the outage outlasts both: the parts it
-        answered cannot be told from empty ones, and a load without their records is not
-        complete."""
+        its passes ends so. A count of none where the vendor counted records earlier in this
+        read is such an answer too, asked again `COUNT_ASKS` times. Raises when the outage
+        outlasts both: the parts it answered cannot be told from empty ones, and a load without
+        their records is not complete."""
         settled = self._settled_window
-        if settled is None or not (self._settled_listed or self._settled_counted) or not any(
-            not unit.open for unit in self._empty_parts
-        ):
-            return False  # the vendor never counted a record there to weigh its count against
+        empty = [unit.window for unit in self._empty_parts if self._in_settled(unit)]
+        counted = max(self._settled_listed, self._settled_counted)
+        if settled is None or not empty or not counted:
+            # Never counted a record there: the settled part is one unit, read empty on every
+            # pass, and the vendor's count of it is the question those passes asked.
+            return False
         total: int | None = 0
         for ask in range(1, COUNT_ASKS + 1):
             if ask > 1 and self._closed.wait(self._outage_backoff(ask - 1)):
@@ -303,16 +305,15 @@ class WindowReader:
                 )
             if total:
                 break
-        empty = [unit.window for unit in self._empty_parts if not unit.open]
         where = f"{self.resource} {settled}"
+        parts = f"the parts it answered with nothing ({len(empty)}, the first {empty[0]})"
         if not total:
             raise UnreconciledWindowError(
-                f"{where}: the vendor counts no records there now, where it counted "
-                f"{max(self._settled_listed, self._settled_counted)} earlier in this read: an "
-                "outage answers so, and the parts it "
-                f"answered with nothing ({len(empty)}, the first {empty[0]}) cannot be told "
-                "from empty ones; nothing is loaded, run again once the vendor serves its "
-                "records"
+                f"{where}: the vendor counts no records there now, where it counted {counted} "
+                f"earlier in this read: an outage answers so, and {parts} cannot be told from "
+                "empty ones (if instead every record there changed or was deleted while it "
+                "was read, the next run finds none); nothing is loaded, run again once the "
+                "vendor serves its records"
             )
         if total <= self._settled_listed:
             return False
@@ -320,17 +321,20 @@ class WindowReader:
         if self._settled_recounts > OUTAGE_RETRIES:
             raise UnreconciledWindowError(
                 f"{where}: the vendor counts {total} records there, "
-                f"{total - self._settled_listed} more than its parts listed, and the parts it "
-                f"answered with nothing ({len(empty)}, the first {empty[0]}) still list none "
-                f"after {OUTAGE_RETRIES} more passes: an outage answering them so hides those "
-                "records; nothing is loaded, run again later"
+                f"{total - self._settled_listed} more than its parts listed, and {parts} still "
+                f"list none after {OUTAGE_RETRIES} more passes: an outage answering them so "
+                "hides those records; nothing is loaded, run again later"
             )
         logger.warning(
-            "%s: the vendor counts %d records, %d more than its parts listed: paging again the "
-            "parts it answered with nothing (%d, the first %s)", where, total,
-            total - self._settled_listed, len(empty), empty[0],
+            "%s: the vendor counts %d records, %d more than its parts listed: paging again %s",
+            where, total, total - self._settled_listed, parts,
         )
         return not self._closed.wait(self._outage_backoff(self._settled_recounts))
+
+    def _in_settled(self, unit: _Unit) -> bool:
+        """Whether the unit lies in the settled part of the window the vendor's count is
+        asked for."""
+        return self._settled_window is not None and unit.window.end <= self._settled_window.end
 
     def _count_all_records(self) -> bool:
         """Nothing was listed: whether the vendor counts any record up to now. Asked again
@@ -437,7 +441,7 @@ class WindowReader:
         if len(records) > unit.limit:
             logger.warning("%s: %d records for limit %d", where, len(records), unit.limit)
         if unit.total is None:  # the pass's first page
-            if not unit.open:
+            if self._in_settled(unit):
                 self._settled_counted = max(self._settled_counted, total)
             if total > MAX_UNIT_RECORDS and (parts := self._split_evenly(unit, records, total)):
                 self._replace(unit, parts)
@@ -614,7 +618,7 @@ class WindowReader:
         """Hand the unit's pages to dlt, holding `listing` in place of what each page held."""
         self.report.vendor_total += unit.total or 0
         self.report.listed += len(listing) + copies
-        if not unit.open:
+        if self._in_settled(unit):
             self._settled_listed += len(listing) + copies
         self.report.duplicate_copies += copies
         self.report.units += not unit.paged_again_at_the_end  # counted when first released

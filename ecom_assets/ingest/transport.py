@@ -105,9 +105,11 @@ class PageAdapter(BaseAdapter):
             )
             received = connection.getresponse()
             body = received.read()
-        except Exception as exc:
+        except BaseException as exc:
             connection.close()
-            raise _as_requests_error(exc, request) from None
+            if isinstance(exc, Exception):
+                raise _as_requests_error(exc, request) from None
+            raise
         if received.will_close:
             connection.close()
         else:
@@ -203,16 +205,21 @@ def _readable(sock: socket.socket | None) -> bool:
 def _decoded(body: bytes, encoding: str) -> bytes:
     """The body without its Content-Encoding (gzip or deflate, as urllib3 decodes them)."""
     encoding = encoding.strip().lower()
-    if encoding in ("", "identity"):
+    if encoding in ("", "identity") or not body:  # an error's empty body, labelled anyway
         return body
     if encoding in ("gzip", "x-gzip"):
-        decoded = b""
+        decoded, members = b"", 0
         while body:  # a body may hold several gzip members
             member = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            decoded += member.decompress(body) + member.flush()
+            try:
+                data = member.decompress(body) + member.flush()
+            except zlib.error:
+                if members:
+                    break  # bytes after the first member that are no gzip: ignored, as urllib3
+                raise
             if not member.eof:
                 raise zlib.error("truncated gzip body")
-            body = member.unused_data
+            decoded, members, body = decoded + data, members + 1, member.unused_data
         return decoded
     if encoding == "deflate":
         try:

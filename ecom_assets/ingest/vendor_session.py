@@ -317,7 +317,8 @@ class VendorSession(requests.Session):
             retry_number += 1
             try:
                 if "proxies" not in kwargs:  # else requests reads them for every request
-                    kwargs.update(self._environment(request.url or ""))
+                    for name, value in self._environment(request.url or "").items():
+                        kwargs.setdefault(name, value)
                 with self.limit:
                     if self._closed.is_set():
                         raise VendorAPIError(f"{where()}: not sent, the session is closed")
