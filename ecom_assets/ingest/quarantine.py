@@ -213,6 +213,8 @@ class QuarantineRouter(ItemTransform[Any]):
         if not (self.report.complete or self._pending >= ARROW_BATCH_SIZE):
             return []
         pages, self._pages, self._pending = self._pages, [], 0
+        if not any(pages):  # a run with nothing to load never imports Arrow
+            return []
         quarantined: list[dict[str, Any]] = []
         routed: list[Any] = []
         table, raw = self._typed(pages, quarantined)
