@@ -353,6 +353,9 @@ def _text_array(values: list[Any]) -> pa.Array | None:
     return None if pc.any(pc.match_substring(array, "\x00")).as_py() else array
 
 
+_REFUSED = object()
+
+
 def _money_array(values: list[Any]) -> pa.Array | None:
     import pyarrow as pa
 
@@ -360,9 +363,6 @@ def _money_array(values: list[Any]) -> pa.Array | None:
     if any(amount is _REFUSED for amount in amounts):
         return None
     return pa.array(amounts, FieldType.MONEY.arrow_type)
-
-
-_REFUSED = object()
 
 
 def _exact_amount(value: Any) -> Any:
@@ -429,9 +429,9 @@ def conform_batch(contract: ResourceContract, records: list[Any]) -> list[pa.Arr
     whole: the values `conform` gives, when every record is one `conform` finds no violation
     in; None if any record may break the contract, to be conformed one by one.
 
-    A sync's cost per record is mostly `conform` (about 7 µs a record): a batch of valid
-    records costs a fifth of it this way. It may refuse a valid batch (a timestamp in another
-    RFC 3339 form, say), never accept a defective one.
+    Checking and converting records one by one was most of a sync's own work per record (50,000
+    sandbox records: 0.29 s; 0.12 s this way). It may refuse a valid batch (a timestamp in
+    another RFC 3339 form, say), never accept a defective one.
     """
     import pyarrow as pa
     import pyarrow.compute as pc

@@ -1,12 +1,12 @@
 """The HTTP transport under the vendor session: a page request sent with `http.client`.
 
-requests' own adapter goes through urllib3, which costs about 0.35 ms of CPU per page here, as
-much as parsing the page: at 50,000 records a third of a second of the interpreter's time that
-the reader's threads and dlt compete for. This adapter sends a plain request (no body, no
-proxy, no client certificate) over one kept-alive connection per thread and host, and builds
-the same `requests.Response`. Everything around the transport stays requests': the session's
-retries, redirects (each hop comes back through `send`), cookies, hooks. Any other request
-goes to requests' adapter.
+requests' own adapter goes through urllib3: a page cost the client 1.28 ms of CPU that way and
+0.8 ms this way, more than parsing the page (0.3 ms); at 50,000 records a quarter of a second
+of the interpreter's time, which the reader's threads and dlt compete for. This adapter sends a
+plain request (no body, no proxy, no client certificate) over kept-alive connections, pooled
+per host, and builds the same `requests.Response`. Everything around the transport stays
+requests': the session's retries, redirects (each hop comes back through `send`), cookies,
+hooks. Any other request goes to requests' adapter.
 """
 
 from __future__ import annotations
