@@ -25,6 +25,16 @@ VALID = {
     "currency": "EUR", "status": "pending", "payment_method": None,
     "created_at": "2026-01-01T00:00:00.000Z", "updated_at": "2026-01-02T10:00:00.123+02:00",
 }
+# VALID with its `updated_at` in the contract's form, which a batch is converted whole in.
+IN_CONTRACT_FORM = {**VALID, "updated_at": "2026-01-02T08:00:00.123Z"}
+DAY_OF_VALID = Window.between(datetime(2026, 1, 2, tzinfo=UTC), datetime(2026, 1, 3, tzinfo=UTC))
+
+
+def router_of_the_day(report: ResourceReport, **options: object) -> quarantine.QuarantineRouter:
+    """A router for the day of VALID's `updated_at`, read at its end."""
+    return quarantine.QuarantineRouter(
+        PAYMENTS, DAY_OF_VALID, report, lambda table: {}, DAY_OF_VALID.end, **options
+    )
 
 
 def test_a_valid_record_is_converted_to_the_contract_types() -> None:
@@ -139,8 +149,7 @@ def test_a_batch_is_converted_as_each_of_its_records_is_or_left_to_them(
 ) -> None:
     # `conform_batch` checks whole columns at once: it must never accept a record `conform`
     # refuses, and must give the values `conform` gives.
-    in_contract_form = {**VALID, "id": "pay_2", "updated_at": "2026-01-02T08:00:00.123Z"}
-    records = [in_contract_form, {**in_contract_form, field: value}]
+    records = [IN_CONTRACT_FORM, {**IN_CONTRACT_FORM, field: value}]
     checked = [conform(PAYMENTS, record) for record in records]
 
     arrays = conform_batch(PAYMENTS, records)
@@ -164,7 +173,7 @@ def test_a_batch_of_valid_records_in_the_contracts_form_is_converted_as_a_whole(
         "currency": "EUR", "description": None, "category": "tea", "active": True,
         "created_at": "2026-01-01T00:00:00.000Z", "updated_at": "2026-01-02T10:00:00.000Z",
     }
-    payments = [{**VALID, "updated_at": "2026-01-02T08:00:00.123Z", "amount": amount}
+    payments = [{**IN_CONTRACT_FORM, "amount": amount}
                 for amount in ("12.50", Decimal("7.5"), 3)]
 
     assert conform_batch(PAYMENTS, payments) is not None
@@ -298,12 +307,9 @@ def test_a_defective_record_sends_its_page_alone_record_by_record(
     # Valid batches are converted whole; one defective record must not lose or change the
     # rest of its batch, nor the fields the contract does not know.
     monkeypatch.setattr(quarantine, "ARROW_BATCH_SIZE", 4)
-    day, next_day = datetime(2026, 1, 2, tzinfo=UTC), datetime(2026, 1, 3, tzinfo=UTC)
     report = ResourceReport(PAYMENTS.name)
-    router = quarantine.QuarantineRouter(
-        PAYMENTS, Window.between(day, next_day), report, lambda table: {}, next_day
-    )
-    record = {**VALID, "updated_at": "2026-01-02T08:00:00.123Z"}
+    router = router_of_the_day(report)
+    record = IN_CONTRACT_FORM
     first_page = [{**record, "id": "a"}, {**record, "id": "b", "fraudScore": Decimal("NaN")}]
     second_page = [{**record, "id": "c", "amount": 7}, {**record, "id": "d", "amount": "12,50"}]
 
@@ -327,12 +333,9 @@ def test_unknown_fields_get_their_columns_in_the_order_records_bring_them(
     # A page with a defective record is conformed record by record, a page without converted
     # whole: the first field to come keeps the name, in either kind of page.
     monkeypatch.setattr(quarantine, "ARROW_BATCH_SIZE", 4)
-    day, next_day = datetime(2026, 1, 2, tzinfo=UTC), datetime(2026, 1, 3, tzinfo=UTC)
     report = ResourceReport(PAYMENTS.name)
-    router = quarantine.QuarantineRouter(
-        PAYMENTS, Window.between(day, next_day), report, lambda table: {}, next_day
-    )
-    record = {**VALID, "updated_at": "2026-01-02T08:00:00.123Z"}
+    router = router_of_the_day(report)
+    record = IN_CONTRACT_FORM
 
     list(router([{**record, "id": "a", "fooBar": 1}, {**record, "id": "b", "amount": "x"}]))
     report.complete = True
@@ -347,10 +350,8 @@ def test_a_first_load_asks_once_whether_the_table_holds_later_versions(
     # Each asking opens a connection to the warehouse; no table appears while a run reads.
     monkeypatch.setattr(quarantine, "ARROW_BATCH_SIZE", 2)
     asked: list[list[str]] = []
-    day, next_day = datetime(2026, 1, 2, tzinfo=UTC), datetime(2026, 1, 3, tzinfo=UTC)
-    router = quarantine.QuarantineRouter(
-        PAYMENTS, Window.between(day, next_day), ResourceReport(PAYMENTS.name),
-        lambda table: {}, next_day,
+    router = router_of_the_day(
+        ResourceReport(PAYMENTS.name),
         held_newer=lambda ids, stamps: asked.append(ids.to_pylist()),  # None: no table yet
     )
 
