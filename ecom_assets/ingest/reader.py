@@ -79,6 +79,7 @@ SPLIT_RECORDS = 4 * PAGE_SIZE
 # A unit that cannot be split (more than a page of records in one millisecond) may move on
 # this many passes before the window is declared impossible to reconcile.
 MAX_PASSES = 3
+LISTED_DIFFERENT_RECORDS = "two passes listed different records"
 # Passes in a row that must list nothing before a unit is believed empty. Each costs a request
 # of a few milliseconds; an outage answering a share p of requests with nothing, each on its
 # own, then hides a unit's records once in p**-4 units (160,000 at p = 5%), where two passes did
@@ -131,7 +132,7 @@ class _Unit:
     window: Window
     open: bool  # may still gain late arrivals: two matching passes are needed
     passes: int = 0
-    moved_passes: int = 0
+    moved_passes: list[str] = field(default_factory=list)  # why each pass that moved did
     empty_passes: int = 0  # consistent passes in a row that listed nothing
     outage_answers: int = 0  # pages after the first answered `{"data": [], "total": 0}`
     paged_again_at_the_end: bool = False  # listed nothing, then paged after the rest
@@ -530,7 +531,7 @@ class WindowReader:
                 unit.earlier = list(zip(identities, listing, strict=True))  # for the next pass
                 unit.empty_passes = 0
                 if compared:
-                    self._page_again(unit, "two passes listed different records")
+                    self._page_again(unit, LISTED_DIFFERENT_RECORDS)
                 else:
                     self._restart(unit)
                 return
@@ -572,7 +573,7 @@ class WindowReader:
             self._restart(unit)
             return False
         if [identity for identity, _ in unit.earlier] != identities:
-            self._page_again(unit, "two passes listed different records")
+            self._page_again(unit, LISTED_DIFFERENT_RECORDS)
             return False
         return True
 
@@ -724,17 +725,32 @@ class WindowReader:
             )
             self._replace(unit, parts)
             return
-        unit.moved_passes += 1
+        unit.moved_passes.append(why)
         unit.empty_passes = 0
-        if unit.moved_passes >= MAX_PASSES:
-            raise UnreconciledWindowError(
-                f"{self.resource} {unit.window}: {why}, on each of {unit.moved_passes} passes, "
-                f"and the window cannot be split further ({unit.total} records in "
-                f"{unit.window.duration.total_seconds() * 1000:.0f} ms); the vendor keeps "
-                "changing it, or counts records it does not serve, so it cannot be reconciled"
-            )
+        if len(unit.moved_passes) >= MAX_PASSES:
+            raise UnreconciledWindowError(self._unreconciled(unit))
         logger.info("%s %s: %s; paging it again", self.resource, unit.window, why)
         self._restart(unit)
+
+    def _unreconciled(self, unit: _Unit) -> str:
+        """Why a unit that cannot be split further is given up: a vendor answering it the same
+        wrong way on every pass, or one that keeps changing it."""
+        passes, why = len(unit.moved_passes), unit.moved_passes[-1]
+        size = f"{unit.total} records in {unit.window.duration.total_seconds() * 1000:.0f} ms"
+        # Split only to page fewer records at a time: one page, or one millisecond, is as far
+        # as splitting goes.
+        size += ", one page" if (unit.total or 0) <= self._page_size else ": no smaller window"
+        if set(unit.moved_passes) == {why} and why != LISTED_DIFFERENT_RECORDS:
+            return (
+                f"{self.resource} {unit.window}: {why}, the same on each of {passes} passes "
+                f"({size}): the vendor's total and its pages disagree while nothing there "
+                "changes, so it cannot be reconciled"
+            )
+        return (
+            f"{self.resource} {unit.window}: {'; '.join(dict.fromkeys(unit.moved_passes))}, "
+            f"on {passes} passes in a row ({size}); the vendor keeps changing it, so it "
+            "cannot be reconciled"
+        )
 
     def _restart(self, unit: _Unit) -> None:
         """Page the unit again from offset 0, before any unit not started yet."""
