@@ -93,14 +93,16 @@ class Warehouse:
 
     def dlt_destination(self) -> Destination:
         if not self.is_duckdb:
-            return Destination.from_reference(self.destination, replace_strategy=REPLACE_STRATEGY)
+            return _capabilities_resolved_once(
+                Destination.from_reference(self.destination, replace_strategy=REPLACE_STRATEGY)
+            )
         path = self.duckdb_path.resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
         # Without transactions dlt commits a merge's or a replace's DELETE before its INSERT:
         # a failing INSERT would leave the table emptied.
-        return dlt.destinations.duckdb(
+        return _capabilities_resolved_once(dlt.destinations.duckdb(
             str(path), replace_strategy=REPLACE_STRATEGY, supports_transactions=True
-        )
+        ))
 
     def pipeline(self, working_dir: str, dataset_name: str = DATASET_NAME) -> dlt.Pipeline:
         """The dlt pipeline of `dataset_name`, its working directory `<pipelines_dir>/<dir>`."""
@@ -322,6 +324,30 @@ class Warehouse:
             except DatabaseUndefinedRelation:
                 return {}
         return dict(rows or [])
+
+
+def _capabilities_resolved_once(destination: Destination) -> Destination:
+    """`destination`, resolving the configuration its capabilities depend on once.
+
+    dlt resolves it from every config provider each time it asks a destination for its
+    capabilities: 13 times in a run with nothing to load, 10 ms each, half of what such a run
+    costs beyond Dagster and the libraries. The result depends only on the destination's own
+    parameters and the providers, which do not change while a pipeline lives. A client's
+    configuration, with its credentials, is still resolved each time.
+    """
+    resolve = destination.configuration
+    resolved: list[Any] = []
+
+    def configuration(initial_config: Any, accept_partial: bool = False) -> Any:
+        if not accept_partial:  # a client's: complete, with its credentials
+            return resolve(initial_config, accept_partial)
+        # Only `capabilities()` asks for a partial one, from the same initial configuration.
+        if not resolved:
+            resolved.append(resolve(initial_config, accept_partial=True))
+        return resolved[0]
+
+    destination.configuration = configuration  # type: ignore[method-assign]
+    return destination
 
 
 def busy_holder(exc: BaseException) -> str | None:
