@@ -435,8 +435,8 @@ def test_a_sub_millisecond_window_that_keeps_changing_fails_naming_it() -> None:
 
     message = str(failure.value)
     assert message.startswith("order_payments [2026-01-01T03:00:00.000Z, ")
-    assert "on 3 passes in a row" in message and "the vendor keeps changing it" in message
-    assert "the same on each" not in message
+    assert "on 3 passes (" in message and "the vendor keeps changing it" in message
+    assert "the same answer" not in message
 
 
 def test_records_crowded_in_a_parts_first_millisecond_are_cut_off_from_the_changing_rest(
@@ -505,9 +505,33 @@ def test_a_vendor_counting_more_than_it_serves_fails_saying_so_not_that_it_chang
 
     # The same answer on every pass: not a vendor that keeps changing the window.
     message = str(failure.value)
-    assert "an empty page at offset 150 of a total of 250, the same on each of 3 passes" in message
-    assert "the vendor's total and its pages disagree while nothing there changes" in message
+    assert "an empty page at offset 150 of a total of 250, the same answer on each of 3 " \
+        "passes (250 records counted and 150 served in 1 ms" in message
+    assert "the vendor's answers contradict each other while nothing there changes" in message
     assert "keeps changing" not in message
+
+
+def test_a_vendor_answering_the_same_on_every_pass_is_told_apart_whatever_order_pages_come_in(
+) -> None:
+    # Pages of at most 100 records whatever the limit, and a total 100 too high: on the second
+    # pass the empty page at offset 200 answers last, so that pass meets the one at 150 first.
+    vendor = MemoryVendor(0)
+    moment = START + timedelta(hours=3)
+    vendor.records = [{"id": f"pay_{n:08d}", "updated_at": rfc3339(moment)} for n in range(150)]
+
+    def fetch(window: Window, offset: int, limit: int) -> tuple[str, Response]:
+        if offset == 200 and 4 <= vendor.requests < 8:  # the second pass's four requests
+            time.sleep(0.2)
+        url, response = vendor.fetch(window, offset, min(limit, 100))
+        response.body["total"] += 100
+        return url, response
+
+    with pytest.raises(UnreconciledWindowError) as failure:
+        read(vendor, window=Window(moment, moment + timedelta(milliseconds=1)), fetch=fetch)
+
+    message = str(failure.value)
+    assert "the same answer on each of 3 passes (250 records counted and 150 served" in message
+    assert "a page holds them" not in message
 
 
 def test_an_empty_answer_after_a_pass_that_listed_records_does_not_settle_the_unit() -> None:
@@ -546,7 +570,7 @@ def test_passes_answered_empty_by_an_outage_are_not_counted_as_moved() -> None:
     outage = vendor.answering_nothing_to(1, 2)
     vendor.before_request = lambda v: v.requests > 2 and v.update(v.records[0])
 
-    with pytest.raises(UnreconciledWindowError, match="on 3 passes in a row"):
+    with pytest.raises(UnreconciledWindowError, match="on 3 passes"):
         read(vendor, window=Window(START + timedelta(hours=3),  # one millisecond: unsplittable
                                    START + timedelta(hours=3, milliseconds=1)), fetch=outage)
 

@@ -33,6 +33,7 @@ day is among those remembered; see `TWIN_IDS_KEPT`).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import threading
@@ -79,7 +80,6 @@ SPLIT_RECORDS = 4 * PAGE_SIZE
 # A unit that cannot be split (more than a page of records in one millisecond) may move on
 # this many passes before the window is declared impossible to reconcile.
 MAX_PASSES = 3
-LISTED_DIFFERENT_RECORDS = "two passes listed different records"
 # Passes in a row that must list nothing before a unit is believed empty. Each costs a request
 # of a few milliseconds; an outage answering a share p of requests with nothing, each on its
 # own, then hides a unit's records once in p**-4 units (160,000 at p = 5%), where two passes did
@@ -125,6 +125,7 @@ class _Page:
     offset: int
     records: list[Any]
     response: requests.Response
+    total: int  # the vendor's count of the unit, as this page gave it
 
 
 @dataclass
@@ -132,7 +133,8 @@ class _Unit:
     window: Window
     open: bool  # may still gain late arrivals: two matching passes are needed
     passes: int = 0
-    moved_passes: list[str] = field(default_factory=list)  # why each pass that moved did
+    # Each pass that moved: why, and what the vendor answered (`_answers`).
+    moved_passes: list[tuple[str, dict[int, tuple]]] = field(default_factory=list)
     empty_passes: int = 0  # consistent passes in a row that listed nothing
     outage_answers: int = 0  # pages after the first answered `{"data": [], "total": 0}`
     paged_again_at_the_end: bool = False  # listed nothing, then paged after the rest
@@ -477,7 +479,7 @@ class WindowReader:
                 return
             unit.moved = f"the vendor's total changed from {unit.total} to {total}"
         if records or not offset or offset != unit.total or total != unit.total:
-            unit.pages[offset] = _Page(url, offset, records, response)
+            unit.pages[offset] = _Page(url, offset, records, response, total)
         # else the page past the end, empty: it adds nothing to the pass, whose pages stay
         # one instant of the vendor when there is one
         end = offset + len(records)
@@ -531,7 +533,7 @@ class WindowReader:
                 unit.earlier = list(zip(identities, listing, strict=True))  # for the next pass
                 unit.empty_passes = 0
                 if compared:
-                    self._page_again(unit, LISTED_DIFFERENT_RECORDS)
+                    self._page_again(unit, "two passes listed different records")
                 else:
                     self._restart(unit)
                 return
@@ -573,7 +575,7 @@ class WindowReader:
             self._restart(unit)
             return False
         if [identity for identity, _ in unit.earlier] != identities:
-            self._page_again(unit, LISTED_DIFFERENT_RECORDS)
+            self._page_again(unit, "two passes listed different records")
             return False
         return True
 
@@ -725,7 +727,7 @@ class WindowReader:
             )
             self._replace(unit, parts)
             return
-        unit.moved_passes.append(why)
+        unit.moved_passes.append((why, _answers(unit)))
         unit.empty_passes = 0
         if len(unit.moved_passes) >= MAX_PASSES:
             raise UnreconciledWindowError(self._unreconciled(unit))
@@ -734,22 +736,28 @@ class WindowReader:
 
     def _unreconciled(self, unit: _Unit) -> str:
         """Why a unit that cannot be split further is given up: a vendor answering it the same
-        wrong way on every pass, or one that keeps changing it."""
-        passes, why = len(unit.moved_passes), unit.moved_passes[-1]
-        size = f"{unit.total} records in {unit.window.duration.total_seconds() * 1000:.0f} ms"
-        # Split only to page fewer records at a time: one page, or one millisecond, is as far
-        # as splitting goes.
-        size += ", one page" if (unit.total or 0) <= self._page_size else ": no smaller window"
-        if set(unit.moved_passes) == {why} and why != LISTED_DIFFERENT_RECORDS:
+        way on every pass, with answers that contradict each other, or one that keeps changing
+        it."""
+        reasons, answers = zip(*unit.moved_passes, strict=True)
+        served = sum(len(page.records) for page in unit.pages.values())
+        size = (
+            f"{unit.total} records counted and {served} served in "
+            f"{unit.window.duration.total_seconds() * 1000:.0f} ms: "
+            + ("a page holds them" if len(self._record_times(unit)) <= self._page_size
+               else "a millisecond cannot be split")
+        )
+        # Which pages a pass asks for depends on the order answers arrive in: passes are
+        # compared where they asked the same.
+        if all(_agree(one, other) for one, other in itertools.combinations(answers, 2)):
             return (
-                f"{self.resource} {unit.window}: {why}, the same on each of {passes} passes "
-                f"({size}): the vendor's total and its pages disagree while nothing there "
-                "changes, so it cannot be reconciled"
+                f"{self.resource} {unit.window}: {reasons[-1]}, the same answer on each of "
+                f"{len(answers)} passes ({size}): the vendor's answers contradict each other "
+                "while nothing there changes, so it cannot be reconciled"
             )
         return (
-            f"{self.resource} {unit.window}: {'; '.join(dict.fromkeys(unit.moved_passes))}, "
-            f"on {passes} passes in a row ({size}); the vendor keeps changing it, so it "
-            "cannot be reconciled"
+            f"{self.resource} {unit.window}: {'; '.join(dict.fromkeys(reasons))}, on "
+            f"{len(reasons)} passes ({size}); the vendor keeps changing it, so it cannot be "
+            "reconciled"
         )
 
     def _restart(self, unit: _Unit) -> None:
@@ -784,10 +792,7 @@ class WindowReader:
 
     def _split_at_records(self, unit: _Unit) -> list[Window]:
         """A unit that moved, cut where its records lie, into parts of about equal count."""
-        times = sorted(
-            t for page in unit.pages.values() for t in map(self._timestamp, page.records)
-            if t and unit.window.contains(t)
-        )
+        times = self._record_times(unit)
         if len(times) <= self._page_size:
             return []
         count = min(max(2, math.ceil(len(times) / SPLIT_RECORDS)), 8)
@@ -799,6 +804,13 @@ class WindowReader:
             cut if floor_ms(cut) > first else first + MILLISECOND for cut in cuts
         )
         return parts if len(parts) > 1 else []
+
+    def _record_times(self, unit: _Unit) -> list[datetime]:
+        """The times of the unit's records that lie in it, in order."""
+        return sorted(
+            t for page in unit.pages.values() for t in map(self._timestamp, page.records)
+            if t and unit.window.contains(t)
+        )
 
     def _timestamp(self, record: Any) -> datetime | None:
         try:
@@ -817,6 +829,19 @@ def _served_twice(listing: list[Any], identities: list[str], repeated: set[str])
                 return True
             seen.add(key)
     return False
+
+
+def _answers(unit: _Unit) -> dict[int, tuple]:
+    """What the vendor answered to the unit's pass: each page's total and records, by offset."""
+    return {
+        offset: (page.total, tuple(map(_content, page.records)))
+        for offset, page in unit.pages.items()
+    }
+
+
+def _agree(one: dict[int, tuple], other: dict[int, tuple]) -> bool:
+    """Whether two passes got the same answers at every offset both asked for."""
+    return all(one[offset] == other[offset] for offset in one.keys() & other.keys())
 
 
 def _content(record: Any) -> str:

@@ -93,9 +93,14 @@ class Warehouse:
 
     def dlt_destination(self) -> Destination:
         if not self.is_duckdb:
-            return _capabilities_resolved_once(
-                Destination.from_reference(self.destination, replace_strategy=REPLACE_STRATEGY)
+            destination = Destination.from_reference(
+                self.destination, replace_strategy=REPLACE_STRATEGY
             )
+            # Others' capabilities may depend on what dlt adds to their parameters later (a
+            # SQLAlchemy dialect on credentials passed to `run`).
+            if self.destination == "postgres":
+                return _capabilities_resolved_once(destination)
+            return destination
         path = self.duckdb_path.resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
         # Without transactions dlt commits a merge's or a replace's DELETE before its INSERT:
@@ -331,8 +336,8 @@ def _capabilities_resolved_once(destination: Destination) -> Destination:
 
     dlt resolves it from every config provider each time it asks a destination for its
     capabilities: 13 times in a run with nothing to load, 10 ms each, half of what such a run
-    costs beyond Dagster and the libraries. The result depends only on the destination's own
-    parameters and the providers, which do not change while a pipeline lives. A client's
+    costs beyond Dagster and the libraries. DuckDB's and PostgreSQL's capabilities do not
+    depend on it (dlt 1.31), nor do the providers change while a pipeline lives. A client's
     configuration, with its credentials, is still resolved each time.
     """
     resolve = destination.configuration
