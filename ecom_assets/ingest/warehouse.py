@@ -332,13 +332,13 @@ class Warehouse:
 
 
 def _capabilities_resolved_once(destination: Destination) -> Destination:
-    """`destination`, resolving the configuration its capabilities depend on once.
+    """`destination`, resolving once the configuration dlt builds its capabilities with.
 
     dlt resolves it from every config provider each time it asks a destination for its
     capabilities: 13 times in a run with nothing to load, 10 ms each, half of what such a run
     costs beyond Dagster and the libraries. DuckDB's and PostgreSQL's capabilities do not
-    depend on it (dlt 1.31), nor do the providers change while a pipeline lives. A client's
-    configuration, with its credentials, is still resolved each time.
+    depend on that configuration (dlt 1.31), and the providers do not change while a pipeline
+    lives. A client's configuration, with its credentials, is still resolved each time.
     """
     resolve = destination.configuration
     resolved: list[Any] = []
