@@ -387,13 +387,10 @@ def _exact_amount(value: Any) -> Any:
 
 
 def _timestamp_array(values: list[Any]) -> pa.Array | None:
-    import pyarrow as pa
     import pyarrow.compute as pc
 
-    if not set(map(type, values)) <= {str, type(None)}:
-        return None
-    array = pa.array(values, pa.string())
-    if not pc.all(pc.match_substring_regex(array, _CONTRACT_FORM)).as_py():
+    array = _text_array(values)
+    if array is None or not pc.all(pc.match_substring_regex(array, _CONTRACT_FORM)).as_py():
         return None
     return pc.cast(array, FieldType.TIMESTAMP.arrow_type)
 

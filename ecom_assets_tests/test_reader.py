@@ -111,6 +111,18 @@ def read(vendor: MemoryVendor, window: Window = DAY, late: timedelta = timedelta
     return records, report
 
 
+# The millisecond a bulk update stamped on many records, which no window can split.
+BULK = START + timedelta(hours=3)
+BULK_MILLISECOND = Window(BULK, BULK + timedelta(milliseconds=1))
+
+
+def bulk_updated(count: int) -> MemoryVendor:
+    """A vendor whose only records are `count` that a bulk update stamped with `BULK`."""
+    vendor = MemoryVendor(0)
+    vendor.records = [{"id": f"pay_{n:08d}", "updated_at": rfc3339(BULK)} for n in range(count)]
+    return vendor
+
+
 def ids(records: list[Any]) -> set[str]:
     return {r["id"] for r in records if isinstance(r, dict)}
 
@@ -423,15 +435,12 @@ def test_records_moving_on_every_request_never_hide_one_that_stayed() -> None:
 
 
 def test_a_sub_millisecond_window_that_keeps_changing_fails_naming_it() -> None:
-    vendor = MemoryVendor(0)
-    moment = rfc3339(START + timedelta(hours=3))
     # More than the largest page holds: every pass takes two responses.
-    vendor.records = [{"id": f"pay_{n:08d}", "updated_at": moment}
-                      for n in range(MAX_PAGE_SIZE + 300)]
+    vendor = bulk_updated(MAX_PAGE_SIZE + 300)
     vendor.before_request = lambda v: v.records and v.update(v.records[0])
 
     with pytest.raises(UnreconciledWindowError) as failure:
-        read(vendor, window=Window(START + timedelta(hours=3), START + timedelta(hours=4)))
+        read(vendor, window=Window(BULK, BULK + timedelta(hours=1)))
 
     message = str(failure.value)
     assert message.startswith("order_payments [2026-01-01T03:00:00.000Z, ")
@@ -443,16 +452,14 @@ def test_records_crowded_in_a_parts_first_millisecond_are_cut_off_from_the_chang
 ) -> None:
     # A bulk update stamped 120 records with one millisecond, the part's first; the few
     # records after it keep changing. The crowd is paged apart, the rest split as usual.
-    vendor = MemoryVendor(0)
-    crowded = START + timedelta(hours=3)
-    vendor.records = [{"id": f"pay_{n:08d}", "updated_at": rfc3339(crowded)} for n in range(120)]
-    vendor.records += [{"id": f"pay_late{n}", "updated_at": rfc3339(crowded + timedelta(
+    vendor = bulk_updated(120)
+    vendor.records += [{"id": f"pay_late{n}", "updated_at": rfc3339(BULK + timedelta(
         minutes=n + 1))} for n in range(6)]
     vendor.before_request = lambda v: 1 < v.requests <= 7 and v.update(
         next(r for r in v.records if r["id"].startswith("pay_late") and "version" not in r)
     )
 
-    records, _ = read(vendor, window=Window(crowded, crowded + timedelta(hours=1)))
+    records, _ = read(vendor, window=Window(BULK, BULK + timedelta(hours=1)))
 
     crowd = {f"pay_{n:08d}" for n in range(120)}
     assert ids(records) >= crowd and ids(records) - crowd <= {f"pay_late{n}" for n in range(6)}
@@ -476,9 +483,7 @@ def test_a_total_wrong_once_by_orders_of_magnitude_costs_a_few_requests() -> Non
 
 
 def test_a_millisecond_claiming_a_trillion_records_fails_naming_its_total() -> None:
-    vendor = MemoryVendor(0)
-    moment = START + timedelta(hours=3)
-    vendor.records = [{"id": f"pay_{n:08d}", "updated_at": rfc3339(moment)} for n in range(300)]
+    vendor = bulk_updated(300)
 
     def fetch(window: Window, offset: int, limit: int) -> tuple[str, Response]:
         url, response = vendor.fetch(window, offset, limit)
@@ -486,14 +491,12 @@ def test_a_millisecond_claiming_a_trillion_records_fails_naming_its_total() -> N
         return url, response
 
     with pytest.raises(UnreconciledWindowError, match="a total of 1000000000000 records"):
-        read(vendor, window=Window(moment, moment + timedelta(milliseconds=1)), fetch=fetch)
+        read(vendor, window=BULK_MILLISECOND, fetch=fetch)
     assert vendor.requests == 3
 
 
 def test_a_vendor_counting_more_than_it_serves_fails_saying_so_not_that_it_changes() -> None:
-    vendor = MemoryVendor(0)
-    moment = START + timedelta(hours=3)
-    vendor.records = [{"id": f"pay_{n:08d}", "updated_at": rfc3339(moment)} for n in range(150)]
+    vendor = bulk_updated(150)
 
     def fetch(window: Window, offset: int, limit: int) -> tuple[str, Response]:
         url, response = vendor.fetch(window, offset, limit)
@@ -501,7 +504,7 @@ def test_a_vendor_counting_more_than_it_serves_fails_saying_so_not_that_it_chang
         return url, response
 
     with pytest.raises(UnreconciledWindowError) as failure:
-        read(vendor, window=Window(moment, moment + timedelta(milliseconds=1)), fetch=fetch)
+        read(vendor, window=BULK_MILLISECOND, fetch=fetch)
 
     # The same answer on every pass: not a vendor that keeps changing the window.
     message = str(failure.value)
@@ -515,9 +518,7 @@ def test_a_vendor_answering_the_same_on_every_pass_is_told_apart_whatever_order_
 ) -> None:
     # Pages of at most 100 records whatever the limit, and a total 100 too high: on the second
     # pass the empty page at offset 200 answers last, so that pass meets the one at 150 first.
-    vendor = MemoryVendor(0)
-    moment = START + timedelta(hours=3)
-    vendor.records = [{"id": f"pay_{n:08d}", "updated_at": rfc3339(moment)} for n in range(150)]
+    vendor = bulk_updated(150)
 
     def fetch(window: Window, offset: int, limit: int) -> tuple[str, Response]:
         if offset == 200 and 4 <= vendor.requests < 8:  # the second pass's four requests
@@ -527,7 +528,7 @@ def test_a_vendor_answering_the_same_on_every_pass_is_told_apart_whatever_order_
         return url, response
 
     with pytest.raises(UnreconciledWindowError) as failure:
-        read(vendor, window=Window(moment, moment + timedelta(milliseconds=1)), fetch=fetch)
+        read(vendor, window=BULK_MILLISECOND, fetch=fetch)
 
     message = str(failure.value)
     assert "the same answer on each of 3 passes (250 records counted and 150 served" in message
@@ -563,16 +564,12 @@ def test_an_empty_answer_after_a_pass_that_listed_records_does_not_settle_the_un
 
 
 def test_passes_answered_empty_by_an_outage_are_not_counted_as_moved() -> None:
-    vendor = MemoryVendor(0)
-    moment = rfc3339(START + timedelta(hours=3))
-    vendor.records = [{"id": f"pay_{n:08d}", "updated_at": moment}
-                      for n in range(MAX_PAGE_SIZE + 300)]
+    vendor = bulk_updated(MAX_PAGE_SIZE + 300)
     outage = vendor.answering_nothing_to(1, 2)
     vendor.before_request = lambda v: v.requests > 2 and v.update(v.records[0])
 
     with pytest.raises(UnreconciledWindowError, match="on 3 passes"):
-        read(vendor, window=Window(START + timedelta(hours=3),  # one millisecond: unsplittable
-                                   START + timedelta(hours=3, milliseconds=1)), fetch=outage)
+        read(vendor, window=BULK_MILLISECOND, fetch=outage)
 
     # Two empty answers, a first page of 100, then three passes of two pages of 1,000, each
     # of which moved.
@@ -580,17 +577,14 @@ def test_passes_answered_empty_by_an_outage_are_not_counted_as_moved() -> None:
 
 
 def test_empty_answers_on_both_sides_of_a_pass_that_moved_are_not_one_run() -> None:
-    vendor = MemoryVendor(0)
-    moment = rfc3339(START + timedelta(hours=3))
-    vendor.records = [{"id": f"pay_{n:08d}", "updated_at": moment} for n in range(300)]
+    vendor = bulk_updated(300)
     # One empty answer, a pass of three pages during which a record moves, three empty ones.
     outage = vendor.answering_nothing_to(1, 5, 6, 7)
     vendor.before_request = lambda v: v.requests == 3 and v.update(v.records[0])
 
-    records, _ = read(vendor, window=Window(START + timedelta(hours=3), START + timedelta(hours=4)),
-                      fetch=outage)
+    records, _ = read(vendor, window=Window(BULK, BULK + timedelta(hours=1)), fetch=outage)
 
-    assert ids(records) == {r["id"] for r in vendor.records if r["updated_at"] == moment}
+    assert ids(records) == {r["id"] for r in vendor.records if r["updated_at"] == rfc3339(BULK)}
     assert len(records) == 299
 
 

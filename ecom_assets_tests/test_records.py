@@ -37,6 +37,17 @@ def router_of_the_day(report: ResourceReport, **options: object) -> quarantine.Q
     )
 
 
+@pytest.fixture
+def batching_by_four(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[ResourceReport, quarantine.QuarantineRouter]:
+    """A report and a router of the day that converts records in batches of 4: two pages of
+    two records make one batch."""
+    monkeypatch.setattr(quarantine, "ARROW_BATCH_SIZE", 4)
+    report = ResourceReport(PAYMENTS.name)
+    return report, router_of_the_day(report)
+
+
 def test_a_valid_record_is_converted_to_the_contract_types() -> None:
     typed, violations = conform(PAYMENTS, VALID)
 
@@ -302,13 +313,11 @@ def test_a_column_name_once_given_stays_with_its_field() -> None:
 
 
 def test_a_defective_record_sends_its_page_alone_record_by_record(
-    monkeypatch: pytest.MonkeyPatch,
+    batching_by_four: tuple[ResourceReport, quarantine.QuarantineRouter],
 ) -> None:
     # Valid batches are converted whole; one defective record must not lose or change the
     # rest of its batch, nor the fields the contract does not know.
-    monkeypatch.setattr(quarantine, "ARROW_BATCH_SIZE", 4)
-    report = ResourceReport(PAYMENTS.name)
-    router = router_of_the_day(report)
+    report, router = batching_by_four
     record = IN_CONTRACT_FORM
     first_page = [{**record, "id": "a"}, {**record, "id": "b", "fraudScore": Decimal("NaN")}]
     second_page = [{**record, "id": "c", "amount": 7}, {**record, "id": "d", "amount": "12,50"}]
@@ -328,13 +337,11 @@ def test_a_defective_record_sends_its_page_alone_record_by_record(
 
 
 def test_unknown_fields_get_their_columns_in_the_order_records_bring_them(
-    monkeypatch: pytest.MonkeyPatch,
+    batching_by_four: tuple[ResourceReport, quarantine.QuarantineRouter],
 ) -> None:
     # A page with a defective record is conformed record by record, a page without converted
     # whole: the first field to come keeps the name, in either kind of page.
-    monkeypatch.setattr(quarantine, "ARROW_BATCH_SIZE", 4)
-    report = ResourceReport(PAYMENTS.name)
-    router = router_of_the_day(report)
+    report, router = batching_by_four
     record = IN_CONTRACT_FORM
 
     list(router([{**record, "id": "a", "fooBar": 1}, {**record, "id": "b", "amount": "x"}]))

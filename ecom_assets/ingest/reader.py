@@ -295,19 +295,11 @@ class WindowReader:
             # Never counted a record there: the settled part is one unit, read empty on every
             # pass, and the vendor's count of it is the question those passes asked.
             return False
-        total: int | None = 0
-        for ask in range(1, COUNT_ASKS + 1):
-            if ask > 1 and self._closed.wait(self._outage_backoff(ask - 1)):
-                return False
-            _, response = self._fetch(settled, 0, 1)
-            self.report.requests += 1
-            total = page_total(response.json())
-            if total is None:
-                raise VendorResponseError(
-                    f"{self.resource} {settled}: the vendor's count has no integer 'total'"
-                )
-            if total:
-                break
+        total = self._count(settled)
+        if total is None:
+            raise VendorResponseError(
+                f"{self.resource} {settled}: the vendor's count has no integer 'total'"
+            )
         where = f"{self.resource} {settled}"
         parts = f"the parts it answered with nothing ({len(empty)}, the first {empty[0]})"
         if not total:
@@ -332,7 +324,8 @@ class WindowReader:
             "%s: the vendor counts %d records, %d more than its parts listed: paging again %s",
             where, total, total - self._settled_listed, parts,
         )
-        return not self._closed.wait(self._outage_backoff(self._settled_recounts))
+        time.sleep(self._outage_backoff(self._settled_recounts))
+        return True
 
     def _in_settled(self, unit: _Unit) -> bool:
         """Whether the unit lies in the settled part of the window the vendor's count is
@@ -345,19 +338,11 @@ class WindowReader:
         now and then. None every time means an outage, or a misrouted tenant, answering every
         request with nothing; the checks weigh that against the rows the table holds. An
         answer that fails leaves it unknown: the read succeeded."""
-        total: int | None = None
-        for ask in range(1, COUNT_ASKS + 1):
-            if ask > 1:
-                time.sleep(self._outage_backoff(ask - 1))
-            try:
-                _, response = self._fetch(Window.between(EPOCH, self._now), 0, 1)
-            except VendorAPIError as error:
-                logger.warning("%s: could not count the vendor's records: %s", self.resource, error)
-                return False
-            self.report.requests += 1
-            total = page_total(response.json())
-            if total != 0:
-                break
+        try:
+            total = self._count(Window.between(EPOCH, self._now))
+        except VendorAPIError as error:
+            logger.warning("%s: could not count the vendor's records: %s", self.resource, error)
+            return False
         if total is None:
             logger.warning("%s: the vendor's count of its records has no integer 'total'",
                            self.resource)
@@ -369,6 +354,21 @@ class WindowReader:
                 "misrouted tenant answers so", self.resource,
             )
         return total > 0
+
+    def _count(self, window: Window) -> int | None:
+        """The vendor's count of `window`, the `total` of a page of one record (None if it has
+        none), asked again after the retry backoff while it is 0, `COUNT_ASKS` times in all: an
+        outage answers so now and then."""
+        total: int | None = None
+        for ask in range(1, COUNT_ASKS + 1):
+            if ask > 1:
+                time.sleep(self._outage_backoff(ask - 1))
+            _, response = self._fetch(window, 0, 1)
+            self.report.requests += 1
+            total = page_total(response.json())
+            if total != 0:
+                break
+        return total
 
     # Scheduling --------------------------------------------------------------------------
 
