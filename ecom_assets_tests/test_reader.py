@@ -140,7 +140,7 @@ def test_a_quiet_window_is_read_once_in_full_pages() -> None:
 def test_a_report_read_into_again_is_complete_only_at_the_new_windows_last_page() -> None:
     # A full refresh's follow-up round reads a second window into the same report: its pages
     # must not pass for a window's last, each flushed to dlt on its own.
-    vendor = MemoryVendor(300)
+    vendor = MemoryVendor(2 * MAX_UNIT_RECORDS)  # read in parts, each a page for dlt
     report = ResourceReport("order_payments")
     report.complete = True  # the first window's read ended
     reader = WindowReader("order_payments", DAY, vendor.fetch, report, concurrency=2,
@@ -148,7 +148,7 @@ def test_a_report_read_into_again_is_complete_only_at_the_new_windows_last_page(
 
     completes = [report.complete for _ in reader.pages()]
 
-    assert completes == [False, False, False] and report.complete
+    assert len(completes) == report.units > 1 and not any(completes) and report.complete
 
 
 def test_a_window_larger_than_a_unit_is_read_in_parts_each_record_once() -> None:

@@ -312,7 +312,7 @@ def test_a_column_name_once_given_stays_with_its_field() -> None:
     assert mapping == {"fraudScore": "fraud_score", "fraud_score": "vendor_fraud_score"}
 
 
-def test_a_defective_record_sends_its_page_alone_record_by_record(
+def test_a_defective_record_sends_its_part_of_the_batch_alone_record_by_record(
     batching_by_four: tuple[ResourceReport, quarantine.QuarantineRouter],
 ) -> None:
     # Valid batches are converted whole; one defective record must not lose or change the
@@ -336,11 +336,35 @@ def test_a_defective_record_sends_its_page_alone_record_by_record(
     assert report.non_finite_unknown == {"fraudScore": 1}
 
 
+def test_a_defective_record_in_a_large_page_is_judged_with_its_part_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The reader hands dlt each part of a window as one page, of up to thousands of records:
+    # one defective record must not send them all through `conform`, one by one.
+    conformed: list[str] = []
+    conform_one = quarantine.QuarantineRouter._conform
+    monkeypatch.setattr(quarantine.QuarantineRouter, "_conform", lambda router, record: (
+        conformed.append(record["id"]) or conform_one(router, record)
+    ))
+    report = ResourceReport(PAYMENTS.name)
+    router = router_of_the_day(report)
+    page = [{**IN_CONTRACT_FORM, "id": f"pay_{n:04d}"} for n in range(1_000)]
+    page[250]["amount"] = "12,50"
+    report.complete = True
+
+    table, quarantined = (item.data for item in router(page))
+
+    assert table.column("id").to_pylist() == [r["id"] for r in page if r["id"] != "pay_0250"]
+    assert [row["record_id"] for row in quarantined] == ["pay_0250"]
+    part = quarantine.RECHECKED_IN_PARTS_OF
+    assert conformed == [record["id"] for record in page[200 : 200 + part]]
+
+
 def test_unknown_fields_get_their_columns_in_the_order_records_bring_them(
     batching_by_four: tuple[ResourceReport, quarantine.QuarantineRouter],
 ) -> None:
-    # A page with a defective record is conformed record by record, a page without converted
-    # whole: the first field to come keeps the name, in either kind of page.
+    # A part with a defective record is conformed record by record, a part without converted
+    # whole: the first field to come keeps the name, in either kind of part.
     report, router = batching_by_four
     record = IN_CONTRACT_FORM
 

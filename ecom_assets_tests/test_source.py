@@ -27,6 +27,7 @@ from ecom_assets.ingest import (
     ecom_source,
     quarantine,
 )
+from ecom_assets.ingest.pagination import ReconciledPagesPaginator
 from ecom_assets.ingest.vendor_session import AdaptiveLimit, redirect_stays_with_vendor
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import OMIT, Fault, SandboxServer
@@ -76,6 +77,27 @@ def test_a_window_larger_than_one_arrow_batch_loads_every_record_once(
     expected = {r["id"] for r in sandbox.dataset.records("order_payments", day(0), day(5))}
     assert len(ids) == len(set(ids)) == report.loaded == len(expected)
     assert set(ids) == expected
+
+
+def test_dlt_walks_each_reconciled_part_of_the_window_as_one_page(
+    sandbox: SandboxServer, api_key: str, tmp_path: Path, monkeypatch
+) -> None:
+    # dlt's client costs as much per page it walks, whatever the page holds.
+    walked: list[int] = []
+    update_state = ReconciledPagesPaginator.update_state
+
+    def counting(paginator: ReconciledPagesPaginator, response, data=None) -> None:
+        walked.append(len(data or []))
+        update_state(paginator, response, data)
+
+    monkeypatch.setattr(ReconciledPagesPaginator, "update_state", counting)
+    database = tmp_path / "warehouse.duckdb"
+
+    report = load(sandbox, api_key, database)
+
+    assert_the_window_loaded_once(sandbox, database, report.loaded)
+    assert len(walked) == report.units < report.requests
+    assert sum(walked) == report.loaded
 
 
 @pytest.mark.parametrize("sandbox_spec", [SandboxSpec(size=1000, days=5, latency_ms=5)])

@@ -1,9 +1,10 @@
-"""The paginator dlt's REST client walks: the reconciled pages of a window, in order.
+"""The paginator dlt's REST client walks: the reconciled parts of a window, in order.
 
 The window reader (`reader.py`) does the paging: it fetches pages concurrently and releases a
-part of the window only once it reconciles with the vendor's `total`. This paginator points each
-request of dlt's client at the next released page, and the session answers it with the response
-the reader already received, so dlt extracts exactly the reconciled records, once.
+part of the window only once it reconciles with the vendor's `total`, as one page holding all
+the part's records. This paginator points each request of dlt's client at the next released
+part's first page, and the session answers it with the response the reader already received,
+so dlt extracts exactly the reconciled records, once.
 """
 
 from __future__ import annotations

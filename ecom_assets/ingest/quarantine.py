@@ -42,6 +42,9 @@ QUARANTINE_COLUMNS: dict[str, dict[str, Any]] = {
     "last_seen_at": {"data_type": "timestamp", "nullable": False},
 }
 ARROW_BATCH_SIZE = 10_000
+# A batch that breaks the contract somewhere is checked again in parts of this many records (a
+# vendor page), and only a part that breaks it record by record.
+RECHECKED_IN_PARTS_OF = 100
 # A column hint, stored by dlt with the table's schema: the vendor field a column for a field the
 # contract does not know holds, so that every later load puts that field, and only it, there.
 VENDOR_FIELD_HINT = "x-vendor-field"
@@ -192,8 +195,7 @@ class QuarantineRouter(ItemTransform[Any]):
         self._now = now
         self._known = contract.field_names
         self._unknown = UnknownFieldColumns(contract, report.unknown_fields, stored_columns)
-        self._pages: list[list[Any]] = []  # released pages, routed a batch at a time
-        self._pending = 0  # records in them
+        self._records: list[Any] = []  # released records, routed a batch at a time
         self._held_newer: Callable[..., Mapping[str, datetime] | None] | None = held_newer
         self._overtaken_by_more_than = overtaken_by_more_than
         self._quarantined: set[str] = set()  # keys written this run
@@ -208,16 +210,15 @@ class QuarantineRouter(ItemTransform[Any]):
         """Once the window is read or a batch is due, its valid records as one Arrow table and
         its quarantine rows. dlt does per-item schema work for Arrow tables, and
         `conform_batch` costs less per record the more records it is given."""
-        self._pages.append(page)
-        self._pending += len(page)
-        if not (self.report.complete or self._pending >= ARROW_BATCH_SIZE):
+        self._records += page
+        if not (self.report.complete or len(self._records) >= ARROW_BATCH_SIZE):
             return []
-        pages, self._pages, self._pending = self._pages, [], 0
-        if not any(pages):  # a run with nothing to load never imports Arrow
+        records, self._records = self._records, []
+        if not records:  # a run with nothing to load never imports Arrow
             return []
         quarantined: list[dict[str, Any]] = []
         routed: list[Any] = []
-        table, raw = self._typed(pages, quarantined)
+        table, raw = self._typed(records, quarantined)
         if raw:
             routed.append(self._hand_over(table, raw, quarantined))
         if quarantined:
@@ -225,20 +226,23 @@ class QuarantineRouter(ItemTransform[Any]):
         return routed
 
     def _typed(
-        self, pages: list[list[Any]], quarantined: list[dict[str, Any]]
+        self, records: list[Any], quarantined: list[dict[str, Any]]
     ) -> tuple[pa.Table, list[dict[str, Any]]]:
-        """The valid records of `pages` as an Arrow table and as the vendor sent them, row for
-        row; the others quarantined. Checked as one batch, else page by page, and record by
-        record only in a page `conform_batch` refused (one with a defective record)."""
+        """The valid `records` as an Arrow table and as the vendor sent them, row for row; the
+        others quarantined. Checked as one batch, else in parts, and record by record only in
+        a part `conform_batch` refused (one with a defective record)."""
         import pyarrow as pa
 
-        records = [record for page in pages for record in page]
         whole = self._checked(records)
+        parts = [records] if whole is not None else [
+            records[start : start + RECHECKED_IN_PARTS_OF]
+            for start in range(0, len(records), RECHECKED_IN_PARTS_OF)
+        ]
         columns: list[list[pa.Array]] = [[] for _ in self.contract.fields]
         raw: list[dict[str, Any]] = []
-        # Page by page in order: fields the contract does not know get their columns in the
+        # Part by part in order: fields the contract does not know get their columns in the
         # order records bring them, as `_conform` gives them.
-        for part in [records] if whole is not None else pages:
+        for part in parts:
             arrays = whole if whole is not None else self._checked(part)
             if arrays is None:
                 typed, part = self._conformed(part, quarantined)

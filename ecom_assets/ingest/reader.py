@@ -21,9 +21,10 @@ against what its parts listed: records only leave it, so more means an outage hi
 parts are paged again, and the read fails if they stay empty. A unit whose last page is full
 is asked for the page past it, which must be empty: else its `total` missed records.
 
-Only accepted passes are released, unit by unit: what a released unit holds is what the vendor
-listed in it at one instant, so nothing of the window can be skipped by records moving under
-the offsets. A unit that keeps changing after it cannot be split further fails, naming it.
+Only accepted passes are released, unit by unit, each as one page for dlt: what a released unit
+holds is what the vendor listed in it at one instant, so nothing of the window can be skipped by
+records moving under the offsets. A unit that keeps changing after it cannot be split further
+fails, naming it.
 
 A settled unit (one that is not open) cannot list a record twice, since a change moves the
 record past the window's end: two copies of an id there, in one pass or in two settled units of
@@ -105,8 +106,8 @@ Fetch = Callable[[Window, int, int], tuple[str, requests.Response]]
 
 @dataclass(frozen=True)
 class ReleasedPage:
-    """A page of an accepted unit, for dlt to walk: the request that fetched it and its
-    response, whose `data` holds only records no earlier page of the unit held."""
+    """An accepted unit, for dlt to walk as one page: the request of the unit's first page and
+    its response, whose `data` holds every record the unit lists."""
 
     url: str
     window: Window
@@ -618,7 +619,8 @@ class WindowReader:
             self._released_ids.difference_update(self._released_by_day.pop(day))
 
     def _release(self, unit: _Unit, listing: list[Any], copies: int) -> None:
-        """Hand the unit's pages to dlt, holding `listing` in place of what each page held."""
+        """Hand the unit to dlt as one page, its first, holding `listing`: dlt's client costs
+        as much per page it walks whatever the page holds."""
         self.report.vendor_total += unit.total or 0
         self.report.listed += len(listing) + copies
         if self._in_settled(unit):
@@ -630,19 +632,9 @@ class WindowReader:
             self._empty_parts.append(unit)
         elif not listing:
             self._empty_units.append(unit)
-        position = 0
-        for offset in sorted(unit.pages):
-            page = unit.pages[offset]
-            last = offset == max(unit.pages)  # takes what an earlier pass adds
-            count = len(listing) - position if last else min(
-                len(page.records), len(listing) - position
-            )
-            page.response.json()["data"] = listing[position : position + count]
-            position += count
-            if count or offset == 0:
-                self._ready.append(
-                    ReleasedPage(page.url, unit.window, offset, unit.limit, page.response)
-                )
+        first = unit.pages[0]  # every pass keeps its first page
+        first.response.json()["data"] = listing
+        self._ready.append(ReleasedPage(first.url, unit.window, 0, unit.limit, first.response))
 
     def _against_other_parts(self, unit: _Unit, listing: list[Any]) -> list[Any]:
         """The settled unit's listing, with each record whose id another settled unit
