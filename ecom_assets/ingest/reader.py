@@ -111,13 +111,12 @@ class ReleasedPage:
 
     url: str
     window: Window
-    offset: int
     limit: int
     response: requests.Response
 
     @property
     def params(self) -> dict[str, Any]:
-        return {**self.window.query_params(), "offset": self.offset, "limit": self.limit}
+        return {**self.window.query_params(), "offset": 0, "limit": self.limit}
 
 
 @dataclass
@@ -634,7 +633,7 @@ class WindowReader:
             self._empty_units.append(unit)
         first = unit.pages[0]  # every pass keeps its first page
         first.response.json()["data"] = listing
-        self._ready.append(ReleasedPage(first.url, unit.window, 0, unit.limit, first.response))
+        self._ready.append(ReleasedPage(first.url, unit.window, unit.limit, first.response))
 
     def _against_other_parts(self, unit: _Unit, listing: list[Any]) -> list[Any]:
         """The settled unit's listing, with each record whose id another settled unit
