@@ -347,6 +347,9 @@ while True:  # a dashboard refreshing: whenever it can open the file, it reads f
     try:
         with duckdb.connect(sys.argv[1], read_only=True):
             time.sleep(0.5)
+        # Between two refreshes, long enough for the run's poll to find the file free: with
+        # no pause the run waits on a gap of a millisecond, for minutes on a loaded machine.
+        time.sleep(0.3)
     except duckdb.Error:
         time.sleep(0.01)
 """
