@@ -4,8 +4,10 @@ scrubbed text. Pure functions, no vendor."""
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
+from typing import Any
 
 import pytest
 
@@ -358,6 +360,48 @@ def test_a_defective_record_in_a_large_page_is_judged_with_its_part_only(
     assert [row["record_id"] for row in quarantined] == ["pay_0250"]
     part = quarantine.RECHECKED_IN_PARTS_OF
     assert conformed == [record["id"] for record in page[200 : 200 + part]]
+
+
+def test_a_page_of_many_records_is_converted_a_batch_at_a_time(
+    batching_by_four: tuple[ResourceReport, quarantine.QuarantineRouter],
+) -> None:
+    # The reader hands dlt each reconciled unit as one page: one bulk-updated millisecond
+    # holds up to a million records, of which Arrow must hold one batch at a time.
+    report, router = batching_by_four
+    page = [{**IN_CONTRACT_FORM, "id": f"pay_{n}"} for n in range(10)]
+    report.complete = True
+
+    tables = [item.data for item in router(page)]
+
+    assert [table.column("id").to_pylist() for table in tables] == [
+        ["pay_0", "pay_1", "pay_2", "pay_3"], ["pay_4", "pay_5", "pay_6", "pay_7"],
+        ["pay_8", "pay_9"],
+    ]
+    assert report.loaded == 10
+
+
+def deduplication_hints(batches: Iterator[Any]) -> list[bool]:
+    """The deduplication hint each Arrow table of `batches` states, in the order converted."""
+    return [
+        item.meta.hints["additional_table_hints"][quarantine.DEDUPLICATED]
+        for item in batches if item.meta.hints["additional_table_hints"]
+    ]
+
+
+@pytest.mark.parametrize("twin", [False, True])
+def test_only_the_batch_converted_last_may_let_the_merge_skip_deduplication(
+    batching_by_four: tuple[ResourceReport, quarantine.QuarantineRouter], twin: bool
+) -> None:
+    # dlt may convert the batches of an earlier flush after the window's last: the hint that
+    # counts (the last one stated) must still see every id, here a twin in the earliest batch.
+    report, router = batching_by_four
+    records = [{**IN_CONTRACT_FORM, "id": f"pay_{n}"} for n in range(10)]
+    earlier = router(([{**IN_CONTRACT_FORM, "id": "pay_9"}] if twin else []) + records[:4])
+    report.complete = True
+    last = router(records[4:])
+
+    assert deduplication_hints(last) == [False, False]
+    assert deduplication_hints(earlier) == [False] * twin + [not twin]
 
 
 def test_unknown_fields_get_their_columns_in_the_order_records_bring_them(

@@ -69,6 +69,10 @@ def test_a_window_larger_than_one_arrow_batch_loads_every_record_once(
     sandbox: SandboxServer, api_key: str, tmp_path: Path, monkeypatch
 ) -> None:
     monkeypatch.setattr(quarantine, "ARROW_BATCH_SIZE", 250)
+    handed: list[int] = []  # rows of each Arrow table handed to dlt
+    hand_over = quarantine.QuarantineRouter._hand_over
+    monkeypatch.setattr(quarantine.QuarantineRouter, "_hand_over", lambda router, *args: (
+        table := hand_over(router, *args), handed.append(table.data.num_rows))[0])
     database = tmp_path / "warehouse.duckdb"
 
     report = load(sandbox, api_key, database)
@@ -77,6 +81,7 @@ def test_a_window_larger_than_one_arrow_batch_loads_every_record_once(
     expected = {r["id"] for r in sandbox.dataset.records("order_payments", day(0), day(5))}
     assert len(ids) == len(set(ids)) == report.loaded == len(expected)
     assert set(ids) == expected
+    assert len(handed) > 1 and max(handed) <= 250
 
 
 def test_dlt_walks_each_reconciled_part_of_the_window_as_one_page(

@@ -196,34 +196,43 @@ class QuarantineRouter(ItemTransform[Any]):
         self._known = contract.field_names
         self._unknown = UnknownFieldColumns(contract, report.unknown_fields, stored_columns)
         self._records: list[Any] = []  # released records, routed a batch at a time
+        self._batches_due = 0  # handed to dlt, not yet converted
+        self._window_read = False  # the batches due include the window's last
         self._held_newer: Callable[..., Mapping[str, datetime] | None] | None = held_newer
         self._overtaken_by_more_than = overtaken_by_more_than
         self._quarantined: set[str] = set()  # keys written this run
         self._cursor_column = [f.name for f in contract.fields].index(contract.cursor)
 
     def __call__(self, page: Any, meta: Any = None) -> Iterator[Any]:
-        # Routed now, not in a generator dlt may resume later: the reader has released this
-        # page, so `report.complete` says whether it is the window's last.
-        return iter(self._route(page if isinstance(page, list) else [page]))
-
-    def _route(self, page: list[Any]) -> list[Any]:
-        """Once the window is read or a batch is due, its valid records as one Arrow table and
-        its quarantine rows. dlt does per-item schema work for Arrow tables, and
+        """Once the window is read or a batch is due, its records' valid ones as Arrow tables
+        and its quarantine rows. dlt does per-item schema work for Arrow tables, and
         `conform_batch` costs less per record the more records it is given."""
-        self._records += page
+        self._records += page if isinstance(page, list) else [page]
+        # Read now, not when dlt resumes the batches: the reader has released this page, so
+        # `report.complete` says whether it is the window's last.
         if not (self.report.complete or len(self._records) >= ARROW_BATCH_SIZE):
-            return []
+            return iter(())
         records, self._records = self._records, []
-        if not records:  # a run with nothing to load never imports Arrow
-            return []
-        quarantined: list[dict[str, Any]] = []
-        routed: list[Any] = []
-        table, raw = self._typed(records, quarantined)
-        if raw:
-            routed.append(self._hand_over(table, raw, quarantined))
-        if quarantined:
-            routed.append(dlt.mark.with_table_name(quarantined, self.contract.quarantine_table))
-        return routed
+        batches = [
+            records[start : start + ARROW_BATCH_SIZE]
+            for start in range(0, len(records), ARROW_BATCH_SIZE)
+        ]
+        self._batches_due += len(batches)
+        self._window_read = self.report.complete
+        return self._routed(batches)
+
+    def _routed(self, batches: list[list[Any]]) -> Iterator[Any]:
+        """Each batch converted when dlt asks for it: a reconciled unit comes as one page,
+        which in one bulk-updated millisecond holds up to a million records, and Arrow holds
+        one batch of them at a time."""
+        for records in batches:  # a run with nothing to load never gets here, nor imports Arrow
+            quarantined: list[dict[str, Any]] = []
+            table, raw = self._typed(records, quarantined)
+            self._batches_due -= 1
+            if raw:
+                yield self._hand_over(table, raw, quarantined)
+            if quarantined:
+                yield dlt.mark.with_table_name(quarantined, self.contract.quarantine_table)
 
     def _typed(
         self, records: list[Any], quarantined: list[dict[str, Any]]
@@ -244,15 +253,16 @@ class QuarantineRouter(ItemTransform[Any]):
         # order records bring them, as `_conform` gives them.
         for part in parts:
             arrays = whole if whole is not None else self._checked(part)
+            valid = part
             if arrays is None:
-                typed, part = self._conformed(part, quarantined)
+                typed, valid = self._conformed(part, quarantined)
                 arrays = [
                     pa.array([r.get(f.name) for r in typed], f.type.arrow_type)
                     for f in self.contract.fields
                 ]
             for column, array in zip(columns, arrays, strict=True):
                 column.append(array)
-            raw += part
+            raw += valid
         return self._arrow(columns, raw), raw
 
     def _checked(self, records: list[Any]) -> list[pa.Array] | None:
@@ -368,10 +378,14 @@ class QuarantineRouter(ItemTransform[Any]):
         self.report.add_loaded_ids(table.column(self.contract.primary_key))
         # A load whose records are each listed once lets dlt's merge skip its deduplication,
         # whose memory grows with the load. The window's last batch states the hint that
-        # counts (the last one stated wins); earlier ones state `False`, so that a load never
-        # inherits `True` from an earlier run's schema, and the ids are counted once per
-        # window rather than at every batch (quadratic in the window's size).
-        deduplicated = self.report.complete and self.report.distinct_loaded == self.report.loaded
+        # counts (the last one stated wins; dlt may interleave the batches of two flushes);
+        # earlier ones state `False`, so that a load never inherits `True` from an earlier
+        # run's schema, and the ids are counted once per window rather than at every batch
+        # (quadratic in the window's size).
+        deduplicated = (
+            self._window_read and not self._batches_due
+            and self.report.distinct_loaded == self.report.loaded
+        )
         hints = dlt.mark.make_hints(
             additional_table_hints={DEDUPLICATED: deduplicated},
             columns=[

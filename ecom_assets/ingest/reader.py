@@ -162,7 +162,7 @@ class _Unit:
 
 class WindowReader:
     """Pages `window` of `resource` through `fetch`, `concurrency` requests at a time, and
-    yields the pages of each unit once it is reconciled (`pages()`)."""
+    yields each unit as one page holding its records once it is reconciled (`pages()`)."""
 
     def __init__(
         self,
@@ -231,7 +231,8 @@ class WindowReader:
         self._settled_recounts = 0
 
     def pages(self) -> Iterator[ReleasedPage]:
-        """Every page of every reconciled unit; the report is complete when this ends."""
+        """Each reconciled unit as one page (an empty unit paged again at the end comes
+        twice); the report is complete when this ends."""
         try:
             while True:
                 self._step(block=not self._ready)
