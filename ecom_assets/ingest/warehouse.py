@@ -340,8 +340,9 @@ def _wait_for_release(path: Path, until: float) -> None:
     the lock is free costs microseconds, so a run can ask every millisecond and take the file
     from a reader that lets go of it for a moment only (a dashboard reopening it at once).
     """
-    # Closed before DuckDB opens the file: closing any descriptor of a file drops the
-    # process's POSIX locks on it, DuckDB's included.
+    # Closing any descriptor of a file drops all of the process's POSIX locks on it, DuckDB's
+    # included: this one is opened only while another process holds the file (so this one
+    # holds no lock on it), and closed before DuckDB opens it.
     with path.open("rb+") as file:
         while time.monotonic() < until:
             try:
