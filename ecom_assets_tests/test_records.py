@@ -4,6 +4,7 @@ scrubbed text. Pure functions, no vendor."""
 import json
 import logging
 import sys
+import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
@@ -378,6 +379,29 @@ def test_a_page_of_many_records_is_converted_a_batch_at_a_time(
         ["pay_8", "pay_9"],
     ]
     assert report.loaded == 10
+
+
+def test_a_batch_converted_is_let_go_of_before_the_next_is_converted(
+    batching_by_four: tuple[ResourceReport, quarantine.QuarantineRouter],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # dlt writes each table and drops it: the router must not hold it while converting the
+    # next batch, or a page of many records costs Arrow two batches at a time.
+    report, router = batching_by_four
+    handed: list[weakref.ref] = []
+    alive_at_each_batch: list[int] = []
+    typed = quarantine.QuarantineRouter._typed
+    monkeypatch.setattr(quarantine.QuarantineRouter, "_typed", lambda router, *args: (
+        alive_at_each_batch.append(sum(ref() is not None for ref in handed))
+        or typed(router, *args)
+    ))
+    report.complete = True
+
+    for item in router([{**IN_CONTRACT_FORM, "id": f"pay_{n}"} for n in range(12)]):
+        handed.append(weakref.ref(item.data))
+        del item  # as dlt does once the table is written
+
+    assert alive_at_each_batch == [0, 0, 0]
 
 
 def deduplication_hints(batches: Iterator[Any]) -> list[bool]:

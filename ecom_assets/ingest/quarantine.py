@@ -11,6 +11,7 @@ with when it was first and last seen.
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from functools import partial
@@ -213,26 +214,32 @@ class QuarantineRouter(ItemTransform[Any]):
         if not (self.report.complete or len(self._records) >= ARROW_BATCH_SIZE):
             return iter(())
         records, self._records = self._records, []
-        batches = [
+        batches = deque(
             records[start : start + ARROW_BATCH_SIZE]
             for start in range(0, len(records), ARROW_BATCH_SIZE)
-        ]
+        )
         self._batches_due += len(batches)
         self._window_read = self.report.complete
         return self._routed(batches)
 
-    def _routed(self, batches: list[list[Any]]) -> Iterator[Any]:
-        """Each batch converted when dlt asks for it: a reconciled unit comes as one page,
-        which in one bulk-updated millisecond holds up to a million records, and Arrow holds
-        one batch of them at a time."""
-        for records in batches:  # a run with nothing to load never gets here, nor imports Arrow
-            quarantined: list[dict[str, Any]] = []
-            table, raw = self._typed(records, quarantined)
-            self._batches_due -= 1
-            if raw:
-                yield self._hand_over(table, raw, quarantined)
-            if quarantined:
-                yield dlt.mark.with_table_name(quarantined, self.contract.quarantine_table)
+    def _routed(self, batches: deque[list[Any]]) -> Iterator[Any]:
+        """Each batch converted when dlt asks for it, and let go of once dlt has its items: a
+        reconciled unit comes as one page, which in one bulk-updated millisecond holds up to a
+        million records, and Arrow holds one batch of them at a time."""
+        while batches:  # a run with nothing to load never gets here, nor imports Arrow
+            yield from self._converted(batches.popleft())
+
+    def _converted(self, records: list[Any]) -> list[Any]:
+        """The batch's valid records as one Arrow table, and its quarantine rows."""
+        quarantined: list[dict[str, Any]] = []
+        table, raw = self._typed(records, quarantined)
+        self._batches_due -= 1
+        converted: list[Any] = []
+        if raw:
+            converted.append(self._hand_over(table, raw, quarantined))
+        if quarantined:
+            converted.append(dlt.mark.with_table_name(quarantined, self.contract.quarantine_table))
+        return converted
 
     def _typed(
         self, records: list[Any], quarantined: list[dict[str, Any]]
