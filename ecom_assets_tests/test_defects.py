@@ -16,6 +16,7 @@ import pytest
 from simplejson import RawJSON
 
 from ecom_assets.ingest import Warehouse
+from ecom_assets.ingest.warehouse import _wait_for_release
 from ecom_assets.sandbox import Twice
 from ecom_assets.sandbox.data import SandboxSpec
 from ecom_assets.sandbox.server import SandboxServer
@@ -361,6 +362,12 @@ def test_a_waiting_run_opens_duckdb_when_the_holder_lets_go_not_at_every_poll(
 
     holder.wait()
     assert len(opened) == 2  # refused while held, then opened
+
+
+def test_a_wait_for_a_file_that_is_gone_leaves_it_to_duckdb(tmp_path: Path) -> None:
+    # Removed between DuckDB's refusal and the wait (a user deleting the warehouse): the next
+    # `duckdb.connect` opens or reports it, rather than the wait failing with an error of its own.
+    _wait_for_release(tmp_path / "gone.duckdb", until=time.monotonic() + 60)
 
 
 KEEP_READING_DUCKDB = """

@@ -341,9 +341,13 @@ def _wait_for_release(path: Path, until: float) -> None:
     from a reader that lets go of it for a moment only (a dashboard reopening it at once).
     """
     # Closing any descriptor of a file drops all of the process's POSIX locks on it, DuckDB's
-    # included: this one is opened only while another process holds the file (so this one
-    # holds no lock on it), and closed before DuckDB opens it.
-    with path.open("rb+") as file:
+    # included. This one is opened only while another process holds the file, when DuckDB
+    # refuses this process a second instance of it: no thread of a run opens it meanwhile.
+    try:
+        file = path.open("rb+")
+    except OSError:  # gone, or not writable: the next `duckdb.connect` says which
+        return
+    with file:
         while time.monotonic() < until:
             try:
                 fcntl.lockf(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
