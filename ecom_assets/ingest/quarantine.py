@@ -198,7 +198,6 @@ class QuarantineRouter(ItemTransform[Any]):
         self._unknown = UnknownFieldColumns(contract, report.unknown_fields, stored_columns)
         self._records: list[Any] = []  # released records, routed a batch at a time
         self._batches_due = 0  # handed to dlt, not yet converted
-        self._window_read = False  # the batches due include the window's last
         self._held_newer: Callable[..., Mapping[str, datetime] | None] | None = held_newer
         self._overtaken_by_more_than = overtaken_by_more_than
         self._quarantined: set[str] = set()  # keys written this run
@@ -219,7 +218,6 @@ class QuarantineRouter(ItemTransform[Any]):
             for start in range(0, len(records), ARROW_BATCH_SIZE)
         )
         self._batches_due += len(batches)
-        self._window_read = self.report.complete
         return self._routed(batches)
 
     def _routed(self, batches: deque[list[Any]]) -> Iterator[Any]:
@@ -385,12 +383,13 @@ class QuarantineRouter(ItemTransform[Any]):
         self.report.add_loaded_ids(table.column(self.contract.primary_key))
         # A load whose records are each listed once lets dlt's merge skip its deduplication,
         # whose memory grows with the load. The window's last batch states the hint that
-        # counts (the last one stated wins; dlt may interleave the batches of two flushes);
-        # earlier ones state `False`, so that a load never inherits `True` from an earlier
-        # run's schema, and the ids are counted once per window rather than at every batch
-        # (quadratic in the window's size).
+        # counts (the last one stated wins; dlt may interleave the batches of two flushes,
+        # and the window is read once the reader released its last page, which dlt routes at
+        # once); earlier ones state `False`, so that a load never inherits `True` from an
+        # earlier run's schema, and the ids are counted once per window rather than at every
+        # batch (quadratic in the window's size).
         deduplicated = (
-            self._window_read and not self._batches_due
+            self.report.complete and not self._batches_due
             and self.report.distinct_loaded == self.report.loaded
         )
         hints = dlt.mark.make_hints(
